@@ -1,0 +1,1 @@
+"""One module per CLI verb (see cochseg3d.cli)."""

@@ -1,0 +1,85 @@
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from cochseg3d.volume import (
+    CANONICAL_DIRECTION,
+    Grid,
+    Volume,
+    canonical,
+    coronal_slices,
+    from_canonical,
+    read_image,
+    write_image,
+)
+
+
+def _volume(direction, shape=(5, 6, 7), spacing=(0.3, 0.4, 0.5), origin=(10.0, -20.0, 30.0)):
+    rng = np.random.default_rng(0)
+    return Volume(rng.integers(-1000, 3000, shape).astype(np.int16), spacing, origin, direction)
+
+
+AXIAL = np.eye(3)
+CORONAL = np.array([[1, 0, 0], [0, 0, -1], [0, -1, 0]], dtype=float)  # IOP (1,0,0,0,0,-1)
+SAGITTAL = np.array([[0, 0, 1], [1, 0, 0], [0, -1, 0]], dtype=float)  # IOP (0,1,0,0,0,-1)
+
+
+@pytest.mark.parametrize("direction", [AXIAL, CORONAL, SAGITTAL], ids=["axial", "coronal", "sagittal"])
+def test_canonical_roundtrip_is_exact_and_physical(direction):
+    vol = _volume(direction)
+    can = canonical(vol)
+    np.testing.assert_allclose(can.direction, CANONICAL_DIRECTION)
+    # every voxel keeps its physical position: compare a voxel's LPS before and after
+    k, j, i = 1, 2, 3
+    p = vol.index_to_lps([i, j, k])
+    ijk = np.rint(can.lps_to_index(p)).astype(int)
+    assert can.array[ijk[2], ijk[1], ijk[0]] == vol.array[k, j, i]
+    back = from_canonical(can, is_label=False)
+    assert back.grid.allclose(vol.grid)
+    np.testing.assert_array_equal(back.array, vol.array)
+
+
+def test_coronal_slice_rows_go_inferior_and_columns_left():
+    vol = _volume(AXIAL, shape=(4, 5, 6), spacing=(1, 1, 1), origin=(0, 0, 0))
+    sl = coronal_slices(vol)
+    assert len(sl) == vol.array.shape[1]  # axial j axis is posterior
+    can = canonical(vol)
+    # first row of a coronal slice is the most superior axial slice (largest k in LPS axial)
+    np.testing.assert_array_equal(sl[0].array[0], vol.array[-1, 0, :])
+
+
+def test_oblique_canonical_resamples_and_returns(tmp_path):
+    t = sitk.Euler3DTransform()
+    t.SetRotation(0.2, 0.1, 0.3)
+    direction = np.asarray(t.GetMatrix()).reshape(3, 3)
+    vol = Volume(np.zeros((20, 20, 20), np.uint8), (0.5, 0.5, 0.5), (0, 0, 0), direction)
+    vol.array[8:12, 8:12, 8:12] = 1
+    can = canonical(vol, is_label=True)
+    assert can.grid.is_axis_aligned()
+    back = from_canonical(can, is_label=True)
+    assert back.grid.allclose(vol.grid)
+    inter = np.logical_and(back.array, vol.array).sum()
+    assert 2 * inter / (back.array.sum() + vol.array.sum()) > 0.7
+
+
+def test_write_read_nifti_keeps_geometry(tmp_path):
+    vol = _volume(SAGITTAL)
+    out = write_image(vol, tmp_path / "a.nii.gz")
+    got = read_image(out)
+    assert got.grid.allclose(vol.grid, atol_mm=1e-4)
+    np.testing.assert_array_equal(got.array, vol.array)
+    assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_read_image_errors_name_the_file(tmp_path):
+    bad = tmp_path / "broken.nii.gz"
+    bad.write_bytes(b"not an image")
+    with pytest.raises(ValueError, match="broken.nii.gz"):
+        read_image(bad)
+    with pytest.raises(FileNotFoundError, match="missing.nii"):
+        read_image(tmp_path / "missing.nii")
+
+
+def test_grid_dict_roundtrip():
+    g = _volume(CORONAL).grid
+    assert Grid.from_dict(g.to_dict()) == g
