@@ -1,0 +1,112 @@
+"""``cochseg3d segment INPUT``: electrode label (NIfTI on the source grid), contacts, preview."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+
+NAME = "segment"
+HELP = "segment the electrode array of one patient or a folder of patients (DICOM or NIfTI)"
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("input", type=Path,
+                        help="a patient DICOM folder, a NIfTI/NRRD/MHA file, or a folder of many patients")
+    parser.add_argument("-o", "--output", type=Path, default=Path("segmentations"),
+                        help="output folder (default: ./segmentations)")
+    parser.add_argument("--model", type=Path, default=None,
+                        help="checkpoint (.pt) from `cochseg3d train`; default: the model shipped in the package")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                        help="where the network runs (auto: cuda if available)")
+    parser.add_argument("--probabilities", action="store_true", help="also write <case>.prob.nii.gz")
+    parser.add_argument("--seg-dicom", action="store_true",
+                        help="also write <case>.seg.dcm, a DICOM SEG referencing the source series")
+    parser.add_argument("--electrode", default=None,
+                        help='implanted array: vendor ("MED-EL", "Cochlear", "AB") or model name; '
+                             "its contact count and pitch place contacts that CT cannot separate")
+    parser.add_argument("--threshold", type=float, default=0.5, help="electrode probability threshold")
+    parser.add_argument("--batch-size", type=int, default=16, help="sliding-window patches per forward pass")
+    parser.add_argument("--overlap", type=float, default=0.25, help="sliding-window overlap fraction")
+    parser.add_argument("--no-png", action="store_true", help="skip the preview PNG")
+
+
+def _shard(items: list, rank: int, world: int) -> list:
+    return items[rank::world]
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    import torch
+    from tqdm.auto import tqdm
+
+    from cochseg3d.cli import UserError
+    from cochseg3d.contacts import electrode_spec
+    from cochseg3d.inference import find_inputs, load_model, segment_path
+    from cochseg3d.volume import atomic_write
+
+    if args.electrode:
+        electrode_spec(args.electrode)  # fail early on a typo
+    if not 0.0 < args.threshold < 1.0:
+        raise UserError(f"--threshold must lie in (0, 1), got {args.threshold}")
+    if not 0.0 <= args.overlap < 1.0:
+        raise UserError(f"--overlap must lie in [0, 1), got {args.overlap}")
+    # under torchrun every process takes its share of the patients (and its own GPU)
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError("--device cuda: no CUDA device available")
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0)) % torch.cuda.device_count()}"
+    model, pre, info = load_model(args.model, device=device)
+    cases = find_inputs(args.input)
+    if not cases:
+        raise UserError(f"{args.input}: no patients found (need DICOM files, image files or patient folders)")
+    mine = _shard(cases, rank, world)
+    log.info("%d patient(s) to segment%s with %s on %s", len(mine), f" (shard {rank}/{world})" if world > 1 else "",
+             info["path"], device)
+    done, failed = [], []
+    used_ids: set[str] = set()
+    bar = tqdm(mine, desc="segment", unit="patient", disable=len(mine) < 2)
+    for src in bar:
+        bar.set_postfix_str(src.name[:30])
+        try:
+            case_id = None
+            if len(cases) > 1:
+                from cochseg3d.utils import sanitize_case_id
+
+                # patients of one folder may share a PatientID: the folder/file name keeps them apart
+                case_id = sanitize_case_id(src.name.split(".")[0] if src.is_file() else src.name)
+                if src.name == "DICOM":  # phantom cohort layout <case>/DICOM
+                    case_id = sanitize_case_id(src.parent.name)
+                while case_id in used_ids:
+                    case_id += "_b"
+                used_ids.add(case_id)
+            rec = segment_path(src, args.output, model, preprocessing=pre, device=device,
+                               threshold=args.threshold, batch_size=args.batch_size, overlap=args.overlap,
+                               probabilities=args.probabilities, seg_dicom=args.seg_dicom, png=not args.no_png,
+                               electrode=args.electrode, case_id=case_id, model_info=info)
+            done.append(rec)
+            print(f"{rec['case_id']}: {rec['voxels']} voxels ({rec['volume_mm3']:.1f} mm^3), "
+                  f"{rec['n_contacts']} contacts -> {rec['files']['label']}")
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # one bad patient must not stop the rest
+            if len(mine) == 1:
+                raise
+            log.error("%s: skipped: %s", src, exc)
+            failed.append({"source": str(src), "error": f"{type(exc).__name__}: {exc}"})
+    if len(mine) > 1:
+        summary = {"model": info["path"], "done": done, "failed": failed}
+        name = "summary.json" if world == 1 else f"summary.rank{rank}.json"
+        atomic_write(args.output / name, lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=1)))
+        print(f"{len(done)} segmented, {len(failed)} failed; summary in {args.output / name}")
+        for f in failed:
+            print(f"  failed: {f['source']}: {f['error']}")
+    return 1 if failed else 0

@@ -1,0 +1,434 @@
+"""Electrode contact centres in patient mm from an electrode label and its CT image.
+
+Method: the label's skeleton gives the array's centreline (longest path through the skeleton graph,
+gaps bridged, ends extended to the label's tips), smoothed by a spline and sampled every 0.05 mm.
+The CT intensity along it is a profile whose peaks are the contacts (platinum is brighter than the
+wires between them). Where contacts merge (Cochlear's 22 closely spaced contacts at CBCT
+resolution) the array's known contact count and pitch place an evenly spaced comb along the
+centreline, phased to the profile's ripple. Contacts are ordered apex -> base: the apex is the end
+of the centreline curled into the spiral (closer to its centroid).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from cochseg3d.volume import Volume
+
+log = logging.getLogger(__name__)
+
+#: fallback layouts (contact count, pitch mm, apical tip -> first contact centre mm) used when the
+#: phantom catalogue (cochseg3d.phantom.electrodes) is not importable
+_FALLBACK_LAYOUTS: dict[str, list[dict[str, float]]] = {
+    "MED-EL": [{"n_contacts": 12, "pitch_mm": 2.1, "tip_to_first_mm": 0.6}],
+    "Cochlear": [{"n_contacts": 22, "pitch_mm": p, "tip_to_first_mm": 0.3} for p in (0.67, 0.72, 0.9)],
+    "AB": [{"n_contacts": 16, "pitch_mm": p, "tip_to_first_mm": 0.4} for p in (1.0, 1.1, 1.3)],
+}
+
+
+def electrode_layouts(electrode: str) -> list[dict[str, Any]]:
+    """Contact layouts of a vendor ("MED-EL", "Cochlear", "AB") or of one catalogue model.
+
+    Each layout: ``n_contacts``, ``pitch_mm``, ``tip_to_first_mm`` (apical tip to the first contact's
+    centre) and ``model``. The figures come from the electrode catalogue of the phantom
+    (:mod:`cochseg3d.phantom.electrodes`, which cites its sources).
+
+    Raises:
+        ValueError: unknown vendor / model.
+    """
+    try:
+        from cochseg3d.phantom import electrodes as cat
+    except ImportError:  # the catalogue ships with the phantom; keep working without it
+        cat = None
+    if cat is not None:
+        try:
+            models = [cat.find_model(electrode)]
+        except ValueError:
+            models = cat.models_of(electrode)
+        return [{"n_contacts": m.n_contacts, "pitch_mm": m.pitch_mm, "tip_to_first_mm": m.tip_offset_mm,
+                 "model": m.model, "vendor": m.vendor} for m in models]
+    key = {k.lower().replace("-", ""): k for k in _FALLBACK_LAYOUTS}.get(electrode.lower().replace("-", ""))
+    if key is None:
+        raise ValueError(f"unknown electrode {electrode!r}; use one of {sorted(_FALLBACK_LAYOUTS)}")
+    return [{**d, "model": key, "vendor": key} for d in _FALLBACK_LAYOUTS[key]]
+
+
+def _all_layouts() -> list[dict[str, Any]]:
+    return [l for v in _FALLBACK_LAYOUTS for l in electrode_layouts(v)]
+
+
+def electrode_spec(electrode: str) -> dict[str, Any]:
+    """Keyword arguments of :func:`find_contacts` for a vendor or model name (validated)."""
+    electrode_layouts(electrode)
+    return {"electrode": electrode}
+
+
+_LPS_TO_RAS = np.array([-1.0, -1.0, 1.0])
+
+
+@dataclass
+class Contacts:
+    """Contacts found on one electrode array.
+
+    Attributes:
+        lps_mm: (N, 3) contact centres in LPS mm, apex -> base.
+        method: "peaks" (separate intensity peaks) or "pitch" (comb of the known pitch).
+        centreline_lps_mm: (M, 3) the array's centreline, apex -> base, every ``step_mm``.
+        profile: CT intensity along the centreline (HU), same length.
+        pitch_mm: contact spacing used or measured (mm).
+        info: extra diagnostics (electrode assumed, peak count, array length mm ...).
+    """
+
+    lps_mm: np.ndarray
+    method: str
+    centreline_lps_mm: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
+    profile: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    pitch_mm: float = math.nan
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ras_mm(self) -> np.ndarray:
+        return self.lps_mm * _LPS_TO_RAS
+
+    def to_json(self, **extra: Any) -> dict[str, Any]:
+        """The contacts.json record (LPS and RAS mm, apex -> base)."""
+        return {
+            **extra,
+            "n_contacts": int(len(self.lps_mm)),
+            "order": "apex_to_base",
+            "method": self.method,
+            "pitch_mm": None if math.isnan(self.pitch_mm) else round(float(self.pitch_mm), 4),
+            "contacts_lps_mm": np.round(self.lps_mm, 4).tolist(),
+            "contacts_ras_mm": np.round(self.ras_mm, 4).tolist(),
+            "array_length_mm": self.info.get("length_mm"),
+            "electrode_assumed": self.info.get("electrode"),
+            "model_assumed": self.info.get("model"),
+        }
+
+
+# --- geometry helpers ---------------------------------------------------------------------------
+def _crop(volume: Volume, box: tuple[slice, ...]) -> Volume:
+    """Sub-volume ``volume.array[box]`` with its origin moved so every voxel keeps its position."""
+    start = np.array([s.start for s in box][::-1], dtype=float)  # (i, j, k)
+    origin = volume.index_to_lps(start)
+    return Volume(volume.array[box], volume.spacing_mm, tuple(origin), volume.direction.copy(), dict(volume.meta))
+
+
+def _bbox(mask: np.ndarray, margin: tuple[int, int, int]) -> tuple[slice, ...]:
+    idx = np.nonzero(mask)
+    return tuple(slice(max(0, int(i.min()) - m), min(n, int(i.max()) + m + 1))
+                 for i, m, n in zip(idx, margin, mask.shape))
+
+
+def _longest_path(points_mm: np.ndarray, link_mm: float) -> np.ndarray:
+    """Indices of the longest shortest path through points linked within ``link_mm``.
+
+    Disconnected pieces (an array broken by a label gap) are joined by their closest pair of points
+    (a minimum spanning tree over the pieces).
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components, dijkstra, minimum_spanning_tree
+    from scipy.spatial import cKDTree
+
+    n = len(points_mm)
+    if n < 2:
+        return np.arange(n)
+    tree = cKDTree(points_mm)
+    pairs = tree.query_pairs(link_mm, output_type="ndarray")
+    w = np.linalg.norm(points_mm[pairs[:, 0]] - points_mm[pairs[:, 1]], axis=1) if len(pairs) else np.zeros(0)
+    rows, cols, vals = list(pairs[:, 0]), list(pairs[:, 1]), list(w)
+    graph = coo_matrix((vals, (rows, cols)), shape=(n, n)).tocsr()
+    n_comp, comp = connected_components(graph, directed=False)
+    if n_comp > 1:
+        # bridge the pieces: closest pair between every two pieces, then their spanning tree
+        trees = [cKDTree(points_mm[comp == c]) for c in range(n_comp)]
+        members = [np.nonzero(comp == c)[0] for c in range(n_comp)]
+        dist = np.zeros((n_comp, n_comp))
+        link = {}
+        for a in range(n_comp):
+            for b in range(a + 1, n_comp):
+                d, j = trees[b].query(points_mm[members[a]])
+                i = int(np.argmin(d))
+                dist[a, b] = max(float(d[i]), 1e-6)
+                link[(a, b)] = (members[a][i], members[b][int(j[i])], float(d[i]))
+        mst = minimum_spanning_tree(dist).tocoo()
+        for a, b in zip(mst.row, mst.col):
+            i, j, d = link[(min(a, b), max(a, b))]
+            rows.append(i)
+            cols.append(j)
+            vals.append(max(d, 1e-6))
+        graph = coo_matrix((vals, (rows, cols)), shape=(n, n)).tocsr()
+    d0 = dijkstra(graph, directed=False, indices=0)
+    a = int(np.nanargmax(np.where(np.isfinite(d0), d0, -1)))
+    da, pred = dijkstra(graph, directed=False, indices=a, return_predecessors=True)
+    b = int(np.nanargmax(np.where(np.isfinite(da), da, -1)))
+    path = [b]
+    while path[-1] != a and pred[path[-1]] >= 0:
+        path.append(int(pred[path[-1]]))
+    return np.array(path[::-1])
+
+
+def _resample_curve(points_mm: np.ndarray, step_mm: float, smooth_mm: float) -> np.ndarray:
+    """A smoothing spline through ordered points, sampled every ``step_mm`` of arc length."""
+    from scipy.interpolate import splev, splprep
+
+    # thin the points to about one per smooth_mm so the spline follows the trend, not voxel steps
+    seg = np.linalg.norm(np.diff(points_mm, axis=0), axis=1)
+    arc = np.concatenate([[0.0], np.cumsum(seg)])
+    if arc[-1] < 2 * step_mm:
+        return points_mm[[0, -1]] if len(points_mm) > 1 else points_mm
+    keep = np.unique(np.searchsorted(arc, np.arange(0.0, arc[-1], smooth_mm)))
+    keep = np.unique(np.concatenate([keep, [len(points_mm) - 1]]))
+    pts = points_mm[keep]
+    k = min(3, len(pts) - 1)
+    if k < 1:
+        return pts
+    u = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(pts, axis=0), axis=1))])
+    u = u / u[-1]
+    tck, _ = splprep(pts.T, u=u, k=k, s=len(pts) * (0.25 * smooth_mm) ** 2)
+    dense = np.array(splev(np.linspace(0, 1, max(50, int(arc[-1] / step_mm) * 4)), tck)).T
+    darc = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(dense, axis=0), axis=1))])
+    s = np.arange(0.0, darc[-1] + 1e-9, step_mm)
+    return np.stack([np.interp(s, darc, dense[:, c]) for c in range(3)], axis=1)
+
+
+def _extend_to_tip(curve: np.ndarray, inside, step_mm: float, max_mm: float) -> np.ndarray:
+    """Extend the curve's last point along its end tangent while still inside the label."""
+    if len(curve) < 3:
+        return curve
+    back = min(len(curve) - 1, max(2, int(0.5 / step_mm)))
+    t = curve[-1] - curve[-1 - back]
+    t = t / (np.linalg.norm(t) + 1e-12)
+    extra = []
+    for n in range(1, int(max_mm / step_mm) + 1):
+        p = curve[-1] + n * step_mm * t
+        if not inside(p):
+            break
+        extra.append(p)
+    return np.vstack([curve, extra]) if extra else curve
+
+
+def _sample(volume: Volume, points_lps: np.ndarray, array: np.ndarray | None = None, order: int = 1) -> np.ndarray:
+    ijk = volume.lps_to_index(points_lps)
+    arr = volume.array if array is None else array
+    return ndimage.map_coordinates(arr, ijk[:, ::-1].T, order=order, mode="nearest")
+
+
+# --- contact placement --------------------------------------------------------------------------
+def _peaks(profile: np.ndarray, step_mm: float, min_sep_mm: float) -> np.ndarray:
+    from scipy.signal import find_peaks
+
+    base = float(np.percentile(profile, 5))
+    span = float(np.percentile(profile, 95)) - base
+    idx, _ = find_peaks(profile, distance=max(1, int(min_sep_mm / step_mm)), prominence=0.08 * span)
+    if len(idx) >= 2:
+        # contacts are the brightest thing on the array: drop ripples on the leads' lower plateau
+        heights = profile[idx]
+        ref = float(np.median(np.sort(heights)[len(heights) // 2:]))
+        idx = idx[heights >= ref - 0.5 * (ref - base)]
+    if len(idx) >= 3:
+        # the contacts form one evenly spaced run; stray peaks beyond a big gap are not contacts
+        gaps = np.diff(idx)
+        breaks = np.nonzero(gaps > 1.6 * np.median(gaps))[0]
+        runs = np.split(idx, breaks + 1)
+        idx = max(runs, key=len)
+    # sub-sample peak position from a parabola through the three samples around each peak
+    out = []
+    for i in idx:
+        if 0 < i < len(profile) - 1:
+            a, b, c = profile[i - 1], profile[i], profile[i + 1]
+            den = a - 2 * b + c
+            out.append(i + (0.5 * (a - c) / den if den < 0 else 0.0))
+        else:
+            out.append(float(i))
+    return np.asarray(out)
+
+
+def _comb(profile: np.ndarray, step_mm: float, n: int, pitch_mm: float, tip_to_first_mm: float
+          ) -> tuple[np.ndarray, float]:
+    """Sample positions (in steps) of ``n`` contacts ``pitch_mm`` apart, phased to the profile.
+
+    The first contact is searched within one pitch of its nominal place behind the apical tip; the
+    phase maximising the summed (detrended) profile at the comb positions wins, with a mild pull
+    toward the nominal place so a featureless profile falls back to it.
+    """
+    detrended = profile - ndimage.uniform_filter1d(profile, max(3, int(2 * pitch_mm / step_mm)), mode="nearest")
+    scale = float(np.std(detrended)) + 1e-6
+    best, best_score = None, -np.inf
+    for s0 in np.arange(max(0.0, tip_to_first_mm - pitch_mm / 2), tip_to_first_mm + pitch_mm / 2 + 1e-9, step_mm / 2):
+        pos = (s0 + pitch_mm * np.arange(n)) / step_mm
+        if pos[-1] > len(profile) - 1:
+            pos = pos[pos <= len(profile) - 1]
+        if len(pos) == 0:
+            continue
+        val = np.interp(pos, np.arange(len(profile)), detrended)
+        score = float(val.mean()) / scale - 0.5 * ((s0 - tip_to_first_mm) / pitch_mm) ** 2
+        if score > best_score:
+            best, best_score = pos, score
+    return np.asarray(best if best is not None else [], dtype=float), float(best_score)
+
+
+def _refine(image: Volume, smoothed: np.ndarray, points_lps: np.ndarray, radius_mm: float) -> np.ndarray:
+    """Move each point to the intensity-weighted centroid of the bright voxels within ``radius_mm``."""
+    out = points_lps.copy()
+    sp = np.asarray(image.spacing_mm)
+    r_vox = np.ceil(radius_mm / sp).astype(int)
+    for n, p in enumerate(points_lps):
+        c = np.rint(image.lps_to_index(p)).astype(int)
+        lo = np.maximum(c - r_vox, 0)
+        hi = np.minimum(c + r_vox + 1, image.size)
+        if np.any(hi <= lo):
+            continue
+        block = smoothed[lo[2]:hi[2], lo[1]:hi[1], lo[0]:hi[0]]
+        kk, jj, ii = np.meshgrid(*[np.arange(a, b) for a, b in zip(lo[::-1], hi[::-1])], indexing="ij")
+        ijk = np.stack([ii, jj, kk], axis=-1).reshape(-1, 3)
+        lps = image.index_to_lps(ijk)
+        w = block.reshape(-1).astype(float)
+        inside = np.linalg.norm(lps - p, axis=1) <= radius_mm
+        if inside.sum() < 2:
+            continue
+        w = np.where(inside, w, -np.inf)
+        floor = np.percentile(w[inside], 50)
+        w = np.clip(w - floor, 0, None)
+        if w.sum() > 0:
+            out[n] = (lps * w[:, None]).sum(axis=0) / w.sum()
+    return out
+
+
+def find_contacts(
+    label: Volume,
+    image: Volume,
+    *,
+    electrode: str | None = None,
+    n_contacts: int | None = None,
+    pitch_mm: float | None = None,
+    tip_to_first_mm: float | None = None,
+    step_mm: float = 0.05,
+    refine: bool = True,
+) -> Contacts:
+    """Contact centres of the electrode array in ``label`` (LPS mm, apex -> base).
+
+    Args:
+        label: electrode mask (non-zero = electrode) on the same grid as ``image``.
+        image: the CT in HU.
+        electrode: a vendor ("MED-EL", "Cochlear", "AB") or catalogue model name (e.g.
+            "CI612 Contour Advance"); its contact count and pitch check the peaks and place the
+            contacts where they merge. None: separate peaks are taken as they are, and merged
+            contacts are placed with the Cochlear layouts.
+        n_contacts: contact count (overrides the electrode's; needs ``pitch_mm``).
+        pitch_mm: centre-to-centre contact spacing in mm.
+        tip_to_first_mm: apical tip to first contact centre, mm (default: half a pitch).
+        step_mm: centreline sampling step in mm.
+        refine: move each separate contact to the intensity centroid around it.
+
+    Returns:
+        :class:`Contacts`; empty when the label is empty.
+    """
+    if not label.grid.allclose(image.grid):
+        raise ValueError("label and image must share one grid (size, spacing, origin, direction)")
+    mask = np.asarray(label.array) > 0
+    if not mask.any():
+        return Contacts(np.zeros((0, 3)), "none", info={"reason": "empty label"})
+    if n_contacts and pitch_mm:
+        layouts = [{"n_contacts": int(n_contacts), "pitch_mm": float(pitch_mm), "model": "given",
+                    "tip_to_first_mm": float(tip_to_first_mm if tip_to_first_mm is not None else pitch_mm / 2)}]
+    elif electrode:
+        layouts = electrode_layouts(electrode)
+    else:
+        layouts = []
+
+    sp = np.asarray(image.spacing_mm)
+    box = _bbox(mask, tuple(int(math.ceil(1.5 / s)) for s in sp[::-1]))
+    img = _crop(image, box)
+    lab = _crop(label, box)
+    m = np.asarray(lab.array) > 0
+    smoothed = ndimage.gaussian_filter(img.array.astype(np.float32), sigma=np.maximum(0.08 / sp[::-1], 0.5))
+    curve = _centreline(lab, m, step_mm)
+    length = float(np.linalg.norm(np.diff(curve, axis=0), axis=1).sum())
+    profile = _sample(img, curve, smoothed)
+    info: dict[str, Any] = {"length_mm": round(length, 3), "electrode": electrode}
+
+    min_sep = 0.6 * min(l["pitch_mm"] for l in layouts) if layouts else 0.5
+    peaks = _peaks(profile, step_mm, min_sep)
+    info["n_peaks"] = int(len(peaks))
+    chosen: dict[str, Any] | None = None
+    measured_pitch = math.nan
+    use_peaks = False
+    if len(peaks) >= 3:
+        gaps = np.diff(peaks) * step_mm
+        measured_pitch = float(np.median(gaps))
+        regular = float(np.std(gaps) / measured_pitch) < 0.3
+        # peaks closer than what CBCT resolves are noise on a merged array
+        resolvable = measured_pitch >= 2 * float(sp.max())
+        fits = [l for l in layouts if abs(measured_pitch - l["pitch_mm"]) < 0.3 * l["pitch_mm"]
+                and len(peaks) >= 0.75 * l["n_contacts"]]
+        # without a known layout, accept only a count any catalogue array could have
+        enough = len(peaks) >= 0.75 * min(l["n_contacts"] for l in (layouts or _all_layouts()))
+        use_peaks = regular and resolvable and enough and (not layouts or bool(fits))
+        if use_peaks and fits:
+            chosen = min(fits, key=lambda l: abs(measured_pitch - l["pitch_mm"]))
+    if use_peaks:
+        pos = peaks
+        if chosen is not None and len(pos) > chosen["n_contacts"]:
+            # keep the brightest run of the expected count
+            vals = np.interp(pos, np.arange(len(profile)), profile)
+            n = int(chosen["n_contacts"])
+            a = max(range(len(pos) - n + 1), key=lambda a: vals[a:a + n].sum())
+            pos = pos[a:a + n]
+        method, pitch_used = "peaks", measured_pitch
+    else:
+        if not layouts:
+            layouts = electrode_layouts("Cochlear")
+            info["electrode"] = "Cochlear (assumed: contacts not separable)"
+        best = None
+        for l in layouts:
+            cand, score = _comb(profile, step_mm, int(l["n_contacts"]), float(l["pitch_mm"]),
+                                float(l.get("tip_to_first_mm", 0.5 * l["pitch_mm"])))
+            if best is None or score > best[1]:
+                best, chosen = (cand, score), l
+        pos = best[0]
+        method, pitch_used = "pitch", float(chosen["pitch_mm"])
+    if chosen is not None:
+        info["model"] = chosen.get("model")
+    s_idx = np.arange(len(curve))
+    pts = np.stack([np.interp(pos, s_idx, curve[:, c]) for c in range(3)], axis=1) if len(pos) else np.zeros((0, 3))
+    if refine and method == "peaks" and len(pts):
+        radius = min(0.45 * pitch_used, 0.6)
+        pts = _refine(img, smoothed, pts, radius)
+    return Contacts(pts, method, curve, profile.astype(np.float32), pitch_used, info)
+
+
+def _centreline(lab: Volume, m: np.ndarray, step_mm: float) -> np.ndarray:
+    """The array's centreline (LPS mm, apex -> base, every ``step_mm``) from its mask ``m``.
+
+    Skeleton -> longest path through it (gaps bridged) -> smoothing spline -> extended along the
+    end tangents to the mask's tips. The apex is the end curled into the spiral: closer to the
+    centreline's centroid than the basal end, which runs out toward the lead.
+    """
+    from skimage.morphology import skeletonize
+
+    sp = np.asarray(lab.spacing_mm)
+    skel = skeletonize(m)
+    if skel.sum() < 2:
+        skel = m
+    pts = lab.index_to_lps(np.argwhere(skel)[:, ::-1])
+    path = pts[_longest_path(pts, link_mm=1.75 * float(sp.max()))]
+    curve = _resample_curve(path, step_mm, max(0.5, 2.0 * float(sp.max())))
+
+    def inside(p):
+        i, j, k = np.rint(lab.lps_to_index(p)).astype(int)
+        return 0 <= k < m.shape[0] and 0 <= j < m.shape[1] and 0 <= i < m.shape[2] and bool(m[k, j, i])
+
+    curve = _extend_to_tip(curve, inside, step_mm, 2.0)
+    curve = _extend_to_tip(curve[::-1], inside, step_mm, 2.0)[::-1]
+    centroid = curve.mean(axis=0)
+    n_end = max(1, min(len(curve) // 4, int(2.0 / step_mm)))
+    d_first = np.linalg.norm(curve[:n_end] - centroid, axis=1).mean()
+    d_last = np.linalg.norm(curve[-n_end:] - centroid, axis=1).mean()
+    return curve[::-1] if d_last < d_first else curve

@@ -1,0 +1,327 @@
+"""Temporal-bone anatomy painted on an axis-aligned scanner grid (LPS mm, array ``[k, j, i]``).
+
+Structures are signed-distance primitives (ellipsoids, capsules, tori, a spiral canal) blended with a
+one-voxel partial-volume ramp, each evaluated only inside its bounding box so a 200^3 grid costs well
+under a second. Attenuations are true HU before the scanner model (:mod:`.cbct`).
+
+Grey values (true HU; the CBCT model adds offset, shading and noise later):
+
+* otic capsule ~1600-2000 HU and petrous / mastoid bone ~1100-1500 HU: the 1100-2000 HU range of
+  dense temporal bone quoted in issue 2 (cf. the otic capsule being the densest bone of the body);
+* air -1000, perilymph / CSF 0-20, soft tissue 30-60 HU (standard CT values);
+* silicone carrier ~+150-300 HU (assumption; PDMS is slightly denser than soft tissue).
+
+Cochlear shape (drawn per patient, see :func:`cochlea_spiral`):
+
+* lateral-wall spiral r(theta) = r_a + (r_0 - r_a) exp(-k theta), theta from the round window;
+  basal-turn diameter A = r(0) + r(pi) drawn N(9.2, 0.4) mm clipped to 8.4-10.4 mm (Escude et al.,
+  Audiol Neurootol 2006;11 Suppl 1:27-33; Alexiades et al., Otol Neurotol 2015;36:904-907);
+* 2.45-2.8 turns (Erixon et al., Otol Neurotol 2009;30:14-22); the lateral wall of the first two
+  turns is Escude's 4.16 A - 3.98 mm, giving a mid-canal duct length of ~31-35 mm (~33 mm);
+* canal radius 1.0 mm basal tapering to ~0.55 mm apical: scala tympani ~1.0 mm high in the basal
+  turn (e.g. Avci et al., Hear Res 2014;317:13-22 report ST heights ~0.9-1.3 mm basally);
+* modiolar axis at ~52 deg to the left-right axis, i.e. the basal-turn plane ~52 deg to the
+  sagittal plane (issue 2), tilted inferiorly ~25 deg (assumption), spiral mirrored for left ears.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage, optimize
+
+# tissue classes of the ``tissue`` map (also used by the realism tests)
+SOFT, BONE, CAPSULE, AIR, FLUID, SILICONE, METAL, MODIOLUS = range(8)
+TISSUE_NAMES = {SOFT: "soft tissue", BONE: "bone", CAPSULE: "otic capsule", AIR: "air", FLUID: "fluid",
+                SILICONE: "silicone", METAL: "metal", MODIOLUS: "modiolus"}
+
+
+@dataclass
+class ScanGrid:
+    """Axis-aligned scanner grid: index ``(i, j, k)`` -> LPS ``(x, y, z)``, identity direction."""
+
+    shape: tuple[int, int, int]  # numpy order (nz, ny, nx)
+    spacing_mm: tuple[float, float, float]  # (dx, dy, dz) = ITK order
+    origin_mm: tuple[float, float, float]
+
+    @property
+    def xs(self) -> np.ndarray:
+        return (self.origin_mm[0] + self.spacing_mm[0] * np.arange(self.shape[2])).astype(np.float32)
+
+    @property
+    def ys(self) -> np.ndarray:
+        return (self.origin_mm[1] + self.spacing_mm[1] * np.arange(self.shape[1])).astype(np.float32)
+
+    @property
+    def zs(self) -> np.ndarray:
+        return (self.origin_mm[2] + self.spacing_mm[2] * np.arange(self.shape[0])).astype(np.float32)
+
+    @property
+    def h(self) -> float:
+        """Partial-volume ramp width: the mean voxel size in mm."""
+        return float(np.mean(self.spacing_mm))
+
+    def box(self, center: np.ndarray, half: np.ndarray) -> tuple[slice, slice, slice] | None:
+        """Index slices ``[k, j, i]`` of the LPS box ``center +/- half`` (None if outside)."""
+        lo = (np.asarray(center) - half - np.asarray(self.origin_mm)) / self.spacing_mm
+        hi = (np.asarray(center) + half - np.asarray(self.origin_mm)) / self.spacing_mm
+        lo = np.maximum(np.floor(lo).astype(int), 0)
+        hi = np.minimum(np.ceil(hi).astype(int) + 1, np.array(self.shape[::-1]))
+        if np.any(hi <= lo):
+            return None
+        return slice(lo[2], hi[2]), slice(lo[1], hi[1]), slice(lo[0], hi[0])
+
+    def local(self, sl: tuple[slice, slice, slice], center: np.ndarray, rows: np.ndarray):
+        """Coordinates ``rows @ (p - center)`` of the voxels in ``sl``; three arrays shaped like ``sl``."""
+        x = self.xs[sl[2]] - np.float32(center[0])
+        y = self.ys[sl[1]] - np.float32(center[1])
+        z = self.zs[sl[0]] - np.float32(center[2])
+        r = np.asarray(rows, dtype=np.float32)
+        return tuple(
+            r[n, 0] * x[None, None, :] + r[n, 1] * y[None, :, None] + r[n, 2] * z[:, None, None]
+            for n in range(3)
+        )
+
+
+def rotation(axis: np.ndarray, angle_rad: float) -> np.ndarray:
+    """Rotation matrix about ``axis`` by ``angle_rad`` (right hand)."""
+    a = np.asarray(axis, float) / np.linalg.norm(axis)
+    k = np.array([[0, -a[2], a[1]], [a[2], 0, -a[0]], [-a[1], a[0], 0]])
+    return np.eye(3) + np.sin(angle_rad) * k + (1 - np.cos(angle_rad)) * k @ k
+
+
+def frame_from_axis(axis: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """Rows (e1, e2, e3): e3 = ``axis``, e1 = ``ref`` made orthogonal to it, e2 = e3 x e1."""
+    e3 = np.asarray(axis, float) / np.linalg.norm(axis)
+    e1 = np.asarray(ref, float) - np.dot(ref, e3) * e3
+    e1 /= np.linalg.norm(e1)
+    return np.stack([e1, np.cross(e3, e1), e3])
+
+
+class Painter:
+    """Blends primitives into an HU volume and a tissue-class map (painter's order)."""
+
+    def __init__(self, grid: ScanGrid, background_hu: float, background_tissue: int = SOFT) -> None:
+        self.grid = grid
+        self.hu = np.full(grid.shape, background_hu, dtype=np.float32)
+        self.tissue = np.full(grid.shape, background_tissue, dtype=np.uint8)
+
+    def _blend(self, sl, sdf: np.ndarray, value, tissue: int, only: tuple[int, ...] | None) -> None:
+        w = np.clip(0.5 - sdf / self.grid.h, 0.0, 1.0)
+        if only is not None:
+            w *= np.isin(self.tissue[sl], only)
+        if not np.any(w):
+            return
+        val = value(sl) if callable(value) else np.float32(value)
+        hu = self.hu[sl]
+        hu += w * (val - hu)
+        t = self.tissue[sl]
+        t[w >= 0.5] = tissue
+
+    def ellipsoid(self, center, rows, radii, value, tissue: int, *, only=None) -> None:
+        """Ellipsoid with semi-axes ``radii`` (mm) along the LPS unit vectors ``rows``."""
+        radii = np.asarray(radii, float)
+        rows = np.asarray(rows, float)
+        half = np.sqrt(((radii[:, None] * rows) ** 2).sum(axis=0)) + 2 * self.grid.h
+        sl = self.grid.box(center, half)
+        if sl is None:
+            return
+        a, b, c = self.grid.local(sl, center, rows)
+        r = radii.astype(np.float32)
+        k0 = np.sqrt((a / r[0]) ** 2 + (b / r[1]) ** 2 + (c / r[2]) ** 2)
+        k1 = np.sqrt((a / r[0] ** 2) ** 2 + (b / r[1] ** 2) ** 2 + (c / r[2] ** 2) ** 2)
+        sdf = k0 * (k0 - 1.0) / np.maximum(k1, 1e-6)  # Quilez's ellipsoid distance bound
+        self._blend(sl, sdf, value, tissue, only)
+
+    def capsule(self, p0, p1, radius: float, value, tissue: int, *, only=None) -> None:
+        """Cylinder with round ends from ``p0`` to ``p1`` (LPS mm)."""
+        p0, p1 = np.asarray(p0, float), np.asarray(p1, float)
+        d = p1 - p0
+        length = float(np.linalg.norm(d))
+        rows = frame_from_axis(d, np.array([1.0, 0.3, 0.1]) if abs(d[0]) < 0.9 * length else np.array([0.0, 1.0, 0.0]))
+        center = (p0 + p1) / 2
+        half = np.abs(d) / 2 + radius + 2 * self.grid.h
+        sl = self.grid.box(center, half)
+        if sl is None:
+            return
+        a, b, c = self.grid.local(sl, center, rows)
+        cc = np.clip(c, -length / 2, length / 2)
+        sdf = np.sqrt(a * a + b * b + (c - cc) ** 2) - radius
+        self._blend(sl, sdf, value, tissue, only)
+
+    def torus(self, center, rows, major: float, minor: float, value, tissue: int, *, only=None) -> None:
+        """Ring of radius ``major`` around ``rows[2]`` with tube radius ``minor`` (mm)."""
+        rows = np.asarray(rows, float)
+        half = np.full(3, major + minor + 2 * self.grid.h)
+        sl = self.grid.box(center, half)
+        if sl is None:
+            return
+        a, b, c = self.grid.local(sl, center, rows)
+        q = np.sqrt(a * a + b * b) - major
+        sdf = np.sqrt(q * q + c * c) - minor
+        self._blend(sl, sdf, value, tissue, only)
+
+
+# --- cochlea ----------------------------------------------------------------------------------------
+@dataclass
+class Cochlea:
+    """A cochlear spiral in its own frame: ``rows`` = (e1 -> round window, e2, e3 = modiolar axis).
+
+    ``theta`` is measured from the round window towards the apex; ``sense`` (+1/-1) is the turning
+    direction in the (e1, e2) plane so that the basal turn heads anteriorly from the round window.
+    """
+
+    center: np.ndarray  # LPS mm, on the modiolar axis at the basal-turn level
+    rows: np.ndarray
+    sense: float
+    r0: float  # lateral-wall radius at the round window (mm)
+    ra: float  # asymptotic apical radius (mm)
+    k: float  # decay per radian
+    theta_max: float  # radians (turns * 2 pi)
+    height_mm: float  # rise of the canal centre from round window to apex
+    canal_base_mm: float  # canal radius at the base
+    canal_apex_mm: float
+
+    def r_lateral(self, theta):
+        return self.ra + (self.r0 - self.ra) * np.exp(-self.k * theta)
+
+    def canal_radius(self, theta):
+        t = np.clip(np.asarray(theta) / self.theta_max, 0, 1)
+        return self.canal_base_mm + (self.canal_apex_mm - self.canal_base_mm) * t
+
+    def z(self, theta):
+        t = np.clip(np.asarray(theta) / self.theta_max, 0, 1)
+        # small basal "rollercoaster" dip, then a steady rise to the apex
+        return self.height_mm * t - 0.35 * np.sin(np.pi * np.clip(theta / np.pi, 0, 1))
+
+    def point(self, theta, radius, dz=0.0) -> np.ndarray:
+        """LPS points at angles ``theta`` (rad), distance ``radius`` from the axis, ``dz`` off the canal centre."""
+        theta = np.atleast_1d(np.asarray(theta, float))
+        radius = np.broadcast_to(radius, theta.shape)
+        loc = np.stack([radius * np.cos(self.sense * theta), radius * np.sin(self.sense * theta),
+                        self.z(theta) + dz], axis=-1)
+        return loc @ self.rows + self.center
+
+    def to_local(self, p: np.ndarray) -> np.ndarray:
+        return (np.asarray(p, float) - self.center) @ self.rows.T
+
+    def angle_of(self, p: np.ndarray) -> np.ndarray:
+        """Polar angle (rad, in [0, 2pi)) of LPS points about the modiolar axis, 0 at the round window."""
+        q = self.to_local(p)
+        return np.mod(self.sense * np.arctan2(q[..., 1], q[..., 0]), 2 * np.pi)
+
+    def lateral_wall_length(self, upto: float | None = None) -> float:
+        """Length (mm) of the lateral wall from the round window to ``upto`` rad (default: the apex)."""
+        th = np.linspace(0, self.theta_max if upto is None else upto, 4000)
+        p = self.point(th, self.r_lateral(th))
+        return float(np.linalg.norm(np.diff(p, axis=0), axis=1).sum())
+
+    def to_dict(self) -> dict:
+        return {"center_lps_mm": self.center.tolist(), "axes_lps": self.rows.tolist(), "sense": self.sense,
+                "r0_mm": self.r0, "ra_mm": self.ra, "k_per_rad": self.k, "turns": self.theta_max / (2 * np.pi),
+                "height_mm": self.height_mm, "canal_base_mm": self.canal_base_mm,
+                "canal_apex_mm": self.canal_apex_mm, "A_value_mm": float(self.r_lateral(0) + self.r_lateral(np.pi)),
+                "lateral_wall_length_mm": self.lateral_wall_length(),
+                "lateral_wall_length_2turns_mm": self.lateral_wall_length(upto=4 * np.pi),
+                "mid_canal_length_mm": self.mid_canal_length()}
+
+    def canal_half_height(self, theta):
+        """Vertical half-height: round basally, flattened by up to 30 % towards the apex."""
+        t = np.clip(np.asarray(theta) / self.theta_max, 0, 1)
+        return self.canal_radius(theta) * (1 - 0.3 * t)
+
+    def mid_canal_length(self) -> float:
+        """Length (mm) of the canal's centre line (about the organ of Corti's path)."""
+        th = np.linspace(0, self.theta_max, 4000)
+        p = self.point(th, self.r_lateral(th) - self.canal_radius(th))
+        return float(np.linalg.norm(np.diff(p, axis=0), axis=1).sum())
+
+
+def cochlea_spiral(center, rows, sense, *, a_value_mm: float, turns: float, height_mm: float,
+                   canal_base_mm: float, canal_apex_mm: float, ra_mm: float = 0.9) -> Cochlea:
+    """Solve the spiral's decay ``k`` so its lateral wall over the first two turns matches Escude's fit.
+
+    Escude et al. (2006): lateral-wall length of two turns = 4.16 A - 3.98 mm (34.3 mm for A = 9.2);
+    with the drawn 2.45-2.8 turns the whole lateral wall is then ~36-40 mm and the mid-canal (organ
+    of Corti) path ~31-35 mm, the "duct length ~33 mm" of the literature (Ulehlova et al. 1987).
+    """
+    target = 4.16 * a_value_mm - 3.98
+    theta_max = turns * 2 * np.pi
+
+    def make(k: float) -> Cochlea:
+        e = np.exp(-k * np.pi)
+        r0 = (a_value_mm - ra_mm * (1 - e)) / (1 + e)
+        return Cochlea(np.asarray(center, float), np.asarray(rows, float), float(sense), float(r0), ra_mm,
+                       float(k), theta_max, height_mm, canal_base_mm, canal_apex_mm)
+
+    def f(k: float) -> float:
+        return make(k).lateral_wall_length(upto=4 * np.pi) - target
+
+    lo, hi = 0.02, 1.5
+    if f(lo) * f(hi) > 0:  # target outside what this family reaches: take the closer end
+        k = lo if abs(f(lo)) < abs(f(hi)) else hi
+    else:
+        k = optimize.brentq(f, lo, hi, xtol=1e-4)
+    return make(k)
+
+
+def paint_cochlea(p: Painter, c: Cochlea, *, fluid_hu: float, modiolus_hu: float) -> None:
+    """Modiolus (a cone of spongy bone) then the fluid canal along the spiral."""
+    g = p.grid
+    apex = c.center + c.rows[2] * c.height_mm
+    p.capsule(c.center - c.rows[2] * 0.8, apex, 1.1, modiolus_hu, MODIOLUS, only=(CAPSULE, BONE))
+    half = np.full(3, c.r0 + c.canal_base_mm + 2.5)
+    sl = g.box(c.center + c.rows[2] * c.height_mm / 2, half)
+    if sl is None:
+        return
+    a, b, z = g.local(sl, c.center, c.rows)
+    rho = np.sqrt(a * a + b * b)
+    phi = np.mod(c.sense * np.arctan2(b, a), 2 * np.pi).astype(np.float32)
+    best = np.full(rho.shape, np.inf, dtype=np.float32)
+    n_turns = int(np.ceil(c.theta_max / (2 * np.pi))) + 1
+    for n in range(n_turns):
+        th = phi + np.float32(2 * np.pi * n)
+        valid = th <= c.theta_max
+        rc = c.canal_radius(th).astype(np.float32)
+        hc = c.canal_half_height(th).astype(np.float32)
+        rcen = c.r_lateral(th).astype(np.float32) - rc
+        d = np.sqrt((rho - rcen) ** 2 + ((z - c.z(th).astype(np.float32)) * rc / hc) ** 2) - rc
+        d = np.where(valid, d, np.inf)
+        np.minimum(best, d, out=best)
+    # rounded apical end: a sphere at the helicotrema
+    tip = c.point(c.theta_max, c.r_lateral(c.theta_max) - c.canal_radius(c.theta_max))[0]
+    tl = np.array(c.to_local(tip), dtype=np.float32)
+    dtip = np.sqrt((a - tl[0]) ** 2 + (b - tl[1]) ** 2 + (z - tl[2]) ** 2) - np.float32(c.canal_apex_mm)
+    np.minimum(best, dtip, out=best)
+    p._blend(sl, best, fluid_hu, FLUID, None)
+
+
+def smooth_field(shape: tuple[int, int, int], spacing_mm, *, scale_mm: float, rng: np.random.Generator) -> np.ndarray:
+    """Zero-mean, unit-std Gaussian random field with correlation length ``scale_mm`` on ``shape``.
+
+    Drawn on a grid of about ``scale_mm / 2`` spacing and trilinearly upsampled (fast at 200^3).
+    """
+    factor = np.maximum(1, np.round(scale_mm / 2 / np.asarray(spacing_mm)[::-1]).astype(int))
+    coarse_shape = tuple(int(np.ceil(s / f)) + 2 for s, f in zip(shape, factor))
+    f = rng.standard_normal(coarse_shape, dtype=np.float32)
+    f = ndimage.gaussian_filter(f, sigma=2.0, mode="wrap")
+    f /= f.std() + 1e-6
+    z = [np.arange(s, dtype=np.float32) / fac for s, fac in zip(shape, factor)]
+    out = _trilinear(f, z)
+    return out
+
+
+def _trilinear(f: np.ndarray, coords: list[np.ndarray]) -> np.ndarray:
+    """Separable linear interpolation of ``f`` at the per-axis coordinates ``coords`` (outer grid)."""
+    out = f
+    for axis, c in enumerate(coords):
+        i0 = np.clip(np.floor(c).astype(int), 0, f.shape[axis] - 2)
+        w = (c - i0).astype(np.float32)
+        a = np.take(out, i0, axis=axis)
+        b = np.take(out, i0 + 1, axis=axis)
+        shape = [1] * out.ndim
+        shape[axis] = -1
+        w = w.reshape(shape)
+        out = a + w * (b - a)
+    return out.astype(np.float32, copy=False)

@@ -1,0 +1,476 @@
+"""One synthetic post-operative temporal-bone CBCT patient: draws, anatomy, implant, scanner, grid.
+
+Everything random comes from one ``numpy.random.Generator`` seeded by the patient seed, drawn in a
+fixed order whatever the overrides, so overriding one parameter leaves every other draw unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+from scipy import ndimage
+
+from cochseg3d.utils import sanitize_case_id
+from cochseg3d.volume import Grid, Volume
+
+from . import anatomy as an
+from . import cbct
+from .electrodes import CATALOGUE, find_model, models_of
+from .implant import array_fields, build_path
+
+log = logging.getLogger(__name__)
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "small": {"shape": 96, "spacing_mm": 0.4},
+    "clinical": {"shape": 200, "spacing_mm": 0.2},
+}
+ORIENTATIONS = ("axial", "coronal", "sagittal", "oblique")
+#: DICOM orientation codes (ITK / DICOMOrient convention) of the axis-aligned acquisitions
+_ORIENT_CODES = {"axial": "LPS", "coronal": "LIP", "sagittal": "PIR"}
+
+#: label rule: within this distance (mm) of the carrier surface, brightness from metal >= METAL_HU
+#: and the degraded image >= offset + IMAGE_HU (what an annotator's threshold keeps), or platinum
+LABEL_BAND_MM = 1.2
+LABEL_METAL_HU = 1000.0
+LABEL_IMAGE_HU = 1200.0
+
+OVERRIDES = {
+    "vendor", "model", "side", "spacing_mm", "shape", "noise_hu", "offset_hu", "streak_strength",
+    "saturation_hu", "psf_sigma_mm", "aid_deg", "mastoidectomy", "rings", "case_id", "oblique_deg",
+    "mu_platinum_per_mm",
+}
+
+
+@dataclass
+class PhantomCase:
+    """A synthetic patient.
+
+    Attributes:
+        case_id: file-name-safe id.
+        image: CBCT grey values (HU-like, int16) on the acquisition grid.
+        label: uint8 0/1, the electrode as an annotator paints it (metal + blooming), same grid.
+        metal: uint8 0/1, voxels at least half platinum (contacts), same grid.
+        contacts: contacts.json content (LPS mm, apex -> base).
+        params: every random draw (JSON-serialisable).
+        tissue: uint8 tissue classes (:mod:`.anatomy` constants) on the same grid.
+        timings: seconds per generation stage (not deterministic; kept out of ``params``).
+    """
+
+    case_id: str
+    image: Volume
+    label: Volume
+    metal: Volume
+    contacts: dict
+    params: dict
+    tissue: Volume | None = None
+    timings: dict = field(default_factory=dict)
+
+
+def _u(rng, lo, hi):
+    return float(rng.uniform(lo, hi))
+
+
+def draw_params(rng: np.random.Generator) -> dict[str, Any]:
+    """All scalar random draws of a patient, in a fixed order."""
+    p: dict[str, Any] = {}
+    p["side"] = str(rng.choice(["left", "right"]))
+    model = CATALOGUE[int(rng.integers(len(CATALOGUE)))]
+    p["vendor"], p["model"] = model.vendor, model.model
+    p["model_u"] = float(rng.random())  # picks the model when only the vendor is overridden
+    p["aid_z"] = float(np.clip(rng.standard_normal(), -2.2, 2.2))
+    p["head_rotation_deg"] = (rng.normal(0, 4, 3)).tolist()
+    p["cochlea_position_lps_mm"] = [_u(rng, 28, 36), _u(rng, 0, 12), _u(rng, -28, -16)]
+    p["a_value_mm"] = float(np.clip(rng.normal(9.2, 0.4), 8.4, 10.4))
+    p["turns"] = _u(rng, 2.45, 2.8)
+    p["cochlea_height_mm"] = _u(rng, 3.0, 3.8)
+    p["canal_base_mm"] = _u(rng, 0.9, 1.1)
+    p["canal_apex_mm"] = _u(rng, 0.5, 0.6)
+    p["axis_to_lr_deg"] = float(np.clip(rng.normal(52, 3), 44, 60))
+    p["axis_inferior_tilt_deg"] = _u(rng, 15, 30)
+    p["hu"] = {"capsule": _u(rng, 1600, 2000), "bone": _u(rng, 1100, 1500), "modiolus": _u(rng, 600, 900),
+               "soft": _u(rng, 30, 60), "fluid": _u(rng, 0, 20), "silicone": _u(rng, 150, 300),
+               "ossicle": _u(rng, 1000, 1500), "air": -1000.0}
+    p["pneumatisation"] = _u(rng, 0.3, 0.75)
+    p["mastoidectomy"] = bool(rng.random() < 0.85)
+    p["cavity_fill"] = str(rng.choice(["air", "fluid"], p=[0.7, 0.3]))
+    p["fov_center_ear_mm"] = [_u(rng, 3, 8), _u(rng, -6, -1), _u(rng, -1, 3)]
+    p["lead_jitter_mm"] = rng.normal(0, 1.5, (3, 3)).tolist()
+    p["psf_sigma_mm"] = _u(rng, 0.25, 0.4)
+    p["psf_tail_weight"] = _u(rng, 0.02, 0.05)
+    p["psf_tail_sigma_mm"] = _u(rng, 0.6, 1.0)
+    p["mu_platinum_per_mm"] = _u(rng, 7.0, 10.0)
+    p["noise_hu"] = _u(rng, 30, 110)
+    p["noise_corr_mm"] = _u(rng, 0.25, 0.4)
+    p["offset_hu"] = float(rng.choice([0.0, _u(rng, -300, 400)], p=[0.3, 0.7]))
+    p["saturation_hu"] = float(rng.choice([3071.0, 4095.0], p=[0.7, 0.3]))
+    p["streak_strength"] = _u(rng, 0.5, 1.5)
+    p["photons_per_bin"] = float(10 ** rng.uniform(3.7, 4.7))
+    p["count_floor"] = _u(rng, 1, 5)
+    p["beam_hardening"] = _u(rng, 0.05, 0.2)
+    p["shading_hu"] = _u(rng, 20, 120)
+    p["cupping_hu"] = _u(rng, -60, 60)
+    p["rings"] = bool(rng.random() < 0.3)
+    p["oblique_deg"] = _u(rng, 10, 25)
+    p["oblique_axis"] = rng.normal(size=3).tolist()
+    p["mixed_orientation"] = str(rng.choice(ORIENTATIONS))
+    return p
+
+
+def _apply_overrides(p: dict[str, Any], overrides: dict[str, Any]) -> None:
+    unknown = set(overrides) - OVERRIDES
+    if unknown:
+        raise ValueError(f"unknown phantom override(s) {sorted(unknown)}; known: {sorted(OVERRIDES)}")
+    if "vendor" in overrides and "model" not in overrides:
+        ms = models_of(overrides["vendor"])
+        p["model"] = ms[min(int(p["model_u"] * len(ms)), len(ms) - 1)].model
+        p["vendor"] = ms[0].vendor
+    if "model" in overrides:
+        m = find_model(overrides["model"])
+        p["vendor"], p["model"] = m.vendor, m.model
+    for k, v in overrides.items():
+        if k in ("vendor", "model"):
+            continue
+        p[k] = v
+    if p["side"] not in ("left", "right"):
+        raise ValueError(f"side must be 'left' or 'right', got {p['side']!r}")
+
+
+def _ear_frame(p: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(C, E): cochlea centre (LPS) and the ear frame's columns (lateral, anterior, superior) in LPS."""
+    lat = np.array([1.0 if p["side"] == "left" else -1.0, 0, 0])
+    E = np.stack([lat, [0, -1.0, 0], [0, 0, 1.0]], axis=1)
+    yaw, pitch, roll = np.radians(p["head_rotation_deg"])
+    R = an.rotation([0, 0, 1], yaw) @ an.rotation([1, 0, 0], pitch) @ an.rotation([0, 1, 0], roll)
+    c = np.array(p["cochlea_position_lps_mm"], float)
+    c[0] = abs(c[0]) * (1 if p["side"] == "left" else -1)
+    return c, R @ E
+
+
+def _grid_for(p: dict, preset: str) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float], tuple[int, int, int]]:
+    pre = PRESETS[preset]
+    sp = p.get("spacing_mm", pre["spacing_mm"])
+    sp = tuple(float(s) for s in (sp if np.ndim(sp) else (sp, sp, sp)))
+    fov = pre["shape"] * pre["spacing_mm"]
+    shape = p.get("shape")
+    if shape is None:
+        shape = tuple(int(round(fov / s)) for s in sp)  # (i, j, k)
+    else:
+        shape = tuple(int(s) for s in (shape if np.ndim(shape) else (shape,) * 3))
+    return sp, shape
+
+
+def generate_patient(seed: int, *, preset: str = "small", orientation: str = "axial", **overrides: Any) -> PhantomCase:
+    """Generate one synthetic post-operative temporal-bone CBCT with its ground truth.
+
+    Args:
+        seed: patient seed; the same seed and overrides give bit-identical output.
+        preset: "small" (96^3 at 0.4 mm) or "clinical" (200^3 at 0.2 mm).
+        orientation: "axial" (IOP 1,0,0,0,1,0), "coronal" (1,0,0,0,0,-1), "sagittal" (0,1,0,0,0,-1),
+            "oblique" (a rotated grid, image and truth resampled onto it) or "mixed" (drawn).
+        **overrides: any of ``OVERRIDES`` (vendor, model, side, spacing_mm (float or (i, j, k)),
+            shape, noise_hu, offset_hu, streak_strength, saturation_hu, psf_sigma_mm, aid_deg,
+            mastoidectomy, rings, case_id, oblique_deg, mu_platinum_per_mm).
+
+    Returns:
+        The :class:`PhantomCase`; image in HU-like grey values on the acquisition grid.
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; use one of {', '.join(PRESETS)}")
+    if orientation not in (*ORIENTATIONS, "mixed"):
+        raise ValueError(f"unknown orientation {orientation!r}; use axial, coronal, sagittal, oblique or mixed")
+    t_all = time.perf_counter()
+    timings: dict[str, float] = {}
+    rng = np.random.default_rng(int(seed))
+    p = draw_params(rng)
+    _apply_overrides(p, overrides)
+    p["seed"] = int(seed)
+    p["preset"] = preset
+    if orientation == "mixed":
+        orientation = p["mixed_orientation"]
+    p["orientation"] = orientation
+    model = find_model(p["model"])
+    if "aid_deg" not in p:
+        p["aid_deg"] = float(model.aid_mean_deg + model.aid_sd_deg * p["aid_z"])
+    case_id = sanitize_case_id(p.get("case_id") or f"phantom{int(seed):06d}")
+    p["case_id"] = case_id
+
+    # --- geometry ---------------------------------------------------------------------------
+    t0 = time.perf_counter()
+    C, E = _ear_frame(p)
+
+    def ear(v) -> np.ndarray:
+        return C + E @ np.asarray(v, float)
+
+    def rows_ear(rows) -> np.ndarray:
+        return np.asarray(rows, float) @ E.T
+
+    sp, shape_ijk = _grid_for(p, preset)
+    fov_c = ear(p["fov_center_ear_mm"])
+    scan_center = fov_c
+    target = None
+    if orientation == "oblique":
+        axis = np.asarray(p["oblique_axis"], float)
+        D = an.rotation(axis, np.radians(p["oblique_deg"]))
+        ext = (np.asarray(shape_ijk) - 1) * np.asarray(sp)
+        origin = fov_c - D @ (ext / 2)
+        target = Grid(tuple(shape_ijk), sp, tuple(np.round(origin, 4)), tuple(D.ravel()))
+        corners = np.array([[a, b, c] for a in (0, 1) for b in (0, 1) for c in (0, 1)]) * ext
+        lps = corners @ D.T + origin
+        lo, hi = lps.min(0), lps.max(0)
+        scan_shape = tuple(int(np.ceil((h - l) / s)) + 1 for l, h, s in zip(lo, hi, sp))
+        scan_origin = tuple(np.round(lo, 4))
+    else:
+        scan_shape = shape_ijk
+        scan_origin = tuple(np.round(fov_c - (np.asarray(shape_ijk) - 1) / 2 * np.asarray(sp), 4))
+    grid = an.ScanGrid(tuple(scan_shape[::-1]), sp, scan_origin)
+
+    # --- anatomy ----------------------------------------------------------------------------
+    hu = p["hu"]
+    P = an.Painter(grid, hu["soft"], an.SOFT)
+    tex = an.smooth_field(grid.shape, sp, scale_mm=1.6, rng=rng)
+    cells = an.smooth_field(grid.shape, sp, scale_mm=2.4, rng=rng)
+
+    def bone(base):
+        return lambda sl: np.float32(base) + np.float32(120) * tex[sl]
+
+    I = np.eye(3)
+    petrous_axis = np.array([-0.7, 0.7, 0.0])
+    pr = an.frame_from_axis([0, 0, 1], petrous_axis)
+    P.ellipsoid(ear([-4, 2, -1]), rows_ear(pr), [15, 30, 12], bone(hu["bone"]), an.BONE)
+    P.ellipsoid(ear([10, -2, 0]), rows_ear(I), [16, 14, 13], bone(hu["bone"]), an.BONE)
+    P.ellipsoid(ear([13, -14, -3]), rows_ear(I), [15, 15, 17], bone(hu["bone"]), an.BONE)
+    # middle and posterior cranial fossae, sigmoid sinus
+    P.ellipsoid(ear([0, 5, 36]), rows_ear(I), [45, 45, 26], hu["soft"], an.SOFT)
+    P.ellipsoid(ear([-19, -23, -2]), rows_ear(I), [15, 17, 25], hu["soft"], an.SOFT)
+    P.capsule(ear([9, -25, 10]), ear([3, -15, -15]), 4.0, hu["soft"] + 10, an.SOFT)
+    # mastoid air cells: thresholded smooth random field inside the mastoid and squama
+    thr = float(np.quantile(cells[::4, ::4, ::4], 1 - p["pneumatisation"]))
+
+    def aircells(sl):
+        c = cells[sl]
+        return np.where(c > thr, np.float32(hu["air"]), np.float32(hu["bone"]) + 150 * tex[sl])
+
+    P.ellipsoid(ear([12, -12, 0]), rows_ear(I), [13, 13, 14], aircells, an.BONE, only=(an.BONE,))
+    P.tissue[(P.tissue == an.BONE) & (P.hu < -300)] = an.AIR
+
+    # cochlea frame: modiolar axis ~52 deg from left-right, tilted inferiorly; e1 towards the RW
+    a = np.radians(p["axis_to_lr_deg"])
+    b = np.radians(p["axis_inferior_tilt_deg"])
+    axis_ear = np.array([np.cos(a), np.sin(a) * np.cos(b), -np.sin(a) * np.sin(b)])
+    rows_c_ear = an.frame_from_axis(axis_ear, np.array([0.35, -0.8, -0.5]))
+    sense = 1.0 if rows_c_ear[1][1] >= 0 else -1.0
+    coch = an.cochlea_spiral(C, rows_ear(rows_c_ear), sense, a_value_mm=p["a_value_mm"], turns=p["turns"],
+                             height_mm=p["cochlea_height_mm"], canal_base_mm=p["canal_base_mm"],
+                             canal_apex_mm=p["canal_apex_mm"])
+    # otic capsules around cochlea and vestibule / canals
+    P.ellipsoid(C + coch.rows[2] * coch.height_mm / 2, coch.rows, [coch.r0 + 1.9, coch.r0 + 1.9, coch.height_mm / 2 + 2.4],
+                hu["capsule"], an.CAPSULE)
+    P.ellipsoid(ear([1.0, -8.0, 4.5]), rows_ear(I), [6.5, 7.5, 7.0], hu["capsule"], an.CAPSULE)
+    # where the lateral wall of the basal turn bulges into the middle ear (promontory)
+    th = np.linspace(0, 2 * np.pi, 200)
+    lw = (coch.point(th, coch.r_lateral(th)) - C) @ E
+    u_prom = float(lw[:, 0].max() + coch.canal_base_mm * 0.2)
+    u_me = u_prom + 0.8 + 2.0
+    rw = coch.point(0.0, coch.r_lateral(0.0) - coch.canal_base_mm)[0]
+    rw_ear = (rw - C) @ E
+    # middle ear, attic, ossicles, external canal, tympanic membrane
+    P.ellipsoid(ear([u_me, 0.5, 0.5]), rows_ear(I), [2.0, 6.5, 7.0], hu["air"], an.AIR)
+    P.ellipsoid(ear([u_me + 0.5, -1.0, 6.0]), rows_ear(I), [3.0, 4.0, 3.0], hu["air"], an.AIR)
+    P.ellipsoid(ear([u_me + 1.0, -2.0, 5.5]), rows_ear(I), [1.2, 1.5, 1.5], hu["ossicle"], an.BONE)
+    P.ellipsoid(ear([u_me + 1.2, 0.5, 6.0]), rows_ear(I), [1.1, 1.1, 1.6], hu["ossicle"], an.BONE)
+    P.capsule(ear([u_me + 1.2, 0.5, 5.0]), ear([u_me + 2.6, 0.8, 0.5]), 0.45, hu["ossicle"], an.BONE)
+    P.capsule(ear([u_me + 3.5, 0.5, 0.0]), ear([u_me + 40, 1.5, -2.0]), 3.8, hu["air"], an.AIR)
+    P.ellipsoid(ear([u_me + 3.0, 0.5, 0.0]), rows_ear(an.frame_from_axis([0.3, 0.1, 0.95], [0, 1, 0])),
+                [4.5, 4.5, 0.15], hu["soft"], an.SOFT)
+    # round-window niche: from the basal turn at theta=0 out to the middle ear
+    P.capsule(rw, ear([u_me - 1.0, rw_ear[1] - 0.5, rw_ear[2]]), 0.8, hu["air"], an.AIR)
+    # mastoidectomy + posterior tympanotomy
+    jit = np.asarray(p["lead_jitter_mm"])
+    cav = np.array([13.0, -12.0, 3.0]) + jit[1] * 0.5
+    if p["mastoidectomy"]:
+        fill = hu["air"] if p["cavity_fill"] == "air" else hu["fluid"] + 20
+        ftis = an.AIR if p["cavity_fill"] == "air" else an.SOFT
+        P.ellipsoid(ear(cav), rows_ear(I), [6.5, 7.5, 6.5], fill, ftis)
+        P.capsule(ear([u_me + 0.8, -4.5, 0.5]), ear(cav), 1.5, hu["air"], an.AIR)
+    # labyrinth fluid: vestibule, semicircular canals, internal auditory canal
+    P.ellipsoid(ear([1.5, -5.5, 2.0]), rows_ear(I), [1.6, 2.4, 2.0], hu["fluid"], an.FLUID)
+    P.torus(ear([2.5, -8.5, 4.0]), rows_ear(an.frame_from_axis([0, 0.5, 0.87], [1, 0, 0])), 3.2, 0.45, hu["fluid"], an.FLUID)
+    P.torus(ear([-0.5, -6.0, 7.5]), rows_ear(an.frame_from_axis([-0.7, 0.7, 0], [0, 0, 1])), 3.3, 0.45, hu["fluid"], an.FLUID)
+    P.torus(ear([0.5, -10.5, 3.0]), rows_ear(an.frame_from_axis([0.7, 0.7, 0], [0, 0, 1])), 3.1, 0.45, hu["fluid"], an.FLUID)
+    iac0 = C - coch.rows[2] * (coch.canal_base_mm + 2.3)  # fundus just below the basal turn
+    P.capsule(iac0, iac0 - coch.rows[2] * 10.0, 2.0, hu["fluid"], an.FLUID)
+    # vessels and facial nerve
+    P.capsule(ear([-3, 7, -16]), ear([-5, 9, -3]), 2.6, hu["soft"] + 10, an.SOFT)
+    P.capsule(ear([-5, 9, -3]), ear([-12, 14, -1]), 2.6, hu["soft"] + 10, an.SOFT)
+    P.ellipsoid(ear([1, -6, -10]), rows_ear(I), [4.5, 5.0, 4.0], hu["soft"] + 10, an.SOFT)
+    P.capsule(ear([u_prom + 0.6, 3, 4]), ear([u_prom + 0.8, -5, 3.5]), 0.7, hu["soft"], an.SOFT)
+    P.capsule(ear([u_prom + 0.8, -5, 3.5]), ear([u_prom + 2.5, -7.5, -14]), 0.75, hu["soft"], an.SOFT)
+    an.paint_cochlea(P, coch, fluid_hu=hu["fluid"], modiolus_hu=hu["modiolus"])
+    timings["anatomy"] = time.perf_counter() - t0
+
+    # --- implant ----------------------------------------------------------------------------
+    t0 = time.perf_counter()
+    lead_pts = [ear(np.array([u_me + 0.8, -5.0, 0.5]) + jit[0] * 0.3), ear(cav + jit[1] * 0.6),
+                ear(np.array([30.0, -30.0, 24.0]) + jit[2] * 2)]
+    path, aid = build_path(coch, model, p["aid_deg"], lead_pts)
+    p["aid_deg"] = aid
+    if not p["mastoidectomy"]:  # the lead runs in a drilled groove through the mastoid
+        outer = path.points[path.s > path.s_round_window + 3.0][::20]
+        for a0, a1 in zip(outer[:-1], outer[1:]):
+            P.capsule(a0, a1, 0.9, hu["soft"], an.SOFT)
+    P.ellipsoid(rw, rows_ear(I), [1.0, 1.0, 1.0], hu["soft"], an.SOFT)  # fascia plug at the RW
+    band_mm = float(path.radius.max() + LABEL_BAND_MM + 0.2)
+    fld = array_fields(grid, path, band_mm=band_mm)
+    k, j, i = fld.kji.T
+    true = P.hu
+    keep = 1.0 - fld.metal - fld.silicone
+    true[k, j, i] = true[k, j, i] * keep + fld.silicone * np.float32(hu["silicone"])
+    P.tissue[k, j, i] = np.where(fld.contact >= 0.5, an.METAL,
+                                 np.where(fld.silicone >= 0.5, an.SILICONE, P.tissue[k, j, i]))
+    timings["implant"] = time.perf_counter() - t0
+
+    # --- scanner ----------------------------------------------------------------------------
+    t0 = time.perf_counter()
+    sig = [p["psf_sigma_mm"] / s for s in sp[::-1]]
+    img = ndimage.gaussian_filter(true, sig, truncate=3.0)
+    hu_pt = float(cbct.hu_from_mu(p["mu_platinum_per_mm"]))
+    pad = int(np.ceil(3 * p["psf_tail_sigma_mm"] / min(sp))) + 1
+    lo = np.maximum(fld.kji.min(0) - pad, 0)
+    hi = np.minimum(fld.kji.max(0) + pad + 1, np.array(grid.shape))
+    sub = tuple(slice(a_, b_) for a_, b_ in zip(lo, hi))
+    fm = np.zeros(tuple(hi - lo), dtype=np.float32)
+    fm[k - lo[0], j - lo[1], i - lo[2]] = fld.metal
+    w = p["psf_tail_weight"]
+    m = ndimage.gaussian_filter(fm, sig, truncate=3.0) * np.float32((1 - w) * hu_pt)
+    m += ndimage.gaussian_filter(fm, [p["psf_tail_sigma_mm"] / s for s in sp[::-1]], truncate=3.0) * np.float32(w * hu_pt)
+    img[sub] += m
+    timings["psf"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    metal_mu = np.zeros((hi[0] - lo[0], grid.shape[1], grid.shape[2]), dtype=np.float32)
+    metal_mu[:, lo[1]:hi[1], lo[2]:hi[2]] = fm * np.float32(p["mu_platinum_per_mm"])
+    head_c = ear([-60.0, -5.0, 0.0])
+    streak_kw = dict(isocenter_xy=tuple(scan_center[:2]), head_center_xy=tuple(head_c[:2]), head_axes_mm=(72.0, 92.0),
+                     n0=p["photons_per_bin"], floor=p["count_floor"], bh=p["beam_hardening"],
+                     strength=p["streak_strength"], n_angles=90)
+    img[lo[0]:hi[0]] += cbct.streak_image(grid, metal_mu, (int(lo[0]), int(hi[0])), rng=rng, **streak_kw)
+    timings["streaks"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    dens = np.clip((true[::4, ::4, ::4] + 200.0) / 2000.0, 0, 1)
+    dens = ndimage.gaussian_filter(dens, 1.5)
+    coords = [np.clip(np.arange(n, dtype=np.float32) / 4, 0, s - 1) for n, s in zip(grid.shape, dens.shape)]
+    sigma_map = np.float32(p["noise_hu"]) * (np.float32(0.8) + np.float32(0.4) * an._trilinear(dens, coords))
+    noise = cbct.correlated_noise(grid.shape, sp, corr_mm=p["noise_corr_mm"], rng=rng)
+    img += sigma_map * noise
+    del noise, sigma_map
+    timings["noise"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    shade, p["shading"] = cbct.shading_field(grid, amplitude_hu=p["shading_hu"], cupping_hu=p["cupping_hu"],
+                                            isocenter_xy=scan_center[:2], rng=rng)
+    img += shade
+    del shade
+    if p["rings"]:
+        rings, p["ring_list"] = cbct.ring_field(grid, isocenter_xy=scan_center[:2], rng=rng)
+        img += rings[None]
+    img += np.float32(p["offset_hu"])
+    np.clip(img, -1024.0, p["saturation_hu"], out=img)
+    timings["shading_saturation"] = time.perf_counter() - t0
+
+    # --- truth ------------------------------------------------------------------------------
+    t0 = time.perf_counter()
+    mb = m[k - lo[0], j - lo[1], i - lo[2]]
+    in_band = fld.dist <= fld.radius + LABEL_BAND_MM
+    lab_sparse = (in_band & (mb >= LABEL_METAL_HU) & (img[k, j, i] >= p["offset_hu"] + LABEL_IMAGE_HU)) | (fld.contact >= 0.5)
+    label = np.zeros(grid.shape, dtype=np.uint8)
+    label[k[lab_sparse], j[lab_sparse], i[lab_sparse]] = 1
+    metal = np.zeros(grid.shape, dtype=np.uint8)
+    cm = fld.contact >= 0.5
+    metal[k[cm], j[cm], i[cm]] = 1
+    timings["truth"] = time.perf_counter() - t0
+
+    # --- acquisition grid -------------------------------------------------------------------
+    t0 = time.perf_counter()
+    scan_vol = Volume(img, sp, grid.origin_mm, np.eye(3))
+    if orientation == "oblique":
+        ref = target.reference_image()
+
+        def rs(arr, interp, default, out_type):
+            return sitk.GetArrayFromImage(sitk.Resample(scan_vol.with_array(arr).to_sitk(), ref, sitk.Transform(),
+                                                        interp, default, out_type))
+
+        img_o = rs(img, sitk.sitkLinear, -1024.0, sitk.sitkFloat32)
+        cfrac = np.zeros(grid.shape, dtype=np.float32)
+        cfrac[k, j, i] = fld.contact
+        metal_o = (rs(cfrac, sitk.sitkLinear, 0.0, sitk.sitkFloat32) >= 0.5).astype(np.uint8)
+        label_o = (rs(label.astype(np.float32), sitk.sitkLinear, 0.0, sitk.sitkFloat32) >= 0.5).astype(np.uint8)
+        label_o |= metal_o
+        tissue_o = rs(P.tissue, sitk.sitkNearestNeighbor, float(an.AIR), sitk.sitkUInt8)
+        geo = (target.spacing_mm, target.origin_mm, target.direction_matrix)
+        arrays = (img_o, label_o, metal_o, tissue_o)
+    else:
+        code = _ORIENT_CODES[orientation]
+        arrays = []
+        geo = None
+        for arr in (img, label, metal, P.tissue):
+            o = sitk.DICOMOrient(scan_vol.with_array(arr).to_sitk(), code)
+            arrays.append(sitk.GetArrayFromImage(o))
+            if geo is None:
+                d = np.round(np.asarray(o.GetDirection()).reshape(3, 3))
+                geo = (o.GetSpacing(), tuple(np.round(o.GetOrigin(), 4)), d)
+    image_arr = np.rint(arrays[0]).astype(np.int16)
+
+    def vol(arr, **meta):
+        return Volume(arr, geo[0], geo[1], geo[2], {"case_id": case_id, **meta})
+
+    image = vol(image_arr, modality="CT", orientation=orientation)
+    label_v, metal_v, tissue_v = vol(arrays[1]), vol(arrays[2]), vol(arrays[3])
+    timings["reorient"] = time.perf_counter() - t0
+
+    # --- contacts ---------------------------------------------------------------------------
+    contacts = {
+        "case_id": case_id, "vendor": model.vendor, "model": model.model, "side": p["side"],
+        "n_contacts": model.n_contacts, "pitch_mm": model.pitch_mm, "insertion_angle_deg": round(aid, 3),
+        "contacts_lps_mm": np.round(path.contacts_lps, 4).tolist(),
+        "inside_cochlea": [bool(v) for v in path.inside_cochlea],
+        "contact_angles_deg": _unwrapped_angles(coch, path.contacts_lps).round(3).tolist(),
+        "electrode_path_lps_mm": np.round(path.points[::10], 3).tolist(),
+    }
+    p["electrode"] = model.to_dict()
+    p["cochlea"] = coch.to_dict()
+    p["round_window_lps_mm"] = rw.tolist()
+    p["scanner_grid"] = {"shape_kji": list(grid.shape), "spacing_mm": list(sp), "origin_mm": list(grid.origin_mm)}
+    p["hu_platinum"] = hu_pt
+    p["label_rule"] = {"band_mm": LABEL_BAND_MM, "metal_hu": LABEL_METAL_HU, "image_hu_above_offset": LABEL_IMAGE_HU}
+    timings["total"] = time.perf_counter() - t_all
+    return PhantomCase(case_id, image, label_v, metal_v, contacts, _jsonable(p), tissue_v, timings)
+
+
+def _unwrapped_angles(coch: an.Cochlea, pts: np.ndarray) -> np.ndarray:
+    """Cumulative angle (deg) from the round window of points ordered apex -> base."""
+    ang = np.unwrap(coch.angle_of(np.asarray(pts)[::-1]))  # base -> apex, increasing
+    if ang[0] > np.radians(300):  # a basal contact just short of the round window
+        ang -= 2 * np.pi
+    return np.degrees(ang[::-1])
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return _jsonable(x.tolist())
+    if isinstance(x, (np.floating,)):
+        return float(x)
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, np.bool_):
+        return bool(x)
+    return x

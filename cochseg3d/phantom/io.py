@@ -1,0 +1,183 @@
+"""Writing phantom patients: DICOM series with clutter, truth on the series' grid, previews, cohorts."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+
+from cochseg3d.volume import Volume, atomic_write, canonical, write_image
+
+from .generate import PhantomCase, generate_patient
+
+log = logging.getLogger(__name__)
+
+#: AppleDouble header of a macOS ``._`` resource-fork file (what Finder leaves on FAT / network drives)
+_APPLEDOUBLE = b"\x00\x05\x16\x07\x00\x02\x00\x00" + b"Mac OS X        " + b"\x00\x02" + b"\x00" * 40
+
+
+def patient_seed(seed: int, index: int) -> int:
+    """Independent per-patient seed derived from the cohort seed and the patient index."""
+    return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1)[0])
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    text = json.dumps(obj, indent=1)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def read_series_grid(folder: Path, series_uid: str) -> sitk.Image:
+    """The series ``series_uid`` in ``folder`` as SimpleITK's ImageSeriesReader reads it."""
+    names = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_uid)
+    if not names:
+        raise FileNotFoundError(f"{folder}: series {series_uid} not found")
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(names)
+    return reader.Execute()
+
+
+def _localizer(image: Volume, n: int) -> Volume:
+    """A coarse 1-3 slice scout: ray sums through the volume, like a CBCT localizer radiograph."""
+    can = canonical(image)
+    proj = can.array.astype(np.float32).mean(axis=0)[::4, ::4]  # coronal projection, 4x coarser
+    arr = np.repeat(proj[None], n, axis=0)
+    arr = np.clip(arr, -1024, 3000).astype(np.int16)
+    sp = (can.spacing_mm[0] * 4, can.spacing_mm[1] * 4, 5.0)
+    return Volume(arr, sp, can.origin_mm, can.direction)
+
+
+def write_patient(case: PhantomCase, out: str | os.PathLike, *, clutter: bool = True, preview: bool = False) -> Path:
+    """Write ``out/<case_id>/DICOM/*.dcm`` and ``out/<case_id>/truth/*`` (and ``preview.png``).
+
+    The truth NIfTIs take their geometry from reading the written series back with SimpleITK, so
+    they overlay the series exactly. Clutter (``clutter=True``): a 1-3 slice localizer series
+    (ImageType LOCALIZER, its own SeriesInstanceUID), a macOS ``._`` file and a README.txt.
+
+    Returns:
+        The patient folder.
+    """
+    from cochseg3d.dicom_write import write_series
+
+    root = Path(out) / case.case_id
+    dicom = root / "DICOM"
+    truth = root / "truth"
+    orient = case.params.get("orientation", "axial")
+    image_type = ["ORIGINAL", "PRIMARY", "AXIAL"] if orient == "axial" else ["DERIVED", "SECONDARY", "REFORMATTED"]
+    seed = f"{case.case_id}|{case.params.get('seed')}"
+    study_uid = _uid(seed, "study")
+    series_uid = _uid(seed, "series")
+    frame_uid = _uid(seed, "frame")
+    paths = write_series(case.image, dicom, patient_id=case.case_id, study_uid=study_uid, series_uid=series_uid,
+                         frame_of_reference_uid=frame_uid, series_number=2,
+                         series_description=f"CBCT temporal bone {orient}", uid_seed=seed, image_type=image_type)
+    if clutter:
+        n = 1 + int(case.params.get("seed", 0)) % 3
+        write_series(_localizer(case.image, n), dicom, patient_id=case.case_id, study_uid=study_uid,
+                     series_uid=_uid(seed, "localizer"), frame_of_reference_uid=frame_uid, series_number=1,
+                     series_description="Localizer", uid_seed=seed + "|localizer",
+                     image_type=["ORIGINAL", "PRIMARY", "LOCALIZER"])
+        first = paths[0].name
+        atomic_write(dicom / f"._{first}", lambda tmp: Path(tmp).write_bytes(_APPLEDOUBLE + b"\x00" * 4000))
+        atomic_write(dicom / "README.txt", lambda tmp: Path(tmp).write_text(
+            "Exported by a synthetic CBCT scanner (cochseg3d phantom). Not patient data.\n"))
+    ref = read_series_grid(dicom, series_uid)
+    geo = dict(spacing_mm=ref.GetSpacing(), origin_mm=ref.GetOrigin(),
+               direction=np.asarray(ref.GetDirection()).reshape(3, 3))
+    write_image(Volume(case.label.array.astype(np.uint8), **geo), truth / "label.nii.gz")
+    write_image(Volume(case.metal.array.astype(np.uint8), **geo), truth / "metal.nii.gz")
+    _write_json(truth / "contacts.json", case.contacts)
+    _write_json(truth / "params.json", case.params)
+    if preview:
+        save_preview(case, root / "preview.png")
+    return root
+
+
+def _uid(seed: str, what: str) -> str:
+    from pydicom.uid import generate_uid
+
+    return generate_uid(entropy_srcs=[seed, what])
+
+
+def save_preview(case: PhantomCase, path: str | os.PathLike) -> Path:
+    """PNG: a coronal slice and a coronal slab (max over ~4 mm) through the electrode, truth outlined."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    img = canonical(case.image)
+    lab = canonical(case.label, is_label=True).array > 0
+    a = img.array.astype(np.float32)
+    ks = np.nonzero(lab.any(axis=(1, 2)))[0]
+    kc = int(np.median(ks)) if len(ks) else a.shape[0] // 2
+    # the slice with most label among those near the electrode's middle
+    if len(ks):
+        counts = lab.sum(axis=(1, 2))
+        kc = int(np.argmax(counts))
+    half = max(1, int(round(2.0 / img.spacing_mm[2])))
+    k0, k1 = max(0, kc - half), min(a.shape[0], kc + half + 1)
+    slab = a[k0:k1].max(axis=0)
+    slab_lab = lab[k0:k1].any(axis=0)
+    off = float(case.params.get("offset_hu", 0.0))
+    vmin, vmax = -1000 + off, 3000 + off
+    aspect = img.spacing_mm[1] / img.spacing_mm[0]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.6), dpi=110)
+    axes[0].imshow(a[kc], cmap="gray", vmin=vmin, vmax=vmax, aspect=aspect)
+    axes[0].set_title(f"coronal slice k={kc}")
+    axes[1].imshow(slab, cmap="gray", vmin=vmin, vmax=vmax, aspect=aspect)
+    axes[1].contour(slab_lab, levels=[0.5], colors="r", linewidths=0.6)
+    axes[1].set_title(f"coronal slab max k={k0}..{k1 - 1}, label outline")
+    zoom = slice(None)
+    axes[2].imshow(slab, cmap="gray", vmin=off + 500, vmax=off + float(case.params.get("saturation_hu", 3071)),
+                   aspect=aspect)
+    axes[2].set_title("slab, bone/metal window")
+    for ax in axes:
+        ax.set_axis_off()
+    c = case.contacts
+    fig.suptitle(f"{case.case_id}: {c['vendor']} {c['model']}, {c['side']} ear, AID {c['insertion_angle_deg']:.0f} deg, "
+                 f"{case.params.get('orientation')} (rows S->I, cols R->L)", fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)
+    del zoom
+    return path
+
+
+def generate_cohort(out: str | os.PathLike, *, patients: int, seed: int, preset: str = "small",
+                    orientation: str = "axial", clutter: bool = True, preview: bool = False,
+                    progress: bool = True, **overrides: Any) -> list[Path]:
+    """Generate and write ``patients`` phantoms under ``out`` and an index ``out/cohort.json``.
+
+    Patient ``n`` uses seed :func:`patient_seed` ``(seed, n)`` and case id ``phantom_s<seed>_<n+1>``;
+    ``orientation="mixed"`` draws each patient's orientation from its own seed.
+
+    Returns:
+        The patient folders.
+    """
+    from tqdm import tqdm
+
+    if patients < 1:
+        raise ValueError(f"patients must be >= 1, got {patients}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    index, folders = [], []
+    for n in tqdm(range(patients), desc="phantom", unit="patient", disable=not progress):
+        case_id = f"phantom_s{int(seed)}_{n + 1:03d}"
+        case = generate_patient(patient_seed(seed, n), preset=preset, orientation=orientation, case_id=case_id,
+                                **overrides)
+        folder = write_patient(case, out, clutter=clutter, preview=preview)
+        folders.append(folder)
+        rel = folder.relative_to(out)
+        index.append({"case_id": case.case_id, "dicom": str(rel / "DICOM"), "label": str(rel / "truth" / "label.nii.gz"),
+                      "metal": str(rel / "truth" / "metal.nii.gz"), "contacts": str(rel / "truth" / "contacts.json"),
+                      "vendor": case.contacts["vendor"], "model": case.contacts["model"],
+                      "orientation": case.params["orientation"], "seed": case.params["seed"]})
+        log.debug("%s: %s", case.case_id, {k: round(v, 3) for k, v in case.timings.items()})
+    _write_json(out / "cohort.json", index)
+    return folders

@@ -1,0 +1,605 @@
+"""The annotation dock widget: Qt controls only; the work is done by cochseg3d.annotation.
+
+Edits go into the Labels layer through ``Labels.data_setitem`` inside ``block_history()``, so a
+pre-fill, an import or an accepted prediction is one step of napari's undo (Ctrl+Z), just like a
+brush stroke.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable
+
+import numpy as np
+from qtpy.QtCore import Qt, QTimer
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QPushButton,
+    QSizePolicy,
+    QSlider,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from cochseg3d.annotation import (
+    AnnotationSession,
+    Autosaver,
+    prediction_slices,
+    read_slice_masks,
+    roi_mask,
+)
+from cochseg3d.volume import CANONICAL_DIRECTION, Volume
+from napari_cochseg3d.layers import AXIS_LABELS, META_KEY, world_transform
+
+if TYPE_CHECKING:
+    import napari
+
+log = logging.getLogger(__name__)
+
+SCOPES = ("current slice", "slice range", "whole volume")
+ROI_LAYER = "ROI"
+PREDICTION_LAYER = "prediction"
+
+
+def _volume_of(layer) -> Volume:
+    """The canonical Volume behind an image layer (from our reader, or rebuilt from its scale)."""
+    meta = layer.metadata.get(META_KEY, {}) if isinstance(layer.metadata, dict) else {}
+    if isinstance(meta.get("volume"), Volume):
+        return meta["volume"]
+    sk, sr, sc = (float(s) for s in layer.scale[-3:])
+    tk, tr, tc = (float(t) for t in layer.translate[-3:])
+    vol = Volume(np.asarray(layer.data), (sc, sr, sk), (tc, tk, -tr), CANONICAL_DIRECTION, {"case_id": layer.name})
+    vol.meta["source_grid"] = vol.grid.to_dict()
+    return vol
+
+
+class AnnotationWidget(QWidget):
+    """Pre-fill, mark, save/load, review and PNG/labelme import-export for one case.
+
+    Args:
+        napari_viewer: the viewer.
+        store: annotation store folder (default ``./annotations``).
+        autosave_s: autosave interval in seconds (0: off).
+    """
+
+    def __init__(self, napari_viewer: "napari.viewer.Viewer", *, store: str | Path | None = None,
+                 autosave_s: float = 120.0) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.session: AnnotationSession | None = None
+        self.image_layer = None
+        self.labels_layer = None
+        self.prediction: np.ndarray | None = None
+        self.autosaver = Autosaver(self._autosave, interval_s=max(autosave_s, 1.0))
+        self._build(store or Path.cwd() / "annotations", autosave_s)
+        self.viewer.layers.events.inserted.connect(self._refresh_image_choices)
+        self.viewer.layers.events.removed.connect(self._refresh_image_choices)
+        self.viewer.dims.events.current_step.connect(self._on_slice_changed)
+        self._timer = QTimer(self)
+        self._timer.timeout.connect(self.autosave_tick)
+        self._timer.start(2000)
+        self._refresh_image_choices()
+
+    # --- layout ----------------------------------------------------------------------------
+    def _build(self, store: str | Path, autosave_s: float) -> None:
+        root = QVBoxLayout(self)
+        root.setContentsMargins(6, 6, 6, 6)
+
+        case = QGroupBox("Case")
+        f = QFormLayout(case)
+        self.image_combo = QComboBox()
+        self.attach_btn = QPushButton("Annotate")
+        self.attach_btn.clicked.connect(lambda: self.attach())
+        row = QHBoxLayout()
+        row.addWidget(self.image_combo, 1)
+        row.addWidget(self.attach_btn)
+        f.addRow("Image", row)
+        self.store_edit = QLineEdit(str(store))
+        store_btn = QPushButton("…")
+        store_btn.setMaximumWidth(28)
+        store_btn.clicked.connect(self._choose_store)
+        row = QHBoxLayout()
+        row.addWidget(self.store_edit, 1)
+        row.addWidget(store_btn)
+        f.addRow("Store", row)
+        root.addWidget(case)
+
+        pre = QGroupBox("Threshold pre-fill")
+        g = QGridLayout(pre)
+        self.thr_slider = QSlider(Qt.Horizontal)
+        self.thr_slider.setRange(-1000, 4000)
+        self.thr_spin = QSpinBox()
+        self.thr_spin.setRange(-1000, 4000)
+        self.thr_spin.setSuffix(" HU")
+        self.thr_slider.valueChanged.connect(self.thr_spin.setValue)
+        self.thr_spin.valueChanged.connect(self.thr_slider.setValue)
+        self.auto_check = QCheckBox("auto")
+        self.auto_check.setChecked(True)
+        self.auto_check.setToolTip("threshold from the image histogram (robust to CBCT grey offsets)")
+        self.auto_check.toggled.connect(self._on_auto_toggled)
+        g.addWidget(QLabel("Threshold"), 0, 0)
+        g.addWidget(self.thr_slider, 0, 1, 1, 2)
+        g.addWidget(self.thr_spin, 0, 3)
+        g.addWidget(self.auto_check, 0, 4)
+        self.scope_combo = QComboBox()
+        self.scope_combo.addItems(SCOPES)
+        self.first_spin, self.last_spin = QSpinBox(), QSpinBox()
+        self.scope_combo.currentTextChanged.connect(self._on_scope_changed)
+        g.addWidget(QLabel("Scope"), 1, 0)
+        g.addWidget(self.scope_combo, 1, 1)
+        g.addWidget(self.first_spin, 1, 2)
+        g.addWidget(self.last_spin, 1, 3)
+        self.roi_check = QCheckBox("limit to ROI")
+        self.roi_check.setToolTip(f"only inside the last rectangle of the '{ROI_LAYER}' shapes layer")
+        roi_btn = QPushButton("Draw ROI")
+        roi_btn.clicked.connect(self.draw_roi)
+        self.min_size_spin = QSpinBox()
+        self.min_size_spin.setRange(1, 100000)
+        self.min_size_spin.setValue(4)
+        self.min_size_spin.setSuffix(" vox")
+        self.min_size_spin.setToolTip("drop connected components smaller than this")
+        g.addWidget(self.roi_check, 2, 0, 1, 2)
+        g.addWidget(roi_btn, 2, 2)
+        g.addWidget(QLabel("min size"), 3, 0)
+        g.addWidget(self.min_size_spin, 3, 1)
+        self.add_check = QCheckBox("add (keep painted)")
+        self.add_check.setToolTip("add to the label instead of replacing the scope")
+        g.addWidget(self.add_check, 3, 2, 1, 3)
+        self.prefill_btn = QPushButton("Pre-fill")
+        self.prefill_btn.clicked.connect(lambda: self.prefill())
+        g.addWidget(self.prefill_btn, 4, 0, 1, 5)
+        root.addWidget(pre)
+
+        sl = QGroupBox("Annotated slices (training data)")
+        v = QVBoxLayout(sl)
+        row = QHBoxLayout()
+        self.mark_btn = QPushButton("Mark slice")
+        self.mark_btn.setCheckable(True)
+        self.mark_btn.clicked.connect(lambda checked: self.mark(annotated=checked))
+        prev_btn, next_btn = QPushButton("◀"), QPushButton("▶")
+        prev_btn.setToolTip("previous annotated slice")
+        next_btn.setToolTip("next annotated slice")
+        prev_btn.clicked.connect(lambda: self._step(sorted(self.session.annotated) if self.session else [], -1))
+        next_btn.clicked.connect(lambda: self._step(sorted(self.session.annotated) if self.session else [], +1))
+        row.addWidget(self.mark_btn, 1)
+        row.addWidget(prev_btn)
+        row.addWidget(next_btn)
+        v.addLayout(row)
+        self.slice_list = QListWidget()
+        self.slice_list.setMaximumHeight(90)
+        self.slice_list.itemDoubleClicked.connect(lambda it: self.goto_slice(int(it.data(Qt.UserRole))))
+        v.addWidget(self.slice_list)
+        root.addWidget(sl)
+
+        io = QGroupBox("Save")
+        g = QGridLayout(io)
+        save_btn, load_btn = QPushButton("Save"), QPushButton("Load")
+        save_btn.clicked.connect(lambda: self.save())
+        load_btn.clicked.connect(lambda: self.load())
+        self.autosave_check = QCheckBox("autosave every")
+        self.autosave_check.setChecked(autosave_s > 0)
+        self.autosave_spin = QSpinBox()
+        self.autosave_spin.setRange(5, 3600)
+        self.autosave_spin.setValue(int(autosave_s) if autosave_s > 0 else 120)
+        self.autosave_spin.setSuffix(" s")
+        self.autosave_spin.valueChanged.connect(lambda s: setattr(self.autosaver, "interval_s", float(s)))
+        g.addWidget(save_btn, 0, 0)
+        g.addWidget(load_btn, 0, 1)
+        g.addWidget(self.autosave_check, 1, 0)
+        g.addWidget(self.autosave_spin, 1, 1)
+        exp_btn, imp_btn = QPushButton("Export PNGs…"), QPushButton("Import PNG/labelme…")
+        exp_btn.clicked.connect(self._export_dialog)
+        imp_btn.clicked.connect(self._import_dialog)
+        g.addWidget(exp_btn, 2, 0)
+        g.addWidget(imp_btn, 2, 1)
+        root.addWidget(io)
+
+        rv = QGroupBox("Review a prediction")
+        g = QGridLayout(rv)
+        pred_btn = QPushButton("Load prediction…")
+        pred_btn.clicked.connect(self._prediction_dialog)
+        p_prev, p_next = QPushButton("◀"), QPushButton("▶")
+        p_prev.setToolTip("previous slice with predicted electrode")
+        p_next.setToolTip("next slice with predicted electrode")
+        p_prev.clicked.connect(lambda: self._step(self._prediction_slices(), -1))
+        p_next.clicked.connect(lambda: self._step(self._prediction_slices(), +1))
+        acc_btn, acc_all_btn = QPushButton("Accept slice"), QPushButton("Accept all")
+        acc_btn.setToolTip("copy the prediction of this slice into the annotation and mark it")
+        acc_btn.clicked.connect(lambda: self.accept_prediction([self.current_slice()]))
+        acc_all_btn.clicked.connect(lambda: self.accept_prediction(self._prediction_slices()))
+        g.addWidget(pred_btn, 0, 0, 1, 2)
+        g.addWidget(p_prev, 0, 2)
+        g.addWidget(p_next, 0, 3)
+        g.addWidget(acc_btn, 1, 0, 1, 2)
+        g.addWidget(acc_all_btn, 1, 2, 1, 2)
+        root.addWidget(rv)
+
+        self.status = QLabel("Open a DICOM folder or NIfTI, then press Annotate.")
+        self.status.setWordWrap(True)
+        self.status.setSizePolicy(QSizePolicy.Preferred, QSizePolicy.Minimum)
+        root.addWidget(self.status)
+        root.addStretch(1)
+        self._on_scope_changed(self.scope_combo.currentText())
+
+    # --- helpers ---------------------------------------------------------------------------
+    def _say(self, text: str) -> None:
+        self.status.setText(text)
+        log.info(text)
+
+    def _refresh_image_choices(self, *_) -> None:
+        from napari.layers import Image
+
+        current = self.image_combo.currentText()
+        names = [ly.name for ly in self.viewer.layers if isinstance(ly, Image) and ly.ndim == 3
+                 and ly.name != PREDICTION_LAYER]
+        self.image_combo.blockSignals(True)
+        self.image_combo.clear()
+        self.image_combo.addItems(names)
+        if current in names:
+            self.image_combo.setCurrentText(current)
+        self.image_combo.blockSignals(False)
+
+    def _choose_store(self) -> None:
+        d = QFileDialog.getExistingDirectory(self, "Annotation store", self.store_edit.text())
+        if d:
+            self.set_store(d)
+
+    def set_store(self, folder: str | Path) -> None:
+        self.store_edit.setText(str(folder))
+        if self.session is not None:
+            self.session.store = Path(folder)
+
+    def _need_session(self) -> AnnotationSession:
+        if self.session is None:
+            if self.image_combo.count() == 0:
+                raise ValueError("no image layer: open a DICOM folder or NIfTI first")
+            self.attach()
+        assert self.session is not None
+        return self.session
+
+    # --- case --------------------------------------------------------------------------------
+    def attach(self, layer=None) -> None:
+        """Start annotating an image layer (default: the one chosen in the combo box).
+
+        Adds a Labels layer on the same grid; reloads the case's stored annotation if there is one.
+        """
+        if layer is None:
+            name = self.image_combo.currentText()
+            if not name:
+                self._say("No image layer to annotate.")
+                return
+            layer = self.viewer.layers[name]
+        vol = _volume_of(layer)
+        meta = layer.metadata.get(META_KEY, {})
+        self.session = AnnotationSession(vol, store=self.store_edit.text() or None,
+                                         case_id=meta.get("case_id") or layer.name, image_path=meta.get("path"))
+        self.image_layer = layer
+        lname = f"{self.session.case_id} electrode"
+        if lname in self.viewer.layers:
+            self.viewer.layers.remove(lname)
+        self.labels_layer = self.viewer.add_labels(
+            self.session.label, name=lname, opacity=0.55, **world_transform(self.session.image))
+        # napari keeps numpy data as is; edits in the layer are edits of the session's label
+        self.session.label = self.labels_layer.data
+        self.labels_layer.selected_label = 1
+        self.labels_layer.brush_size = 3
+        self.labels_layer.events.paint.connect(lambda *_: self.autosaver.mark_dirty())
+        self.viewer.dims.axis_labels = AXIS_LABELS[-self.viewer.dims.ndim:] if self.viewer.dims.ndim >= 3 else \
+            self.viewer.dims.axis_labels
+        canvas = getattr(self.viewer, "canvas", None)  # napari >= 0.9 moved the scale bar there
+        (canvas.overlays.scale_bar if canvas is not None else self.viewer.scale_bar).visible = True
+        n = self.session.shape[0]
+        for s in (self.first_spin, self.last_spin):
+            s.setRange(0, n - 1)
+        self.last_spin.setValue(n - 1)
+        lo, hi = (int(np.floor(np.min(vol.array[:: max(1, n // 32)]))), int(np.ceil(np.max(vol.array))))
+        for w in (self.thr_slider, self.thr_spin):
+            w.setRange(lo, hi)
+        if self.session.store is not None and self.session.json_path.exists():
+            self.session.load()
+            self.labels_layer.refresh()
+            self.labels_layer._reset_history()
+            if self.session.threshold_hu is not None:
+                self.thr_spin.setValue(int(round(self.session.threshold_hu)))
+            self._say(f"{self.session.case_id}: reloaded {self.session.json_path.name} "
+                      f"({len(self.session.annotated)} annotated slices)")
+        else:
+            self._say(f"{self.session.case_id}: {n} coronal slices; pre-fill, correct, mark, save.")
+        if self.auto_check.isChecked():
+            self.thr_spin.setValue(int(round(self.session.auto_threshold())))
+        self.autosaver.mark_saved()
+        self.viewer.layers.selection.active = self.labels_layer
+        self._refresh_slice_list()
+
+    # --- slices ------------------------------------------------------------------------------
+    def current_slice(self) -> int:
+        """The coronal index ``k`` shown now."""
+        if self.image_layer is None:
+            return 0
+        k = self.image_layer.world_to_data(self.viewer.dims.point)[0]
+        return int(np.clip(round(float(k)), 0, self.image_layer.data.shape[0] - 1))
+
+    def goto_slice(self, k: int) -> None:
+        if self.image_layer is None:
+            return
+        world = self.image_layer.data_to_world([int(k), 0, 0])
+        self.viewer.dims.set_point(0, float(world[0]))
+
+    def _step(self, ks: list[int], direction: int) -> None:
+        if not ks:
+            self._say("No slice to go to.")
+            return
+        k = self.current_slice()
+        nxt = [x for x in ks if x > k] if direction > 0 else [x for x in ks if x < k]
+        self.goto_slice((min(nxt) if direction > 0 else max(nxt)) if nxt else (ks[0] if direction > 0 else ks[-1]))
+
+    def _on_slice_changed(self, *_) -> None:
+        if self.session is not None:
+            self.mark_btn.setChecked(self.current_slice() in self.session.annotated)
+        if self.scope_combo.currentText() == "current slice":
+            self.first_spin.setValue(self.current_slice())
+            self.last_spin.setValue(self.current_slice())
+
+    def _on_scope_changed(self, text: str) -> None:
+        enabled = text == "slice range"
+        self.first_spin.setEnabled(enabled)
+        self.last_spin.setEnabled(enabled)
+
+    def _on_auto_toggled(self, on: bool) -> None:
+        self.thr_slider.setEnabled(not on)
+        self.thr_spin.setEnabled(not on)
+        if on and self.session is not None:
+            self.thr_spin.setValue(int(round(self.session.auto_threshold())))
+
+    def mark(self, k: int | None = None, *, annotated: bool = True) -> None:
+        """Mark (or unmark) coronal slice ``k`` (default: the current one) as annotated."""
+        s = self._need_session()
+        k = self.current_slice() if k is None else int(k)
+        s.mark(k, annotated)
+        self.autosaver.mark_dirty()
+        self.mark_btn.setChecked(k in s.annotated)
+        self._refresh_slice_list()
+        self._say(f"slice {k} {'marked' if annotated else 'unmarked'}; {len(s.annotated)} annotated")
+
+    def _refresh_slice_list(self) -> None:
+        from qtpy.QtWidgets import QListWidgetItem
+
+        self.slice_list.clear()
+        if self.session is None:
+            return
+        for k in sorted(self.session.annotated):
+            n = int(np.count_nonzero(self.session.label[k]))
+            item = QListWidgetItem(f"slice {k}: {n} px")
+            item.setData(Qt.UserRole, k)
+            self.slice_list.addItem(item)
+
+    # --- pre-fill ------------------------------------------------------------------------------
+    def scope(self) -> int | tuple[int, int] | None:
+        text = self.scope_combo.currentText()
+        if text == "current slice":
+            return self.current_slice()
+        if text == "slice range":
+            return self.first_spin.value(), self.last_spin.value()
+        return None
+
+    def roi_box(self) -> tuple[int, int, int, int] | None:
+        """``(row0, row1, col0, col1)`` of the last rectangle in the ROI layer, or ``None``."""
+        if ROI_LAYER not in self.viewer.layers or not len(self.viewer.layers[ROI_LAYER].data):
+            return None
+        shp = self.viewer.layers[ROI_LAYER]
+        verts = np.asarray(shp.data[-1])
+        data = np.array([self.image_layer.world_to_data(shp.data_to_world(v)) for v in verts])
+        r, c = data[:, -2], data[:, -1]
+        # pixels whose centres lie inside the rectangle
+        lo = lambda x: int(np.ceil(x.min() - 1e-6))  # noqa: E731
+        hi = lambda x: int(np.floor(x.max() + 1e-6)) + 1  # noqa: E731
+        return lo(r), hi(r), lo(c), hi(c)
+
+    def draw_roi(self) -> None:
+        """Add (or select) the ROI shapes layer in rectangle mode."""
+        self._need_session()
+        if ROI_LAYER not in self.viewer.layers:
+            self.viewer.add_shapes(name=ROI_LAYER, edge_color="yellow", face_color="transparent", edge_width=0.3,
+                                   ndim=3, **world_transform(self.session.image))
+        shp = self.viewer.layers[ROI_LAYER]
+        self.viewer.layers.selection.active = shp
+        shp.mode = "add_rectangle"
+        self.roi_check.setChecked(True)
+
+    def prefill(self) -> int:
+        """Pre-fill the chosen scope at the chosen threshold; returns the number of voxels changed."""
+        s = self._need_session()
+        roi = self.roi_box() if self.roi_check.isChecked() else None
+        if self.roi_check.isChecked() and roi is None:
+            self._say(f"No rectangle in the '{ROI_LAYER}' layer: draw one or untick 'limit to ROI'.")
+            return 0
+        thr = "auto" if self.auto_check.isChecked() else float(self.thr_spin.value())
+        region, block = s.prefill_region(threshold_hu=thr, slices=self.scope(), roi=roi,
+                                         min_size_voxels=self.min_size_spin.value())
+        within = roi_mask(roi, s.shape[1:])
+        n = self.apply_block(region, block, add=self.add_check.isChecked(), within=within)
+        self.thr_spin.setValue(int(round(s.threshold_hu)))
+        self._refresh_slice_list()
+        self._say(f"pre-filled {self.scope_combo.currentText()} at {s.threshold_hu:.0f} HU: "
+                  f"{int(block.sum())} voxels, {n} changed (Ctrl+Z undoes)")
+        return n
+
+    def apply_block(self, region: tuple[slice, slice, slice], block: np.ndarray, *, add: bool = False,
+                    within: np.ndarray | None = None) -> int:
+        """Write ``block`` into the Labels layer at ``region`` as one undoable step.
+
+        ``add`` keeps what is painted; ``within`` (an in-plane bool mask) limits the change to it.
+        """
+        layer = self.labels_layer
+        old = np.asarray(layer.data[region])
+        new = np.where(block > 0, 1, old if add else 0).astype(old.dtype)
+        changed = new != old
+        if within is not None:
+            changed &= within[None, :, :]
+        idx = np.nonzero(changed)
+        if not idx[0].size:
+            return 0
+        starts = [r.start or 0 for r in region]
+        indices = tuple(i + s0 for i, s0 in zip(idx, starts))
+        with layer.block_history():
+            layer.data_setitem(indices, new[changed])
+        layer.refresh()
+        return int(idx[0].size)
+
+    # --- save / load -----------------------------------------------------------------------
+    def save(self, *, autosave: bool = False) -> Path | None:
+        s = self._need_session()
+        s.store = Path(self.store_edit.text())
+        s.label = self.labels_layer.data
+        try:
+            path = s.save(autosave=autosave)
+        except (OSError, ValueError) as exc:
+            self._say(f"not saved: {exc}")
+            return None
+        self.autosaver.mark_saved()
+        self._say(f"{'autosaved' if autosave else 'saved'} {path} ({len(s.annotated)} annotated slices)")
+        return path
+
+    def _autosave(self) -> None:
+        self.save(autosave=True)
+
+    def autosave_tick(self) -> bool:
+        """Called by the timer: saves when autosave is on, edits are pending and the interval passed."""
+        if self.session is None or not self.autosave_check.isChecked() or not self.store_edit.text():
+            return False
+        return self.autosaver.maybe_save()
+
+    def load(self, json_path: str | Path | None = None) -> None:
+        s = self._need_session()
+        if json_path is None:
+            s.store = Path(self.store_edit.text())
+            if not s.json_path.exists():
+                self._say(f"no annotation of {s.case_id} in {s.store}")
+                return
+        s.label = self.labels_layer.data
+        ann = s.load(json_path)
+        self.labels_layer._reset_history()
+        self.labels_layer.refresh()
+        self.autosaver.mark_saved()
+        self._refresh_slice_list()
+        self._on_slice_changed()
+        self._say(f"loaded {ann.json_path} ({len(s.annotated)} annotated slices)")
+
+    # --- import / export ---------------------------------------------------------------------
+    def import_masks(self, paths: Iterable[str | Path], *, any_case: bool = True) -> list[int]:
+        """Import PNG masks / labelme JSONs (``<case>_<slice>.*``) as one undoable step; marks the slices."""
+        s = self._need_session()
+        masks = read_slice_masks(paths, shape=s.shape, case_id=None if any_case else s.case_id)
+        if not masks:
+            self._say("nothing imported")
+            return []
+        ks = sorted(masks)
+        k0, k1 = ks[0], ks[-1]
+        region = (slice(k0, k1 + 1), slice(None), slice(None))
+        block = np.asarray(self.labels_layer.data[region]).copy()
+        for k, m in masks.items():
+            block[k - k0] = m
+        self.apply_block(region, block)
+        for k in ks:
+            s.mark(k)
+        self.autosaver.mark_dirty()
+        self._refresh_slice_list()
+        self.goto_slice(ks[0])
+        self._say(f"imported {len(ks)} slices: {', '.join(map(str, ks))}")
+        return ks
+
+    def export_pngs(self, out_dir: str | Path, *, image_dir: str | Path | None = None) -> list[Path]:
+        s = self._need_session()
+        s.label = self.labels_layer.data
+        paths = s.export_pngs(out_dir, image_dir=image_dir)
+        self._say(f"exported {len(paths)} PNG masks to {out_dir}")
+        return paths
+
+    def _export_dialog(self) -> None:
+        d = QFileDialog.getExistingDirectory(self, "Export PNG masks to")
+        if d:
+            try:
+                self.export_pngs(d)
+            except ValueError as exc:
+                self._say(str(exc))
+
+    def _import_dialog(self) -> None:
+        files, _ = QFileDialog.getOpenFileNames(self, "Import masks", "", "Masks (*.png *.json)")
+        if files:
+            try:
+                self.import_masks(files)
+            except (OSError, ValueError) as exc:
+                self._say(str(exc))
+
+    # --- review --------------------------------------------------------------------------------
+    def load_prediction(self, source: str | Path | np.ndarray) -> None:
+        """Show a model prediction (file on the image's grid, or a canonical array) to review."""
+        s = self._need_session()
+        if isinstance(source, np.ndarray):
+            pred = np.asarray(source, dtype=np.float32)
+        else:
+            from cochseg3d.annotation import load_image
+            from cochseg3d.volume import Grid, resample_to_grid
+
+            vol = load_image(source)
+            src = Grid.from_dict(s.image.meta["source_grid"])
+            if not vol.grid.allclose(src):
+                vol = resample_to_grid(vol, src, is_label=not np.issubdtype(vol.array.dtype, np.floating))
+            from cochseg3d.volume import canonical
+
+            pred = canonical(vol, is_label=True).array.astype(np.float32)
+        if pred.shape != s.shape:
+            raise ValueError(f"prediction shape {pred.shape} differs from the image's {s.shape}")
+        self.prediction = pred
+        if PREDICTION_LAYER in self.viewer.layers:
+            self.viewer.layers.remove(PREDICTION_LAYER)
+        self.viewer.add_image(pred, name=PREDICTION_LAYER, colormap="magenta", blending="additive",
+                              opacity=0.6, contrast_limits=(0.0, 1.0), **world_transform(s.image))
+        self.viewer.layers.selection.active = self.labels_layer
+        ks = self._prediction_slices()
+        if ks:
+            self.goto_slice(ks[0])
+        self._say(f"prediction on {len(ks)} slices; ◀ ▶ step through them, Accept copies one in")
+
+    def _prediction_slices(self) -> list[int]:
+        return [] if self.prediction is None else prediction_slices(self.prediction)
+
+    def accept_prediction(self, slices: Iterable[int]) -> list[int]:
+        """Copy the prediction into the annotation on ``slices`` (one undoable step) and mark them."""
+        s = self._need_session()
+        if self.prediction is None:
+            self._say("load a prediction first")
+            return []
+        ks = sorted({int(k) for k in slices})
+        if not ks:
+            return []
+        region = (slice(ks[0], ks[-1] + 1), slice(None), slice(None))
+        block = np.asarray(self.labels_layer.data[region]).copy()
+        for k in ks:
+            block[k - ks[0]] = self.prediction[k] >= 0.5
+        self.apply_block(region, block)
+        for k in ks:
+            s.mark(k)
+        self.autosaver.mark_dirty()
+        self._refresh_slice_list()
+        self._say(f"accepted the prediction on {len(ks)} slice(s)")
+        return ks
+
+    def _prediction_dialog(self) -> None:
+        f, _ = QFileDialog.getOpenFileName(self, "Prediction", "", "Images (*.nii *.nii.gz *.nrrd *.mha)")
+        if f:
+            try:
+                self.load_prediction(f)
+            except (OSError, ValueError) as exc:
+                self._say(str(exc))

@@ -1,0 +1,59 @@
+"""Volumes as napari layer data: the canonical coronal stack in physical mm (no Qt here)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from cochseg3d.annotation import as_canonical
+from cochseg3d.metal import threshold_levels
+from cochseg3d.volume import Volume
+
+#: key under which layers keep their cochseg3d context in ``layer.metadata``
+META_KEY = "cochseg3d"
+#: world axes of the canonical stack, in napari's (k, row, col) order
+AXIS_LABELS = ("posterior (mm)", "inferior (mm)", "left (mm)")
+
+
+def world_transform(can: Volume) -> dict[str, tuple]:
+    """napari ``scale``, ``translate`` and ``units`` of a canonical stack, in mm along (P, I, L).
+
+    Canonical index axes are k -> +P, row -> -S (inferior), col -> +L (LPS), so the world
+    coordinates are LPS y, -z and x of the voxel centres.
+    """
+    sx, sy, sz = can.spacing_mm
+    ox, oy, oz = can.origin_mm
+    return {"scale": (sz, sy, sx), "translate": (oy, -oz, ox), "units": ("mm", "mm", "mm")}
+
+
+def bone_metal_window(can: Volume) -> tuple[float, float]:
+    """Contrast limits (HU) that show soft tissue dark, bone grey and the electrode white."""
+    lv = threshold_levels(can)
+    lo = lv["tissue"] - 400.0
+    hi = lv["metal"] if lv["has_metal"] else lv["bone"] + 500.0
+    return float(lo), float(max(hi, lo + 1.0))
+
+
+def image_layer(image: Volume, *, name: str, path: str | None = None) -> tuple[np.ndarray, dict[str, Any], str]:
+    """A napari ``LayerDataTuple`` of ``image`` as the coronal stack with mm scale and a bone/metal window."""
+    can = as_canonical(image)
+    kwargs = {
+        "name": name,
+        **world_transform(can),
+        "contrast_limits": bone_metal_window(can),
+        "colormap": "gray",
+        "metadata": {META_KEY: {"volume": can, "path": path, "case_id": name}},
+    }
+    return can.array, kwargs, "image"
+
+
+def label_layer(label: Volume, *, name: str) -> tuple[np.ndarray, dict[str, Any], str]:
+    """A napari ``LayerDataTuple`` of a label volume (any grid) as a Labels layer on the coronal stack."""
+    can = as_canonical(label) if "source_grid" in label.meta else None
+    if can is None:
+        from cochseg3d.volume import canonical
+
+        can = canonical(label, is_label=True)
+    kwargs = {"name": name, **world_transform(can), "metadata": {META_KEY: {"volume_grid": can.grid.to_dict()}}}
+    return np.asarray(can.array).astype(np.uint8), kwargs, "labels"

@@ -1,0 +1,168 @@
+"""The napari plugin: reader, pre-fill, painting with undo, save/reopen, PNG import orientation.
+
+Run under a display: ``xvfb-run -a .venv/bin/python -m pytest napari_plugin/tests``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cochseg3d.annotation import load_annotation
+from cochseg3d.volume import Volume, canonical, write_image
+
+napari = pytest.importorskip("napari")
+pytestmark = pytest.mark.filterwarnings("ignore:System theme detection")
+
+from napari_cochseg3d._widget import AnnotationWidget  # noqa: E402
+from napari_cochseg3d.launch import PLUGIN, open_case  # noqa: E402
+
+
+@pytest.fixture
+def case_path(tmp_path):
+    """An axial-like CBCT (LPS, k = superior) of 16 x 32 x 24 voxels: bone slab and an electrode rod."""
+    rng = np.random.default_rng(1)
+    a = rng.normal(30.0, 20.0, (16, 32, 24)).astype(np.float32)
+    a[:, :, 1:4] = 1500.0
+    a[3:9, 6:10, 9:12] = 3200.0  # electrode: 6 axial x 4 coronal x 3 voxels
+    vol = Volume(a, (0.5, 0.4, 0.3), (-3.0, 7.0, 11.0), np.eye(3), {"case_id": "P07"})
+    return write_image(vol, tmp_path / "P07.nii.gz")
+
+
+def test_reader_shows_coronal_stack_in_mm(make_napari_viewer, case_path) -> None:
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open(str(case_path), plugin=PLUGIN)
+    # source (k, j, i) = (S, P, L) with 0.3/0.4/0.5 mm -> coronal stack (P, I, L)
+    assert layer.data.shape == (32, 16, 24)
+    assert np.allclose(layer.scale, (0.4, 0.3, 0.5))
+    lo, hi = layer.contrast_limits
+    assert lo < 0.0 and 2500.0 < hi <= 3300.0  # tissue dark, metal white
+    # world coordinates are physical: voxel (0,0,0) of the stack sits at LPS (x, y, -z) mm
+    can = layer.metadata["cochseg3d"]["volume"]
+    x, y, z = can.index_to_lps(np.zeros(3))
+    assert np.allclose(layer.data_to_world([0, 0, 0]), (y, -z, x))
+
+
+def test_prefill_paint_mark_save_reopen(make_napari_viewer, qtbot, case_path, tmp_path) -> None:
+    store = tmp_path / "store"
+    viewer = make_napari_viewer()
+    widget = open_case(viewer, case_path, store=store, autosave_s=0)
+    labels = widget.labels_layer
+    assert labels.data.shape == (32, 16, 24) and labels.data.sum() == 0
+    widget.scope_combo.setCurrentText("whole volume")
+    qtbot.mouseClick(widget.prefill_btn, 1)  # Qt.LeftButton
+    filled = labels.data.copy()
+    assert filled.sum() == 6 * 4 * 3 and filled[6:10].all(axis=0).sum() == 6 * 3
+    labels.undo()
+    assert labels.data.sum() == 0  # the pre-fill is one undo step
+    labels.redo()
+    assert np.array_equal(labels.data, filled)
+
+    # paint and erase a stroke on coronal slice 7 with napari's own brush
+    widget.goto_slice(7)
+    assert widget.current_slice() == 7
+    labels.brush_size = 1
+    labels.n_edit_dimensions = 2
+    for c in range(0, 4):
+        labels.paint((7, 0, c), 1)
+    labels.paint((7, 9, 10), 0)  # erase one electrode pixel
+    assert labels.data[7, 0, 0:4].all() and labels.data[7, 9, 10] == 0
+    qtbot.mouseClick(widget.mark_btn, 1)
+    assert widget.session.annotated == {7} and widget.mark_btn.isChecked()
+    widget.mark(8)
+    painted = labels.data.copy()
+    json_path = widget.save()
+    assert json_path is not None and json_path.exists()
+    viewer.close()
+
+    # reopen in a new viewer: the stored annotation comes back exactly
+    viewer2 = make_napari_viewer()
+    w2 = open_case(viewer2, case_path, store=store, autosave_s=0)
+    assert np.array_equal(w2.labels_layer.data, painted)
+    assert w2.session.annotated == {7, 8}
+    ann = load_annotation(json_path)
+    assert ann.label.array.shape == (16, 32, 24)  # written on the source grid
+
+
+def test_png_import_lands_on_slice_unflipped(make_napari_viewer, case_path, tmp_path) -> None:
+    viewer = make_napari_viewer()
+    widget = open_case(viewer, case_path, store=tmp_path / "store", autosave_s=0)
+    mask = np.zeros((16, 24), np.uint8)
+    mask[2, 21] = 255  # superior, patient-left corner: asymmetric in both axes
+    mask[9, 1:3] = 255
+    Image.fromarray(mask).save(tmp_path / "P07_5.png")
+    assert widget.import_masks([tmp_path / "P07_5.png"]) == [5]
+    lab = widget.labels_layer.data
+    assert np.array_equal(lab[5], mask > 0) and lab.sum() == 3
+    assert widget.current_slice() == 5 and 5 in widget.session.annotated
+    # the PNG pixel (row 2, col 21) of coronal slice 5 is this source voxel, checked in LPS mm
+    json_path = widget.save()
+    src = load_annotation(json_path).label
+    can = widget.session.image
+    ijk = np.rint(src.lps_to_index(can.index_to_lps(np.array([21.0, 2.0, 5.0])))).astype(int)
+    assert src.array[ijk[2], ijk[1], ijk[0]] == 1 and src.array.sum() == 3
+    # superior row of the slice = higher source k (superior), patient left = higher LPS x
+    assert ijk[2] == 16 - 1 - 2 and ijk[1] == 5 and ijk[0] == 21
+
+
+def test_prediction_review_and_png_export(make_napari_viewer, case_path, tmp_path) -> None:
+    viewer = make_napari_viewer()
+    widget = open_case(viewer, case_path, store=tmp_path / "store", autosave_s=0)
+    pred = np.zeros(widget.session.shape, np.float32)
+    pred[4, 3:5, 6:8] = 0.9
+    pred[11, 0, 0] = 0.8
+    widget.load_prediction(pred)
+    assert widget.current_slice() == 4  # jumps to the first predicted slice
+    widget._step(widget._prediction_slices(), +1)
+    assert widget.current_slice() == 11
+    assert widget.accept_prediction([4]) == [4]
+    assert widget.labels_layer.data[4].sum() == 4 and widget.labels_layer.data[11].sum() == 0
+    widget.labels_layer.undo()
+    assert widget.labels_layer.data[4].sum() == 0
+    widget.accept_prediction(widget._prediction_slices())
+    paths = widget.export_pngs(tmp_path / "png")
+    assert sorted(p.name for p in paths) == ["P07_11.png", "P07_4.png"]
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "png" / "P07_4.png")) > 0, pred[4] > 0.5)
+
+
+def test_roi_limits_prefill_and_autosave(make_napari_viewer, case_path, tmp_path) -> None:
+    viewer = make_napari_viewer()
+    widget = AnnotationWidget(viewer, store=tmp_path / "store", autosave_s=5)
+    (layer,) = viewer.open(str(case_path), plugin=PLUGIN)
+    widget.attach(layer)
+    widget.draw_roi()
+    roi = viewer.layers["ROI"]
+    k = 7
+    corners = np.array([[k, 0, 9], [k, 0, 10.4], [k, 15, 10.4], [k, 15, 9]], float)  # cols 9..10
+    roi.add_rectangles(np.array([roi.world_to_data(layer.data_to_world(c)) for c in corners]))
+    assert widget.roi_box() == (0, 16, 9, 11)
+    widget.scope_combo.setCurrentText("whole volume")
+    widget.prefill()
+    lab = widget.labels_layer.data
+    assert lab.sum() == 6 * 4 * 2 and lab[:, :, 11].sum() == 0
+    # autosave writes once the interval has passed and something changed
+    widget.autosaver.last_save -= 10.0
+    assert widget.autosave_tick()
+    assert (tmp_path / "store" / "P07.annotation.json").exists()
+    assert not widget.autosave_tick()  # nothing new to save
+
+
+def test_reader_opens_dicom_folder(make_napari_viewer, tmp_path) -> None:
+    from cochseg3d.dicom_write import write_series
+    from napari_cochseg3d._reader import napari_get_reader
+
+    a = np.full((6, 10, 8), 40.0, np.float32)
+    a[2:4, 3:5, 5:7] = 3000.0
+    write_series(Volume(a, (0.5, 0.4, 0.3), (0.0, 0.0, 0.0), np.eye(3)), tmp_path / "DICOM",
+                 patient_id="P 09", uid_seed="reader-test")
+    assert napari_get_reader(str(tmp_path / "DICOM")) is not None
+    assert napari_get_reader(str(tmp_path)) is not None  # DICOM found below
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "a.txt").write_text("not an image")
+    assert napari_get_reader(str(tmp_path / "notes")) is None
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open(str(tmp_path / "DICOM"), plugin=PLUGIN)
+    assert layer.name == "P_09" and layer.data.shape == (10, 6, 8)
+    assert np.allclose(layer.scale, (0.4, 0.3, 0.5))
+    assert float(layer.data[3, 6 - 1 - 2, 5]) == pytest.approx(3000.0, abs=1.0)
