@@ -33,16 +33,18 @@ class ConfigError(ValueError):
 
 @dataclass
 class AugmentConfig:
-    """Random augmentation of training patches (probabilities per patch; angles in degrees)."""
+    """Random augmentation of training patches (probabilities per patch).
+
+    Rotation (degrees, in-plane), zoom and shear are one ``RandAffined`` resampling (so the patch is
+    interpolated once); masks are resampled as labels (nearest neighbour).
+    """
 
     enabled: bool = True
-    rotate_prob: float = 0.3
+    affine_prob: float = 0.5
     rotate_deg: float = 15.0
-    flip_lr_prob: float = 0.5
-    zoom_prob: float = 0.3
     zoom_range: tuple[float, float] = (0.85, 1.15)
-    affine_prob: float = 0.2
     shear: float = 0.05
+    flip_lr_prob: float = 0.5
     intensity_scale_prob: float = 0.3
     intensity_scale: float = 0.1
     intensity_shift_prob: float = 0.3

@@ -367,20 +367,24 @@ def build_transforms(config: Config, *, train: bool):
         chain.append(T.CropForegroundd(keys, source_key="image", select_fn=HeadMask(thr),
                                        margin=int(d.crop_margin_px), allow_smaller=True))
     chain.append(T.SpatialPadd(keys, spatial_size=tuple(p.roi_size)))
+    # plain tensors from here: the pixel size has done its job, and metadata tracking costs time per patch
+    chain.append(T.EnsureTyped(keys, dtype=np.float32, track_meta=False))
     if train:
+        # electrode / background pixel indices once, in the cached part: patch sampling is then cheap
+        chain.append(T.FgBgToIndicesd("label", fg_postfix="_fg", bg_postfix="_bg"))
         pos, neg = d.pos_neg_ratio
         chain.append(T.RandCropByPosNegLabeld(keys, label_key="label", spatial_size=tuple(p.roi_size), pos=pos,
-                                              neg=neg, num_samples=int(d.samples_per_slice)))
+                                              neg=neg, num_samples=int(d.samples_per_slice),
+                                              fg_indices_key="label_fg", bg_indices_key="label_bg"))
+        chain.append(T.DeleteItemsd(["label_fg", "label_bg"]))
         if a.enabled:
-            modes = ("bilinear", "nearest")
+            lo_zoom, hi_zoom = a.zoom_range
             chain += [
-                T.RandRotated(keys, range_x=math.radians(a.rotate_deg), prob=a.rotate_prob, mode=modes,
-                              padding_mode="zeros"),
+                T.RandAffined(keys, prob=a.affine_prob, rotate_range=math.radians(a.rotate_deg),
+                              scale_range=((lo_zoom - 1.0, hi_zoom - 1.0),) * 2, shear_range=(a.shear, a.shear),
+                              mode=("bilinear", "nearest"), padding_mode="zeros",
+                              spatial_size=tuple(p.roi_size), cache_grid=True),
                 T.RandFlipd(keys, spatial_axis=1, prob=a.flip_lr_prob),
-                T.RandZoomd(keys, prob=a.zoom_prob, min_zoom=a.zoom_range[0], max_zoom=a.zoom_range[1],
-                            mode=("bilinear", "nearest"), keep_size=True),
-                T.RandAffined(keys, prob=a.affine_prob, shear_range=(a.shear, a.shear), mode=modes,
-                              padding_mode="zeros"),
                 T.RandScaleIntensityd("image", factors=a.intensity_scale, prob=a.intensity_scale_prob),
                 T.RandShiftIntensityd("image", offsets=a.intensity_shift, prob=a.intensity_shift_prob),
                 T.RandGaussianNoised("image", std=a.noise_std, prob=a.noise_prob),
@@ -389,7 +393,6 @@ def build_transforms(config: Config, *, train: bool):
             ]
     else:
         chain.append(T.DivisiblePadd(keys, k=stride_product(config)))
-    chain.append(T.EnsureTyped(keys, dtype=np.float32, track_meta=False))
     return T.Compose(chain)
 
 

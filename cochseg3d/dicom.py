@@ -9,6 +9,8 @@
   ImagePositionPatient, ``direction = [row, col, normal]`` (LPS), values rescaled to real-world
   units (HU for CT). Missing slices and non-uniform spacing are refused with a clear error unless
   the caller asks to fill / resample; nothing is ever silently stretched.
+* Enhanced (and legacy-converted enhanced) multi-frame files load like single-frame series: each
+  frame's position, orientation, spacing and rescale come from the functional groups.
 * :func:`load_input` loads whatever a user points at: a DICOM folder (the main image series is
   chosen) or an image file (NIfTI / NRRD / MHA).
 
@@ -31,6 +33,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pydicom
+from pydicom.dataelem import RawDataElement
 from pydicom.errors import InvalidDicomError
 from pydicom.tag import Tag
 from pydicom.uid import (
@@ -53,6 +56,7 @@ HEADER_TAGS = [
     "SliceThickness", "Rows", "Columns", "SamplesPerPixel", "PhotometricInterpretation",
     "PlanarConfiguration", "BitsAllocated", "BitsStored", "PixelRepresentation", "RescaleSlope",
     "RescaleIntercept", "NumberOfFrames", "GantryDetectorTilt", "Manufacturer",
+    "SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence",
     "ManufacturerModelName", "StudyDate", "BodyPartExamined", "ConvolutionKernel", "KVP",
 ]
 _HEADER_TAG_NUMBERS = [Tag(k) for k in HEADER_TAGS]  # pydicom matches Tag objects faster than keywords
@@ -91,8 +95,10 @@ class SliceHeader:
     slope: float
     intercept: float
     transfer_syntax: str
-    #: byte offset and length of the uncompressed pixel data, or None to decode with pydicom
+    #: byte offset of the uncompressed pixel data, or None to decode with pydicom
     pixel_offset: int | None = None
+    #: frame index inside an enhanced multi-frame file (None: single-frame file)
+    frame: int | None = None
 
 
 @dataclass
@@ -102,7 +108,8 @@ class SeriesInfo:
     Attributes:
         series_uid: SeriesInstanceUID; ``group`` numbers the parts of a series split by
             orientation or image size (0 for the largest).
-        case_id: sanitised PatientID (safe as a file name), or the folder name if there is none.
+        case_id: sanitised PatientID (safe as a file name); without one ``case_<hash of StudyInstanceUID>``
+            (never a folder name, which may hold a patient name).
         orientation_cosines: ImageOrientationPatient (row then column direction cosines, LPS).
         slices: the files, sorted along the slice normal (GDCM's order).
         skipped: files of this series left out (duplicates ...), with reasons.
@@ -312,10 +319,24 @@ def _read_header(path: Path) -> tuple[pydicom.Dataset, int | None, int, bytes]:
     return ds, (pos if head[:4] == _PIXEL_DATA_TAG else None), size, head
 
 
-def _pixel_data_check(ds: pydicom.Dataset, pos: int, head: bytes, file_size: int) -> tuple[int | None, str | None]:
+def _transfer_syntax(ds: pydicom.Dataset | _FastHeader) -> str:
+    """The file's transfer syntax; for a raw dataset without file meta, the encoding pydicom found."""
+    base = ds.ds if isinstance(ds, _FastHeader) else ds
+    meta = getattr(base, "file_meta", None)
+    ts = str(meta.get("TransferSyntaxUID", "") or "") if meta is not None else ""
+    if ts:
+        return ts
+    implicit, little = getattr(base, "original_encoding", (True, True))
+    if implicit is not False:
+        return ImplicitVRLittleEndian
+    return ExplicitVRLittleEndian if little is not False else "1.2.840.10008.1.2.2"
+
+
+def _pixel_data_check(
+    ds: pydicom.Dataset | _FastHeader, pos: int, head: bytes, file_size: int
+) -> tuple[int | None, str | None]:
     """(offset of raw pixel bytes or None, reason the file is unusable or None)."""
-    ts = str(getattr(ds.file_meta, "TransferSyntaxUID", "") if hasattr(ds, "file_meta") else "")
-    ts = ts or ImplicitVRLittleEndian
+    ts = _transfer_syntax(ds)
     frames = _int_or_none(ds.get("NumberOfFrames")) or 1
     expected = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1) or 1) * frames * (
         int(ds.get("BitsAllocated", 16) or 16) // 8
@@ -341,7 +362,7 @@ def _pixel_data_check(ds: pydicom.Dataset, pos: int, head: bytes, file_size: int
     return None, None
 
 
-def _skip_reason(ds: pydicom.Dataset) -> str | None:
+def _skip_reason(ds: pydicom.Dataset | _FastHeader) -> str | None:
     """Why a readable DICOM file is no slice of an image volume (None if it is one)."""
     sop = str(ds.get("SOPClassUID", ""))
     meta_sop = str(getattr(ds, "file_meta", {}).get("MediaStorageSOPClassUID", "")) if hasattr(ds, "file_meta") else ""
@@ -358,12 +379,50 @@ def _skip_reason(ds: pydicom.Dataset) -> str | None:
         return "localizer/scout image"
     if "Rows" not in ds or "Columns" not in ds:
         return f"no image (SOP class {UID(sop).name if sop else 'unknown'})"
+    if (_int_or_none(ds.get("NumberOfFrames")) or 1) > 1:
+        if "PerFrameFunctionalGroupsSequence" not in ds:
+            return f"multi-frame image ({ds.NumberOfFrames} frames) without per-frame geometry"
+        return None  # enhanced multi-frame: geometry comes from the functional groups
     missing = [k for k in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing") if k not in ds]
     if missing:
         return f"no {'/'.join(missing)}: a 2D image without patient geometry"
-    if (_int_or_none(ds.get("NumberOfFrames")) or 1) > 1:
-        return f"multi-frame image ({ds.NumberOfFrames} frames) is not supported; export single-frame files"
     return None
+
+
+def _frame_geometry(ds: pydicom.Dataset | _FastHeader) -> list[tuple[Any, Any, Any, float, float]]:
+    """Per frame of an enhanced multi-frame image: (IPP, IOP, PixelSpacing, slope, intercept).
+
+    Each value is looked up in the frame's functional groups, then the shared ones, then the top
+    level, as the standard's functional-group macros allow.
+
+    Raises:
+        ValueError: the per-frame groups do not match NumberOfFrames.
+    """
+    n = _int_or_none(ds.get("NumberOfFrames")) or 1
+    shared_seq = ds.get("SharedFunctionalGroupsSequence") or []
+    shared = shared_seq[0] if len(shared_seq) else None
+    per = ds.get("PerFrameFunctionalGroupsSequence") or []
+    if len(per) != n:
+        raise ValueError(f"multi-frame image with {len(per)} per-frame groups for {n} frames")
+
+    def pick(i: int, seq_kw: str, kw: str) -> Any:
+        for group in (per[i], shared):
+            if group is not None and seq_kw in group and len(group[seq_kw].value):
+                value = group[seq_kw].value[0].get(kw)
+                if value not in (None, ""):
+                    return value
+        return ds.get(kw)
+
+    return [
+        (
+            pick(i, "PlanePositionSequence", "ImagePositionPatient"),
+            pick(i, "PlaneOrientationSequence", "ImageOrientationPatient"),
+            pick(i, "PixelMeasuresSequence", "PixelSpacing"),
+            _float(pick(i, "PixelValueTransformationSequence", "RescaleSlope"), 1.0),
+            _float(pick(i, "PixelValueTransformationSequence", "RescaleIntercept"), 0.0),
+        )
+        for i in range(n)
+    ]
 
 
 def _iter_files(folder: Path) -> Iterable[Path]:
@@ -373,9 +432,71 @@ def _iter_files(folder: Path) -> Iterable[Path]:
             yield Path(root) / name
 
 
+#: the per-file fields parsed straight from the raw bytes (pydicom's value conversion is most of a
+#: header read's cost; everything else goes through ``Dataset.get``)
+_FAST_VR = {
+    "SOPClassUID": "UI", "SOPInstanceUID": "UI", "SeriesInstanceUID": "UI", "Rows": "US", "Columns": "US",
+    "SamplesPerPixel": "US", "BitsAllocated": "US", "BitsStored": "US", "PixelRepresentation": "US",
+    "PhotometricInterpretation": "CS", "ImageType": "CSM", "ImagePositionPatient": "DSM",
+    "ImageOrientationPatient": "DSM", "PixelSpacing": "DSM", "RescaleSlope": "DS", "RescaleIntercept": "DS",
+    "InstanceNumber": "IS", "NumberOfFrames": "IS",
+}
+_FAST_TAG = {k: Tag(k) for k in _FAST_VR}
+
+
+class _FastHeader:
+    """Read-only view of a header Dataset with a fast path for the fields every file needs."""
+
+    __slots__ = ("ds", "_cache", "_fast")
+
+    def __init__(self, ds: pydicom.Dataset):
+        self.ds = ds
+        self._cache: dict[str, Any] = {}
+        enc = getattr(ds, "original_encoding", (None, True))
+        self._fast = enc[1] is not False  # big endian: let pydicom convert
+
+    @property
+    def file_meta(self):
+        return self.ds.file_meta
+
+    def __contains__(self, keyword: str) -> bool:
+        return keyword in self.ds
+
+    def __getattr__(self, name: str) -> Any:
+        value = self.get(name)
+        if value is None:
+            raise AttributeError(name)
+        return value
+
+    def get(self, keyword: str, default: Any = None) -> Any:
+        if keyword not in self._cache:
+            self._cache[keyword] = self._parse(keyword)
+        value = self._cache[keyword]
+        return default if value is None else value
+
+    def _parse(self, keyword: str) -> Any:
+        vr = _FAST_VR.get(keyword)
+        if vr is None or not self._fast:
+            return self.ds.get(keyword)
+        elem = self.ds.get_item(_FAST_TAG[keyword])
+        if elem is None:
+            return None
+        if not isinstance(elem, RawDataElement) or elem.VR not in (None, vr[:2]):
+            return self.ds.get(keyword)
+        raw = elem.value
+        if not raw:
+            return None
+        if vr == "US":
+            return int.from_bytes(raw[:2], "little")
+        text = raw.decode("latin-1").strip(" \x00")
+        if vr in ("CSM", "DSM"):
+            return [t.strip(" \x00") for t in text.split("\\")]
+        return text or None
+
+
 @dataclass
 class _Candidate:
-    ds: pydicom.Dataset
+    ds: _FastHeader
     header: SliceHeader
     iop: np.ndarray
     spacing: tuple[float, float]
@@ -389,8 +510,9 @@ def discover(folder: str | os.PathLike, *, progress: bool = False) -> SeriesList
         progress: show a progress bar.
 
     Returns:
-        The loadable groups, largest first, as a :class:`SeriesList` whose ``skipped`` lists every
-        file left out with its reason (and each series' ``skipped`` its duplicates).
+        The loadable groups (by case id, then largest first) as a :class:`SeriesList` whose
+        ``skipped`` lists every file left out with its reason (and each series' ``skipped`` its
+        duplicates).
 
     Raises:
         FileNotFoundError / NotADirectoryError: ``folder`` is missing or not a folder.
@@ -424,6 +546,7 @@ def discover(folder: str | os.PathLike, *, progress: bool = False) -> SeriesList
         except Exception as exc:  # pydicom raises many types on corrupt headers
             skipped.append(SkippedFile(path, f"unreadable DICOM header ({type(exc).__name__}: {exc})"))
             continue
+        ds = _FastHeader(ds)
         reason = _skip_reason(ds)
         if reason is None and pos is None:
             reason = "no pixel data"
@@ -433,13 +556,40 @@ def discover(folder: str | os.PathLike, *, progress: bool = False) -> SeriesList
                 offset, reason = _pixel_data_check(ds, pos, head, size)
             except (OSError, struct.error, ValueError, TypeError) as exc:
                 reason = f"unreadable pixel data header ({exc})"
-        iop = _float_list(ds.get("ImageOrientationPatient"), 6) if reason is None else None
-        ipp = _float_list(ds.get("ImagePositionPatient"), 3) if reason is None else None
-        ps = _float_list(ds.get("PixelSpacing"), 2) if reason is None else None
-        if reason is None and (iop is None or ipp is None or ps is None or np.any(ps <= 0)):
-            reason = "invalid ImagePositionPatient/ImageOrientationPatient/PixelSpacing"
-        if reason is None and abs(np.dot(iop[:3], iop[3:])) > 1e-2:
-            reason = "ImageOrientationPatient row and column directions are not perpendicular"
+        frames: list[tuple[Any, Any, Any, float, float]] = []
+        if reason is None:
+            try:
+                if (_int_or_none(ds.get("NumberOfFrames")) or 1) > 1:
+                    frames = _frame_geometry(ds)
+                else:
+                    frames = [(ds.get("ImagePositionPatient"), ds.get("ImageOrientationPatient"),
+                               ds.get("PixelSpacing"), _float(ds.get("RescaleSlope"), 1.0),
+                               _float(ds.get("RescaleIntercept"), 0.0))]
+            except (ValueError, TypeError, AttributeError, KeyError) as exc:
+                reason = f"unreadable multi-frame geometry ({exc})"
+        cands: list[_Candidate] = []
+        frame_bytes = int(ds.Rows) * int(ds.Columns) * (int(ds.get("BitsAllocated", 16) or 16) // 8) if frames else 0
+        for f, (ipp_v, iop_v, ps_v, slope, intercept) in enumerate(frames):
+            iop, ipp, ps = _float_list(iop_v, 6), _float_list(ipp_v, 3), _float_list(ps_v, 2)
+            if iop is None or ipp is None or ps is None or np.any(ps <= 0):
+                reason = "invalid ImagePositionPatient/ImageOrientationPatient/PixelSpacing"
+                break
+            if abs(np.dot(iop[:3], iop[3:])) > 1e-2:
+                reason = "ImageOrientationPatient row and column directions are not perpendicular"
+                break
+            multi = len(frames) > 1
+            header = SliceHeader(
+                path=path,
+                sop_uid=str(ds.get("SOPInstanceUID", "")) + (f"#{f}" if multi else ""),
+                instance_number=(f + 1) if multi else _int_or_none(ds.get("InstanceNumber")),
+                position_mm=ipp,
+                slope=slope,
+                intercept=intercept,
+                transfer_syntax="",
+                pixel_offset=None if offset is None else offset + f * frame_bytes,
+                frame=f if multi else None,
+            )
+            cands.append(_Candidate(ds, header, iop, (float(ps[0]), float(ps[1]))))
         if reason is None and not str(ds.get("SeriesInstanceUID", "")):
             reason = "no SeriesInstanceUID"
         if reason is not None:
@@ -448,30 +598,22 @@ def discover(folder: str | os.PathLike, *, progress: bool = False) -> SeriesList
             if uid and reason.startswith(("truncated", "unreadable pixel")):
                 bad_by_series[uid].append(skipped[-1])
             continue
-        ts = str(ds.file_meta.get("TransferSyntaxUID", ImplicitVRLittleEndian)) if hasattr(ds, "file_meta") else ImplicitVRLittleEndian
-        header = SliceHeader(
-            path=path,
-            sop_uid=str(ds.get("SOPInstanceUID", "")),
-            instance_number=_int_or_none(ds.get("InstanceNumber")),
-            position_mm=ipp,
-            slope=_float(ds.get("RescaleSlope"), 1.0),
-            intercept=_float(ds.get("RescaleIntercept"), 0.0),
-            transfer_syntax=ts,
-            pixel_offset=offset,
-        )
-        by_series[str(ds.SeriesInstanceUID)].append(_Candidate(ds, header, iop, (float(ps[0]), float(ps[1]))))
+        ts = _transfer_syntax(ds)
+        for c in cands:
+            c.header.transfer_syntax = ts
+        by_series[str(ds.SeriesInstanceUID)].extend(cands)
 
     series: list[SeriesInfo] = []
     for uid, cands in by_series.items():
-        parts = _split_series(uid, cands, folder)
+        parts = _split_series(uid, cands)
         parts[0].bad_files.extend(bad_by_series.get(uid, []))
         series.extend(parts)
-    series.sort(key=lambda s: (-len(s.slices), s.series_number or 0, s.series_uid, s.group))
+    series.sort(key=lambda s: (s.case_id, -len(s.slices), s.series_number or 0, s.series_uid, s.group))
     log.info("%s: %d series groups, %d files skipped", folder, len(series), len(skipped))
     return SeriesList(series, skipped)
 
 
-def _split_series(uid: str, cands: list[_Candidate], root: Path) -> list[SeriesInfo]:
+def _split_series(uid: str, cands: list[_Candidate]) -> list[SeriesInfo]:
     """Group one series' files by orientation and image size; sort; drop duplicates."""
     groups: list[list[_Candidate]] = []
     for c in cands:
@@ -561,7 +703,7 @@ def _decode(header: SliceHeader, out: np.ndarray) -> None:
     from pydicom.pixels import pixel_array
 
     try:
-        arr = pixel_array(os.fspath(header.path))
+        arr = pixel_array(os.fspath(header.path), index=header.frame)
     except Exception as exc:
         raise ValueError(f"{header.path}: cannot decode pixel data ({type(exc).__name__}: {exc})") from exc
     if arr.shape != out.shape:

@@ -67,7 +67,8 @@ def stored_values(
     """Stored ``int16`` values for real-world values (HU): ``round((array - intercept) / slope)``.
 
     Raises:
-        ValueError: if a value does not fit ``int16`` after rescaling (never clipped silently).
+        ValueError: if a value is not finite or does not fit ``int16`` after rescaling (never
+            clipped silently).
     """
     if rescale_slope == 0:
         raise ValueError("rescale_slope must not be 0")
@@ -75,6 +76,8 @@ def stored_values(
     if rescale_slope == 1.0 and float(rescale_intercept).is_integer() and np.issubdtype(a.dtype, np.integer):
         s = a.astype(np.int32) - int(rescale_intercept)
     else:
+        if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
+            raise ValueError("values contain NaN or infinity; DICOM stores integers only")
         s = np.rint((a.astype(np.float64) - rescale_intercept) / rescale_slope)
     lo, hi = (float(s.min()), float(s.max())) if s.size else (0.0, 0.0)
     if lo < -32768 or hi > 32767:

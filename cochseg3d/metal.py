@@ -4,7 +4,8 @@ CBCT grey values are not calibrated HU: a scanner may shift every value by sever
 (and scale them a little). A fixed threshold therefore paints either dense bone or nothing. The
 automatic threshold here is derived from the image's own histogram:
 
-* the soft-tissue level ``t`` is the main histogram peak above air (air/tissue split by Otsu);
+* the soft-tissue level ``t`` is the histogram peak of the lower Otsu class, or of the upper one when
+  the lower is air (below -500 HU);
 * the dense-bone level ``b`` is a high percentile of the body voxels (the otic capsule is the
   densest bone; the electrode is far too small to move that percentile);
 * the metal level ``m`` is the mean of the brightest voxels (the electrode core, often saturated);
@@ -39,6 +40,8 @@ _BONE_PERCENTILE = 99.0
 _MIN_METAL_CONTRAST = 0.25
 #: the threshold's place between dense bone (0) and metal (1)
 _BONE_TO_METAL = 0.45
+#: a histogram mode below this is air, above it tissue (air ~ -1000 HU, soft tissue ~ 0 HU)
+_AIR_BELOW_HU = -500.0
 #: default minimum connected-component size of a metal mask (voxels)
 DEFAULT_MIN_SIZE_VOXELS = 4
 
@@ -50,15 +53,33 @@ def _sample(array: np.ndarray) -> np.ndarray:
     return v[np.isfinite(v)]
 
 
-def _tissue_peak(body: np.ndarray) -> float:
-    """Mode of the body-voxel histogram (smoothed), i.e. the soft-tissue / fluid level."""
-    lo, hi = np.percentile(body, [1.0, 99.0])
+def _mode(values: np.ndarray) -> float:
+    """Peak of the smoothed histogram of ``values`` (clipped floor/ceiling spikes left out)."""
+    lo, hi = float(values.min()), float(values.max())
+    inner = values[(values > lo) & (values < hi)]
+    if inner.size < 16:
+        return float(np.median(values))
+    lo, hi = np.percentile(inner, [0.5, 99.5])
     if hi <= lo:
         return float(lo)
-    counts, edges = np.histogram(body, bins=256, range=(float(lo), float(hi)))
+    counts, edges = np.histogram(inner, bins=256, range=(float(lo), float(hi)))
     counts = ndimage.gaussian_filter1d(counts.astype(float), 2.0)
     i = int(np.argmax(counts))
     return float(0.5 * (edges[i] + edges[i + 1]))
+
+
+def _tissue_peak(v: np.ndarray, cut: float) -> float:
+    """The soft-tissue / fluid level: the mode of the lower Otsu class unless that class is air.
+
+    Otsu splits air from tissue in a wide field of view, but tissue from bone in a tight
+    temporal-bone crop. Air sits near -1000 HU and soft tissue near 0 HU; CBCT offsets of a few
+    hundred HU keep them on either side of -500 HU, which decides which class is tissue.
+    """
+    low, high = v[v <= cut], v[v > cut]
+    if low.size == 0 or high.size == 0:
+        return _mode(v)
+    m_low = _mode(low)
+    return _mode(high) if m_low < _AIR_BELOW_HU else m_low
 
 
 def threshold_levels(volume: Volume | np.ndarray) -> dict[str, float]:
@@ -84,7 +105,7 @@ def threshold_levels(volume: Volume | np.ndarray) -> dict[str, float]:
     # a crop without air: Otsu splits tissue from bone instead; the body is then everything
     if body.size < 0.3 * v.size:
         body = v
-    tissue = _tissue_peak(body)
+    tissue = _tissue_peak(v, air_cut)
     bone = float(np.percentile(body, _BONE_PERCENTILE))
     # the electrode core: the brightest voxels, at least 8, about 1e-5 of the volume
     n_top = int(min(arr.size, max(8, arr.size // 100_000)))

@@ -437,9 +437,10 @@ def _train(config, *, out_dir, resume, progress, overrides, on_epoch_end) -> Pat
             row: dict[str, Any] = {"epoch": epoch + 1, "lr": lr, "train_loss": train_loss,
                                    "train_slices_per_s": n_seen * dist.world / max(train_time, 1e-9),
                                    "data_wait_share": wait / max(train_time, 1e-9)}
+            if val_loader is not None:
+                # every rank runs it: MONAI metrics gather their buffers across ranks
+                row.update(evaluate_slices(_unwrap(model), val_loader, cfg, device, loss_fn))
             if dist.main:
-                if val_loader is not None:
-                    row.update(evaluate_slices(_unwrap(model), val_loader, cfg, device, loss_fn))
                 last_epoch = epoch + 1 == t.epochs
                 if val_patients and cfg.data.resize_to is None and t.val_patient_every > 0 and (
                         (epoch + 1) % t.val_patient_every == 0 or last_epoch):
@@ -493,11 +494,12 @@ def _train(config, *, out_dir, resume, progress, overrides, on_epoch_end) -> Pat
             if dist.broadcast_flag(stop, device):
                 break
 
+        dist.barrier()
+        dist.close()  # the test evaluation runs on rank 0 alone
         if dist.main:
             if writer is not None:
                 writer.close()
             _final_test(run_dir, data, cfg, device)
-        dist.barrier()
     finally:
         dist.close()
     return run_dir

@@ -169,28 +169,37 @@ def run_speed(n: int, repeats: int) -> str:
         f"| floor: numpy `vol >= thr` alone | {t_np:.2f} | {t_np / t_ours:.2f} |",
         f"| `auto_threshold_hu` (histogram levels, once per image) | {t_auto:.2f} | {t_auto / t_ours:.2f} |",
         f"| widget pre-fill into the Labels layer (auto, one undo step, incl. the above) | "
-        f"{stroke['widget_prefill']:.2f} | {stroke['widget_prefill'] / t_ours:.2f} |",
+        f"{stroke['big_prefill']:.2f} | {stroke['big_prefill'] / t_ours:.2f} |",
         "",
         f"Same mask as scikit-image: {same}. Labelling only the bounding box of the candidates keeps "
         f"the pre-fill near the cost of the threshold itself.",
         "",
         f"Brush stroke: {stroke['events']} napari `Labels.paint` events (brush {stroke['brush']} px, 2D "
         f"on the coronal slice, one undo step) along a line over unpainted pixels, as a mouse drag sends "
-        f"them, each followed by the canvas redraw (viewer shown under Xvfb, software OpenGL); median of 3.",
+        f"them; image + labels layers shown in a napari window under Xvfb (software OpenGL, no GPU). "
+        f"'paint only' leaves the canvas undrawn; 'with redraw' lets Qt draw after every event. "
+        f"Median of 3 strokes. Peer: the same 500×500 coronal slices in a 16-slice stack.",
         "",
-        "| brush stroke | per stroke (ms) | per event (ms) | ratio |",
+        "| brush stroke | paint only, per event (ms) | with redraw, per event (ms) | ratio (redraw) |",
         "|---|---:|---:|---:|",
-        f"| napari Labels layer, {n}³ | {stroke['big'] * 1e3:.1f} | {stroke['big'] / stroke['events'] * 1e3:.2f} | 1.00 |",
-        f"| peer: napari Labels layer, {stroke['thin']}×{n}×{n} (same slice, thin stack) | {stroke['small'] * 1e3:.1f} | "
-        f"{stroke['small'] / stroke['events'] * 1e3:.2f} | {stroke['small'] / stroke['big']:.2f} |",
-        f"| bare numpy disk writes, {n}³ (floor) | {stroke['numpy'] * 1e3:.1f} | "
-        f"{stroke['numpy'] / stroke['events'] * 1e3:.3f} | {stroke['numpy'] / stroke['big']:.3f} |",
+        f"| napari Labels layer, {'×'.join(map(str, stroke['big_shape']))} | "
+        f"{stroke['big_bare'] / stroke['events'] * 1e3:.2f} | {stroke['big_drawn'] / stroke['events'] * 1e3:.1f} | 1.00 |",
+        f"| peer: napari Labels layer, {'×'.join(map(str, stroke['thin_shape']))} | "
+        f"{stroke['thin_bare'] / stroke['events'] * 1e3:.2f} | {stroke['thin_drawn'] / stroke['events'] * 1e3:.1f} | "
+        f"{stroke['thin_drawn'] / stroke['big_drawn']:.2f} |",
+        f"| floor: bare numpy disk writes into {n}³ | {stroke['numpy'] / stroke['events'] * 1e3:.3f} | – | – |",
+        "",
+        f"Whole-volume pre-fill through the widget on the {stroke['thin_shape'][0]}-slice stack: "
+        f"{stroke['thin_prefill']:.2f} s.",
     ]
     return "\n".join(lines)
 
 
-def _stroke(layer, k: int, n_rows: int, events: int, col: float = 0.5) -> float:
-    """One drag of ``events`` paint events down column ``col * n_rows`` over unpainted pixels."""
+def _stroke(layer, k: int, n_rows: int, events: int, col: float, *, redraw: bool = True) -> float:
+    """One drag of ``events`` paint events down column ``col * n_rows`` over unpainted pixels.
+
+    ``redraw``: let Qt draw the canvas after every event, as happens between mouse events.
+    """
     from qtpy.QtWidgets import QApplication
 
     rows = np.linspace(0.2 * n_rows, 0.8 * n_rows, events)
@@ -199,13 +208,23 @@ def _stroke(layer, k: int, n_rows: int, events: int, col: float = 0.5) -> float:
     layer._begin_stroke()
     for i, r in enumerate(rows):
         layer.paint((k, r, col * n_rows + 0.1 * i), 1)
-        QApplication.processEvents()  # let the canvas redraw, as between mouse events
+        if redraw:
+            QApplication.processEvents()
     layer._commit_stroke()
-    QApplication.processEvents()
+    if redraw:
+        QApplication.processEvents()
     dt = time.perf_counter() - t0
-    log.info("stroke of %d events on %s: %.1f ms, %d labelled voxels", events, layer.name, dt * 1e3,
-             int(np.count_nonzero(layer.data[k])))
+    log.info("stroke of %d events on %s (redraw %s): %.1f ms, %d labelled voxels", events, layer.name, redraw,
+             dt * 1e3, int(np.count_nonzero(layer.data[k])))
     return dt
+
+
+def _strokes(labels, k: int, n: int, events: int) -> tuple[float, float]:
+    """Median stroke time without and with the redraw (fresh columns for every stroke)."""
+    _stroke(labels, k, n, 5, 0.1)  # warm-up
+    bare = float(np.median([_stroke(labels, k, n, events, c, redraw=False) for c in (0.2, 0.25, 0.3)]))
+    drawn = float(np.median([_stroke(labels, k, n, events, c) for c in (0.5, 0.6, 0.7)]))
+    return bare, drawn
 
 
 def stroke_times(vol: np.ndarray, block: np.ndarray, *, events: int = 40, brush: int = 10) -> dict:
@@ -220,39 +239,31 @@ def stroke_times(vol: np.ndarray, block: np.ndarray, *, events: int = 40, brush:
     viewer = napari.Viewer(show=True)  # drawn (under xvfb): the redraw is part of a stroke's cost
     out: dict = {"events": events, "brush": brush}
     try:
-        can = Volume(vol, (0.2, 0.2, 0.2), (0.0, 0.0, 0.0), CANONICAL_DIRECTION, {"case_id": "bench"})
-        can.meta["source_grid"] = can.grid.to_dict()
-        data, kw, _ = image_layer(can, name="bench")
-        layer = viewer.add_image(data, **kw)
-        widget = AnnotationWidget(viewer, store=None, autosave_s=0)
-        widget.attach(layer)
-        widget.scope_combo.setCurrentText("whole volume")
-        t0 = time.perf_counter()
-        widget.prefill()
-        out["widget_prefill"] = time.perf_counter() - t0
-        labels = widget.labels_layer
-        labels.brush_size = brush
-        labels.n_edit_dimensions = 2
-        k = n // 2
-        widget.goto_slice(k)
-        _stroke(labels, k, n, 5, 0.1)  # warm-up
-        # fresh pixels every stroke (a stroke over painted pixels changes nothing and draws nothing)
-        out["big"] = float(np.median([_stroke(labels, k, n, events, c) for c in (0.3, 0.5, 0.7)]))
-        viewer.layers.clear()
-        thin = 16  # the same coronal slice size, 1/30 of the depth: isolates the volume's size
-        small = viewer.add_labels(np.zeros((thin, n, n), np.uint8), name="small", units=("mm",) * 3)
-        viewer.dims.set_point(0, thin // 2)
-        small.brush_size = brush
-        small.n_edit_dimensions = 2
-        _stroke(small, thin // 2, n, 5, 0.1)
-        out["small"] = float(np.median([_stroke(small, thin // 2, n, events, c) for c in (0.3, 0.5, 0.7)]))
-        out["thin"] = thin
+        for name, stack in (("big", vol), ("thin", vol[n // 2 - 8:n // 2 + 8])):
+            viewer.layers.clear()
+            can = Volume(stack, (0.2, 0.2, 0.2), (0.0, 0.0, 0.0), CANONICAL_DIRECTION, {"case_id": name})
+            can.meta["source_grid"] = can.grid.to_dict()
+            data, kw, _ = image_layer(can, name=name)
+            layer = viewer.add_image(data, **kw)
+            widget = AnnotationWidget(viewer, store=None, autosave_s=0)
+            widget.attach(layer)
+            widget.scope_combo.setCurrentText("whole volume")
+            t0 = time.perf_counter()
+            widget.prefill()
+            out[f"{name}_prefill"] = time.perf_counter() - t0
+            labels = widget.labels_layer
+            labels.brush_size = brush
+            labels.n_edit_dimensions = 2
+            k = stack.shape[0] // 2
+            widget.goto_slice(k)
+            out[f"{name}_bare"], out[f"{name}_drawn"] = _strokes(labels, k, n, events)
+            out[f"{name}_shape"] = stack.shape
         arr = np.zeros_like(block)
         rows = np.linspace(0.2 * n, 0.8 * n, events)
         t0 = time.perf_counter()
         for i, r in enumerate(rows):
             rr, cc = disk((r, 0.5 * n + 0.1 * i), brush / 2, shape=arr.shape[1:])
-            arr[k, rr, cc] = 1
+            arr[n // 2, rr, cc] = 1
         out["numpy"] = time.perf_counter() - t0
     finally:
         viewer.close()

@@ -97,7 +97,8 @@ def worker(name: str, folder: str, scratch: str) -> dict:
         settings.disable_validate_slice_increment()
         rss0, io0 = _status_mb("VmRSS"), _rchar()
         t0 = time.perf_counter()
-        res = dicom2nifti.convert_dicom.dicom_series_to_nifti(folder, os.path.join(scratch, "d2n.nii"), reorient_nifti=False)
+        res = dicom2nifti.convert_dicom.dicom_series_to_nifti(
+            folder, os.path.join(scratch, "d2n.nii"), reorient_nifti=False)
         out.update(seconds=time.perf_counter() - t0, note="includes writing an uncompressed NIfTI")
         arr = np.asanyarray(res["NII"].dataobj) if "NII" in res else None
     elif name == "discover":
@@ -243,8 +244,9 @@ def main() -> int:
         growth = (r["peak_rss_mb"] - r["rss_before_mb"]) / vol_mb if "child_peak_mb" not in r else peak / vol_mb
         note = r.get("note", "")
         if name == "cochseg3d":
-            note = (f"`discover` {r['discover_s']:.2f} s + `load_series` {r['load_s']:.2f} s; tracemalloc peak "
-                    f"{r['tracemalloc_peak_mb']:.0f} MiB = {r['tracemalloc_peak_mb'] / vol_mb:.2f}x volume; {r['dtype']}")
+            tm = r["tracemalloc_peak_mb"]
+            note = (f"`discover` {r['discover_s']:.2f} s + `load_series` {r['load_s']:.2f} s; "
+                    f"tracemalloc peak {tm:.0f} MiB = {tm / vol_mb:.2f}x volume; {r['dtype']}")
         elif name == "simpleitk":
             note = f"GetGDCMSeriesFileNames + Execute; {r.get('dtype', '')}"
         elif "dtype" in r:

@@ -6,7 +6,6 @@ import hashlib
 import os
 import shutil
 import subprocess
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -364,10 +363,11 @@ def test_implicit_vr_and_missing_preamble_take_the_fast_path(tmp_path):
     for k, f in enumerate(files):
         ds = pydicom.dcmread(f)
         ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
-        if k == 2:  # no preamble, no file meta: a raw dataset
-            ds.save_as(f, implicit_vr=True, little_endian=True)
-            raw = f.read_bytes()
-            f.write_bytes(raw[raw.index(b"\x08\x00"):] if raw.startswith(b"\x00" * 128) else raw)
+        if k in (2, 3):  # no preamble, no file meta: raw datasets, implicit and explicit VR
+            ds.file_meta = FileMetaDataset()
+            ds.preamble = None
+            ds.save_as(f, implicit_vr=(k == 2), little_endian=True)
+            assert f.read_bytes()[:2] == b"\x08\x00"
         else:
             ds.save_as(f, implicit_vr=True, little_endian=True, enforce_file_format=True)
     [info] = discover(tmp_path)
@@ -395,3 +395,23 @@ def test_load_input_with_no_volume_explains_why(tmp_path):
     (tmp_path / "a.txt").write_text("x")
     with pytest.raises(ValueError, match="a.txt: not a DICOM file"):
         load_input(tmp_path)
+
+
+def _bytes_read() -> int:
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("rchar:"):
+            return int(line.split()[1])
+    raise OSError("no rchar")
+
+
+def test_discover_reads_headers_only(tmp_path):
+    if not Path("/proc/self/io").exists():
+        pytest.skip("needs /proc/self/io (Linux) to count bytes read")
+    _series(tmp_path, shape=(20, 128, 128))  # 32 KiB of pixels per file, ~1.5 KiB of header
+    total = sum(p.stat().st_size for p in tmp_path.iterdir())
+    discover(tmp_path)  # warm-up: imports, lazy pydicom tables
+    before = _bytes_read()
+    [info] = discover(tmp_path)
+    read = _bytes_read() - before
+    assert len(info.slices) == 20
+    assert read < 0.15 * total, f"discover read {read} of {total} bytes"

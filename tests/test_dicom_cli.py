@@ -159,3 +159,14 @@ def test_select_coronal_copies_only_coronal_files(tmp_path, capsys):
     assert "copied 6 coronal file(s)" in capsys.readouterr().out
     vol = load_series(discover(tmp_path / "out")[0])
     assert vol.array.shape == (6, 8, 7)
+
+
+def test_inspect_summarises_many_skips_by_reason(tmp_path, capsys):
+    _patient(tmp_path, "p")
+    for n in range(40):
+        (tmp_path / f"junk{n:02d}.txt").write_text("x")
+    assert main(["inspect", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "skipped 40 file(s)" in out and "40 x not a DICOM file" in out and "junk39" not in out
+    assert main(["inspect", str(tmp_path), "--all-skips"]) == 0
+    assert "junk39.txt: not a DICOM file" in capsys.readouterr().out

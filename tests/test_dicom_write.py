@@ -88,6 +88,8 @@ def test_rescale_and_range_checks():
     np.testing.assert_array_equal(stored_values(hu, rescale_slope=0.5, rescale_intercept=-1024), [[[48, 2048, 2053]]])
     with pytest.raises(ValueError, match="int16"):
         stored_values(np.array([[[40000.0]]]))
+    with pytest.raises(ValueError, match="NaN"):
+        stored_values(np.array([[[np.nan]]]))
 
 
 def test_slope_intercept_round_trip_through_sitk(tmp_path):

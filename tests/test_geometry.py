@@ -176,3 +176,34 @@ def test_real_epi_matches_dcm2niix_run(tmp_path):
         vol = load_input(folder)
     ours = write_image(vol, tmp_path / "ours.nii.gz")
     _assert_same_as_dcm2niix(ours, _run_dcm2niix(folder, tmp_path / "d2n"))
+
+
+@pytest.mark.parametrize("syntax", ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2.5"], ids=["raw", "rle"])
+def test_enhanced_multiframe_matches_the_single_frame_series_and_dcm2niix(tmp_path, syntax):
+    """A legacy-converted enhanced CT (one multi-frame file, frames stored top-down) loads like its source."""
+    hd = pytest.importorskip("highdicom", reason="highdicom builds the enhanced multi-frame file")
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    truth = Volume(_object(), (0.3, 0.35, 0.4), (-12.5, 20.25, 33.0), DIRECTIONS["oblique"])
+    files = write_series(truth, tmp_path / "sf", patient_id="mf", uid_seed="mf", extra={"PatientName": "ANON^"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        mf = hd.legacy.LegacyConvertedEnhancedCTImage(
+            [pydicom.dcmread(f) for f in files], series_instance_uid=generate_uid(), series_number=5,
+            sop_instance_uid=generate_uid(), instance_number=1, transfer_syntax_uid=syntax)
+    (tmp_path / "mf").mkdir()
+    mf.save_as(tmp_path / "mf" / "enhanced.dcm")
+    found = discover(tmp_path / "mf")
+    assert len(found) == 1 and len(found[0].slices) == truth.array.shape[0]
+    assert (found[0].slices[0].pixel_offset is None) == (syntax != "1.2.840.10008.1.2.1")
+    vol = load_series(found[0])
+    assert vol.grid.allclose(truth.grid, atol_mm=TOL_MM)
+    np.testing.assert_array_equal(vol.array, truth.array)
+    ours = write_image(vol, tmp_path / "ours.nii.gz")
+    ref = _run_dcm2niix(tmp_path / "mf", tmp_path / "d2n")
+    if syntax == "1.2.840.10008.1.2.1":
+        _assert_same_as_dcm2niix(ours, ref)
+    else:  # dcm2niix v1.0.20260724 keeps the stored frame order of compressed enhanced files: affine only
+        a, b = nib.as_closest_canonical(nib.load(str(ours))), nib.as_closest_canonical(ref)
+        np.testing.assert_allclose(a.affine, b.affine, atol=TOL_MM)

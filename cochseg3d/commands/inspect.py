@@ -12,6 +12,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("folder", metavar="DIR", help="patient DICOM folder (searched recursively)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--progress", action="store_true", help="progress bar while reading headers")
+    parser.add_argument("--all-skips", action="store_true", help="list every skipped file, however many")
 
 
 def _fmt(v: float) -> str:
@@ -51,6 +52,14 @@ def run(args: argparse.Namespace) -> int:
     skipped = found.all_skipped
     if skipped:
         print(f"\nskipped {len(skipped)} file(s):")
-        for s in skipped:
-            print(f"  {s.path}: {s.reason}")
+        if len(skipped) <= 30 or args.all_skips:
+            for s in skipped:
+                print(f"  {s.path}: {s.reason}")
+        else:  # a big folder: one line per reason, a few files each (--all-skips lists them all)
+            by_reason: dict[str, list] = {}
+            for s in skipped:
+                by_reason.setdefault(s.reason, []).append(s.path)
+            for reason, paths in sorted(by_reason.items(), key=lambda kv: -len(kv[1])):
+                names = ", ".join(str(p) for p in paths[:3]) + (", ..." if len(paths) > 3 else "")
+                print(f"  {len(paths)} x {reason}: {names}")
     return 0

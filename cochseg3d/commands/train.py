@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -30,5 +31,6 @@ def run(args: argparse.Namespace) -> int:
         out = Path("runs") / f"{args.config.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = train(args.config, out_dir=out, resume=args.resume, progress=not args.no_progress,
                     overrides=list(args.overrides))
-    print(f"run folder: {run_dir}")
+    if os.environ.get("RANK", "0") == "0":
+        print(f"run folder: {run_dir}")
     return 0

@@ -325,3 +325,33 @@ def _trilinear(f: np.ndarray, coords: list[np.ndarray]) -> np.ndarray:
         w = w.reshape(shape)
         out = a + w * (b - a)
     return out.astype(np.float32, copy=False)
+
+
+def worley_cells(grid: ScanGrid, center: np.ndarray, half: np.ndarray, *, cell_mm: float, coarse_mm: float,
+                 rng: np.random.Generator) -> tuple[tuple[slice, slice, slice], np.ndarray, np.ndarray] | None:
+    """Cellular (Worley) noise for mastoid air cells in the LPS box ``center +/- half``.
+
+    Returns ``(sl, gap, cell)``: the grid slices of the box, ``d2 - d1`` (mm: distance to the
+    second-nearest minus the nearest seed, 0 on the septa between cells) and the nearest seed's
+    index. Computed on a ``coarse_mm`` grid and interpolated (linear for ``gap``, nearest for
+    ``cell``), so it stays cheap at 0.2 mm voxels.
+    """
+    from scipy.spatial import cKDTree
+
+    sl = grid.box(center, half)
+    if sl is None:
+        return None
+    n_seeds = int(np.prod(2 * half) / cell_mm**3)
+    seeds = center + rng.uniform(-1, 1, (max(n_seeds, 4), 3)) * half
+    lo = np.array([grid.xs[sl[2]][0], grid.ys[sl[1]][0], grid.zs[sl[0]][0]], float)
+    hi = np.array([grid.xs[sl[2]][-1], grid.ys[sl[1]][-1], grid.zs[sl[0]][-1]], float)
+    axes = [np.arange(lo[d], hi[d] + coarse_mm, coarse_mm) for d in range(3)]
+    Z, Y, X = np.meshgrid(axes[2], axes[1], axes[0], indexing="ij")
+    d, idx = cKDTree(seeds).query(np.stack([X.ravel(), Y.ravel(), Z.ravel()], 1), k=2)
+    gap = (d[:, 1] - d[:, 0]).reshape(X.shape).astype(np.float32)
+    cell = idx[:, 0].reshape(X.shape)
+    coords = [(g - lo[d]) / coarse_mm for d, g in ((2, grid.zs[sl[0]]), (1, grid.ys[sl[1]]), (0, grid.xs[sl[2]]))]
+    gap_f = _trilinear(gap, [np.clip(c, 0, s - 1) for c, s in zip(coords, gap.shape)])
+    near = [np.clip(np.rint(c).astype(int), 0, s - 1) for c, s in zip(coords, cell.shape)]
+    cell_f = cell[np.ix_(*near)]
+    return sl, gap_f, cell_f

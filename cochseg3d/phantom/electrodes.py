@@ -39,6 +39,9 @@ class ElectrodeModel:
         diameter_tip_mm / diameter_base_mm: carrier diameter at the tip and at the basal end.
         lead_diameter_mm: diameter of the lead outside the cochlea.
         position: "lateral", "mid" or "perimodiolar" (radial position in the scala tympani).
+        contact_radius_mm: radius of the solid platinum cylinder standing in for one contact; it
+            sets the contact's metal volume (~0.04-0.06 mm^3: thin pads, half-bands and rings hold
+            little platinum; assumption), which with the PSF sets the blooming.
         aid_mean_deg / aid_sd_deg: angular insertion depth distribution (normal, clipped).
         sources: which figures are datasheet and which assumptions.
     """
@@ -57,6 +60,7 @@ class ElectrodeModel:
     aid_mean_deg: float
     aid_sd_deg: float
     sources: str
+    contact_radius_mm: float = 0.2
 
     @property
     def active_length_mm(self) -> float:

@@ -42,7 +42,7 @@ LABEL_IMAGE_HU = 1200.0
 OVERRIDES = {
     "vendor", "model", "side", "spacing_mm", "shape", "noise_hu", "offset_hu", "streak_strength",
     "saturation_hu", "psf_sigma_mm", "aid_deg", "mastoidectomy", "rings", "case_id", "oblique_deg",
-    "mu_platinum_per_mm",
+    "mu_platinum_per_mm", "fov_center_ear_mm",
 }
 
 
@@ -95,13 +95,15 @@ def draw_params(rng: np.random.Generator) -> dict[str, Any]:
     p["hu"] = {"capsule": _u(rng, 1600, 2000), "bone": _u(rng, 1100, 1500), "modiolus": _u(rng, 600, 900),
                "soft": _u(rng, 30, 60), "fluid": _u(rng, 0, 20), "silicone": _u(rng, 150, 300),
                "ossicle": _u(rng, 1000, 1500), "air": -1000.0}
-    p["pneumatisation"] = _u(rng, 0.3, 0.75)
+    p["pneumatisation"] = _u(rng, 0.3, 0.9)
+    p["air_cell_mm"] = _u(rng, 2.5, 5.0)
+    p["septum_mm"] = _u(rng, 0.25, 0.5)
     p["mastoidectomy"] = bool(rng.random() < 0.85)
     p["cavity_fill"] = str(rng.choice(["air", "fluid"], p=[0.7, 0.3]))
     p["fov_center_ear_mm"] = [_u(rng, 3, 8), _u(rng, -6, -1), _u(rng, -1, 3)]
     p["lead_jitter_mm"] = rng.normal(0, 1.5, (3, 3)).tolist()
-    p["psf_sigma_mm"] = _u(rng, 0.25, 0.4)
-    p["psf_tail_weight"] = _u(rng, 0.02, 0.05)
+    p["psf_sigma_mm"] = _u(rng, 0.22, 0.35)
+    p["psf_tail_weight"] = _u(rng, 0.01, 0.03)
     p["psf_tail_sigma_mm"] = _u(rng, 0.6, 1.0)
     p["mu_platinum_per_mm"] = _u(rng, 7.0, 10.0)
     p["noise_hu"] = _u(rng, 30, 110)
@@ -136,6 +138,8 @@ def _apply_overrides(p: dict[str, Any], overrides: dict[str, Any]) -> None:
         if k in ("vendor", "model"):
             continue
         p[k] = v
+    if not -1024 < float(p["saturation_hu"]) <= 31743:
+        raise ValueError(f"saturation_hu must be in (-1024, 31743] to fit int16 DICOM, got {p['saturation_hu']}")
     if p["side"] not in ("left", "right"):
         raise ValueError(f"side must be 'left' or 'right', got {p['side']!r}")
 
@@ -174,7 +178,8 @@ def generate_patient(seed: int, *, preset: str = "small", orientation: str = "ax
             "oblique" (a rotated grid, image and truth resampled onto it) or "mixed" (drawn).
         **overrides: any of ``OVERRIDES`` (vendor, model, side, spacing_mm (float or (i, j, k)),
             shape, noise_hu, offset_hu, streak_strength, saturation_hu, psf_sigma_mm, aid_deg,
-            mastoidectomy, rings, case_id, oblique_deg, mu_platinum_per_mm).
+            mastoidectomy, rings, case_id, oblique_deg, mu_platinum_per_mm, fov_center_ear_mm: the
+            field-of-view centre in the ear frame, mm lateral / anterior / superior of the cochlea).
 
     Returns:
         The :class:`PhantomCase`; image in HU-like grey values on the acquisition grid.
@@ -218,15 +223,15 @@ def generate_patient(seed: int, *, preset: str = "small", orientation: str = "ax
         D = an.rotation(axis, np.radians(p["oblique_deg"]))
         ext = (np.asarray(shape_ijk) - 1) * np.asarray(sp)
         origin = fov_c - D @ (ext / 2)
-        target = Grid(tuple(shape_ijk), sp, tuple(np.round(origin, 4)), tuple(D.ravel()))
+        target = Grid(tuple(shape_ijk), sp, _exact(origin), tuple(D.ravel()))
         corners = np.array([[a, b, c] for a in (0, 1) for b in (0, 1) for c in (0, 1)]) * ext
         lps = corners @ D.T + origin
         lo, hi = lps.min(0), lps.max(0)
         scan_shape = tuple(int(np.ceil((h - l) / s)) + 1 for l, h, s in zip(lo, hi, sp))
-        scan_origin = tuple(np.round(lo, 4))
+        scan_origin = _exact(lo)
     else:
         scan_shape = shape_ijk
-        scan_origin = tuple(np.round(fov_c - (np.asarray(shape_ijk) - 1) / 2 * np.asarray(sp), 4))
+        scan_origin = _exact(fov_c - (np.asarray(shape_ijk) - 1) / 2 * np.asarray(sp))
     grid = an.ScanGrid(tuple(scan_shape[::-1]), sp, scan_origin)
 
     # --- anatomy ----------------------------------------------------------------------------
@@ -248,14 +253,20 @@ def generate_patient(seed: int, *, preset: str = "small", orientation: str = "ax
     P.ellipsoid(ear([0, 5, 36]), rows_ear(I), [45, 45, 26], hu["soft"], an.SOFT)
     P.ellipsoid(ear([-19, -23, -2]), rows_ear(I), [15, 17, 25], hu["soft"], an.SOFT)
     P.capsule(ear([9, -25, 10]), ear([3, -15, -15]), 4.0, hu["soft"] + 10, an.SOFT)
-    # mastoid air cells: thresholded smooth random field inside the mastoid and squama
-    thr = float(np.quantile(cells[::4, ::4, ::4], 1 - p["pneumatisation"]))
+    # mastoid air cells: Worley cells (3-5 mm) with thin bony septa, a drawn fraction aerated
+    pc = ear([12, -12, 0])
+    pr_ = np.array([13.0, 13.0, 14.0])
+    half_pc = np.sqrt(((pr_[:, None] * rows_ear(I)) ** 2).sum(axis=0)) + 2 * grid.h  # the ellipsoid's own box
+    wc = an.worley_cells(grid, pc, half_pc, cell_mm=p["air_cell_mm"], coarse_mm=0.7, rng=rng)
+    if wc is not None:
+        wsl, gap, cell = wc
+        aerated = rng.random(int(cell.max()) + 1) < p["pneumatisation"]
 
-    def aircells(sl):
-        c = cells[sl]
-        return np.where(c > thr, np.float32(hu["air"]), np.float32(hu["bone"]) + 150 * tex[sl])
+        def aircells(sl):
+            air = aerated[cell] & (gap > np.float32(p["septum_mm"]))
+            return np.where(air, np.float32(hu["air"]), np.float32(hu["bone"]) + 150 * tex[sl])
 
-    P.ellipsoid(ear([12, -12, 0]), rows_ear(I), [13, 13, 14], aircells, an.BONE, only=(an.BONE,))
+        P.ellipsoid(pc, rows_ear(I), pr_, aircells, an.BONE, only=(an.BONE,))
     P.tissue[(P.tissue == an.BONE) & (P.hu < -300)] = an.AIR
 
     # cochlea frame: modiolar axis ~52 deg from left-right, tilted inferiorly; e1 towards the RW
@@ -326,6 +337,9 @@ def generate_patient(seed: int, *, preset: str = "small", orientation: str = "ax
     P.ellipsoid(rw, rows_ear(I), [1.0, 1.0, 1.0], hu["soft"], an.SOFT)  # fascia plug at the RW
     band_mm = float(path.radius.max() + LABEL_BAND_MM + 0.2)
     fld = array_fields(grid, path, band_mm=band_mm)
+    if len(fld.dist) == 0:  # the array lies outside this field of view: keep one inert voxel
+        fld = type(fld)(np.zeros((1, 3), int), np.full(1, 99.0, np.float32), np.ones(1, np.float32),
+                        *(np.zeros(1, np.float32) for _ in range(3)))
     k, j, i = fld.kji.T
     true = P.hu
     keep = 1.0 - fld.metal - fld.silicone
@@ -423,7 +437,7 @@ def generate_patient(seed: int, *, preset: str = "small", orientation: str = "ax
             arrays.append(sitk.GetArrayFromImage(o))
             if geo is None:
                 d = np.round(np.asarray(o.GetDirection()).reshape(3, 3))
-                geo = (o.GetSpacing(), tuple(np.round(o.GetOrigin(), 4)), d)
+                geo = (o.GetSpacing(), _exact(o.GetOrigin()), d)
     image_arr = np.rint(arrays[0]).astype(np.int16)
 
     def vol(arr, **meta):
@@ -450,6 +464,11 @@ def generate_patient(seed: int, *, preset: str = "small", orientation: str = "ax
     p["label_rule"] = {"band_mm": LABEL_BAND_MM, "metal_hu": LABEL_METAL_HU, "image_hu_above_offset": LABEL_IMAGE_HU}
     timings["total"] = time.perf_counter() - t_all
     return PhantomCase(case_id, image, label_v, metal_v, contacts, _jsonable(p), tissue_v, timings)
+
+
+def _exact(xyz) -> tuple[float, float, float]:
+    """Round LPS mm to 1/1024 mm: exact in float32 (NIfTI) and in a DICOM decimal string alike."""
+    return tuple(float(v) for v in np.round(np.asarray(xyz, float) * 1024.0) / 1024.0)
 
 
 def _unwrapped_angles(coch: an.Cochlea, pts: np.ndarray) -> np.ndarray:

@@ -10,9 +10,10 @@ Geometry model (mm):
   shallow insertion leaves basal contacts outside the round window (``inside_cochlea`` false);
 * outside the cochlea the lead runs back through the round-window niche, the posterior tympanotomy
   and the mastoid cavity and leaves the field of view postero-superiorly (a cubic spline);
-* contacts are solid platinum cylinders of the carrier's radius and ``contact_len_mm`` long (a
-  ring-equivalent simplification of half-band / paired contacts: assumption); each contact has a
-  20 um platinum-iridium wire running to the base (assumption), spread over the carrier and wound
+* contacts are solid platinum cylinders ``contact_len_mm`` long of radius ``contact_radius_mm``
+  on the carrier's axis, holding the ~0.04-0.06 mm^3 of platinum of a real pad / half-band / ring
+  (a simplification; assumption); each contact has a
+  15 um platinum-iridium wire running to the base (assumption), spread over the carrier and wound
   helically in the lead (factor 2.5, assumption), which gives the faint line between contacts.
 """
 
@@ -27,7 +28,7 @@ from scipy.spatial import cKDTree
 from .anatomy import Cochlea, ScanGrid
 from .electrodes import ElectrodeModel
 
-WIRE_DIAMETER_MM = 0.020
+WIRE_DIAMETER_MM = 0.015
 LEAD_HELIX_FACTOR = 2.5
 PATH_STEP_MM = 0.05
 
@@ -42,6 +43,7 @@ class ArrayPath:
     s_round_window: float
     contacts_s: np.ndarray  # arc length of contact centres, apex -> base
     contact_len_mm: float
+    contact_radius_mm: float
     wire_fraction: np.ndarray  # (N,) metal volume fraction of the wires inside the carrier
 
     @property
@@ -112,7 +114,8 @@ def build_path(c: Cochlea, model: ElectrodeModel, aid_deg: float, lead_points: l
     wire_area = np.pi * (WIRE_DIAMETER_MM / 2) ** 2
     helix = np.where(s > model.length_mm, LEAD_HELIX_FACTOR, 1.3)
     wire_fraction = np.clip(n_wires * wire_area * helix / (np.pi * radius**2), 0, 0.5)
-    path = ArrayPath(pts, s, radius, float(s_tip), contacts_s, model.contact_len_mm, wire_fraction)
+    path = ArrayPath(pts, s, radius, float(s_tip), contacts_s, model.contact_len_mm, model.contact_radius_mm,
+                     wire_fraction)
     return path, float(aid_deg)
 
 
@@ -172,11 +175,11 @@ def array_fields(grid: ScanGrid, path: ArrayPath, *, band_mm: float) -> ArrayFie
     j = np.clip(np.searchsorted(path.contacts_s, s), 1, len(path.contacts_s) - 1)
     ds = np.minimum(np.abs(s - path.contacts_s[j - 1]), np.abs(s - path.contacts_s[j]))
     d_ax = (ds - path.contact_len_mm / 2).astype(np.float32)
-    d_rad = dist - R
+    d_rad = dist - np.minimum(R, np.float32(path.contact_radius_mm))
     outside = np.sqrt(np.maximum(d_ax, 0) ** 2 + np.maximum(d_rad, 0) ** 2)
     sdf = np.minimum(np.maximum(d_ax, d_rad), 0) + outside
     contact = np.clip(0.5 - sdf / h, 0, 1).astype(np.float32)
-    carrier = np.clip(0.5 - d_rad / h, 0, 1).astype(np.float32)
+    carrier = np.clip(0.5 - (dist - R) / h, 0, 1).astype(np.float32)
     wires = path.wire_fraction[near].astype(np.float32) * carrier
     metal = contact + wires * (1 - contact)
     silicone = np.clip(carrier - metal, 0, 1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,7 @@ def write_patient(case: PhantomCase, out: str | os.PathLike, *, clutter: bool = 
     root = Path(out) / case.case_id
     dicom = root / "DICOM"
     truth = root / "truth"
+    _clear_previous(dicom)
     orient = case.params.get("orientation", "axial")
     image_type = ["ORIGINAL", "PRIMARY", "AXIAL"] if orient == "axial" else ["DERIVED", "SECONDARY", "REFORMATTED"]
     seed = f"{case.case_id}|{case.params.get('seed')}"
@@ -95,6 +97,18 @@ def write_patient(case: PhantomCase, out: str | os.PathLike, *, clutter: bool = 
     if preview:
         save_preview(case, root / "preview.png")
     return root
+
+
+_OWN = re.compile(r"^(CT\d{4}_[0-9a-f]{6}_\d{5}\.dcm|\._CT\d{4}_[0-9a-f]{6}_\d{5}\.dcm|README\.txt)$")
+
+
+def _clear_previous(dicom: Path) -> None:
+    """Remove files an earlier phantom run wrote here, so a rewrite never mixes two series."""
+    if not dicom.is_dir():
+        return
+    for f in dicom.iterdir():
+        if f.is_file() and _OWN.match(f.name):
+            f.unlink()
 
 
 def _uid(seed: str, what: str) -> str:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Iterable
 import numpy as np
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
+    QApplication,
     QCheckBox,
     QComboBox,
     QFileDialog,
@@ -89,12 +90,17 @@ class AnnotationWidget(QWidget):
         self._timer = QTimer(self)
         self._timer.timeout.connect(self.autosave_tick)
         self._timer.start(2000)
+        app = QApplication.instance()
+        if app is not None:  # last autosave when napari quits with unsaved edits
+            app.aboutToQuit.connect(self._on_quit)
         self._refresh_image_choices()
 
     # --- layout ----------------------------------------------------------------------------
     def _build(self, store: str | Path, autosave_s: float) -> None:
         root = QVBoxLayout(self)
         root.setContentsMargins(6, 6, 6, 6)
+        self.setMinimumWidth(400)
+        self.setMaximumWidth(460)
 
         case = QGroupBox("Case")
         f = QFormLayout(case)
@@ -116,49 +122,65 @@ class AnnotationWidget(QWidget):
         root.addWidget(case)
 
         pre = QGroupBox("Threshold pre-fill")
-        g = QGridLayout(pre)
+        f = QFormLayout(pre)
         self.thr_slider = QSlider(Qt.Horizontal)
         self.thr_slider.setRange(-1000, 4000)
         self.thr_spin = QSpinBox()
         self.thr_spin.setRange(-1000, 4000)
         self.thr_spin.setSuffix(" HU")
+        self.thr_spin.setMinimumWidth(118)
         self.thr_slider.valueChanged.connect(self.thr_spin.setValue)
         self.thr_spin.valueChanged.connect(self.thr_slider.setValue)
         self.auto_check = QCheckBox("auto")
         self.auto_check.setChecked(True)
         self.auto_check.setToolTip("threshold from the image histogram (robust to CBCT grey offsets)")
         self.auto_check.toggled.connect(self._on_auto_toggled)
-        g.addWidget(QLabel("Threshold"), 0, 0)
-        g.addWidget(self.thr_slider, 0, 1, 1, 2)
-        g.addWidget(self.thr_spin, 0, 3)
-        g.addWidget(self.auto_check, 0, 4)
+        row = QHBoxLayout()
+        row.addWidget(self.thr_slider, 1)
+        row.addWidget(self.thr_spin)
+        row.addWidget(self.auto_check)
+        f.addRow("Threshold", row)
         self.scope_combo = QComboBox()
         self.scope_combo.addItems(SCOPES)
+        self.scope_combo.setMinimumWidth(130)
         self.first_spin, self.last_spin = QSpinBox(), QSpinBox()
+        self.first_spin.setToolTip("first coronal slice of the range")
+        self.last_spin.setToolTip("last coronal slice of the range")
         self.scope_combo.currentTextChanged.connect(self._on_scope_changed)
-        g.addWidget(QLabel("Scope"), 1, 0)
-        g.addWidget(self.scope_combo, 1, 1)
-        g.addWidget(self.first_spin, 1, 2)
-        g.addWidget(self.last_spin, 1, 3)
+        f.addRow("Scope", self.scope_combo)
+        for sp in (self.first_spin, self.last_spin):
+            sp.setMinimumWidth(90)
+        row = QHBoxLayout()
+        row.addWidget(self.first_spin)
+        row.addWidget(QLabel("to"))
+        row.addWidget(self.last_spin)
+        row.addStretch(1)
+        f.addRow("Slices", row)
         self.roi_check = QCheckBox("limit to ROI")
         self.roi_check.setToolTip(f"only inside the last rectangle of the '{ROI_LAYER}' shapes layer")
         roi_btn = QPushButton("Draw ROI")
         roi_btn.clicked.connect(self.draw_roi)
+        row = QHBoxLayout()
+        row.addWidget(self.roi_check, 1)
+        row.addWidget(roi_btn)
+        f.addRow("Region", row)
         self.min_size_spin = QSpinBox()
         self.min_size_spin.setRange(1, 100000)
         self.min_size_spin.setValue(4)
-        self.min_size_spin.setSuffix(" vox")
+        self.min_size_spin.setSuffix(" voxels")
+        self.min_size_spin.setMinimumWidth(118)
         self.min_size_spin.setToolTip("drop connected components smaller than this")
-        g.addWidget(self.roi_check, 2, 0, 1, 2)
-        g.addWidget(roi_btn, 2, 2)
-        g.addWidget(QLabel("min size"), 3, 0)
-        g.addWidget(self.min_size_spin, 3, 1)
         self.add_check = QCheckBox("add (keep painted)")
         self.add_check.setToolTip("add to the label instead of replacing the scope")
-        g.addWidget(self.add_check, 3, 2, 1, 3)
+        row = QHBoxLayout()
+        row.addWidget(self.min_size_spin)
+        row.addStretch(1)
+        row.addWidget(self.add_check)
+        f.addRow("Min size", row)
         self.prefill_btn = QPushButton("Pre-fill")
+        self.prefill_btn.setToolTip("threshold the scope into the electrode layer (Ctrl+Z undoes)")
         self.prefill_btn.clicked.connect(lambda: self.prefill())
-        g.addWidget(self.prefill_btn, 4, 0, 1, 5)
+        f.addRow(self.prefill_btn)
         root.addWidget(pre)
 
         sl = QGroupBox("Annotated slices (training data)")
@@ -307,13 +329,17 @@ class AnnotationWidget(QWidget):
         for w in (self.thr_slider, self.thr_spin):
             w.setRange(lo, hi)
         if self.session.store is not None and self.session.json_path.exists():
-            self.session.load()
-            self.labels_layer.refresh()
-            self.labels_layer._reset_history()
-            if self.session.threshold_hu is not None:
-                self.thr_spin.setValue(int(round(self.session.threshold_hu)))
-            self._say(f"{self.session.case_id}: reloaded {self.session.json_path.name} "
-                      f"({len(self.session.annotated)} annotated slices)")
+            try:
+                self.session.load()
+            except (OSError, ValueError) as exc:
+                self._say(f"{self.session.case_id}: stored annotation not loaded: {exc}")
+            else:
+                self.labels_layer.refresh()
+                self.labels_layer._reset_history()
+                if self.session.threshold_hu is not None:
+                    self.thr_spin.setValue(int(round(self.session.threshold_hu)))
+                self._say(f"{self.session.case_id}: reloaded {self.session.json_path.name} "
+                          f"({len(self.session.annotated)} annotated slices)")
         else:
             self._say(f"{self.session.case_id}: {n} coronal slices; pre-fill, correct, mark, save.")
         if self.auto_check.isChecked():
@@ -440,22 +466,30 @@ class AnnotationWidget(QWidget):
         """Write ``block`` into the Labels layer at ``region`` as one undoable step.
 
         ``add`` keeps what is painted; ``within`` (an in-plane bool mask) limits the change to it.
+        Only voxels set in ``block`` or in the layer can change, so the work follows the (sparse)
+        electrode, not the volume.
         """
         layer = self.labels_layer
-        old = np.asarray(layer.data[region])
-        new = np.where(block > 0, 1, old if add else 0).astype(old.dtype)
-        changed = new != old
-        if within is not None:
-            changed &= within[None, :, :]
-        idx = np.nonzero(changed)
-        if not idx[0].size:
+        old = layer.data[region]  # basic slicing: a view, no copy
+        cand = np.flatnonzero(block)
+        if not add:
+            cand = np.union1d(cand, np.flatnonzero(old))
+        if within is not None and cand.size:
+            _, r, c = np.unravel_index(cand, block.shape)
+            cand = cand[within[r, c]]
+        if not cand.size:
+            return 0
+        old_v = old.reshape(-1)[cand] if old.flags.c_contiguous else np.asarray(old).ravel()[cand]
+        new_v = np.where(block.reshape(-1)[cand] > 0, 1, old_v if add else 0).astype(old.dtype)
+        keep = new_v != old_v
+        cand, new_v = cand[keep], new_v[keep]
+        if not cand.size:
             return 0
         starts = [r.start or 0 for r in region]
-        indices = tuple(i + s0 for i, s0 in zip(idx, starts))
+        indices = tuple(i + s0 for i, s0 in zip(np.unravel_index(cand, block.shape), starts))
         with layer.block_history():
-            layer.data_setitem(indices, new[changed])
-        layer.refresh()
-        return int(idx[0].size)
+            layer.data_setitem(indices, new_v)
+        return int(cand.size)
 
     # --- save / load -----------------------------------------------------------------------
     def save(self, *, autosave: bool = False) -> Path | None:
@@ -470,6 +504,13 @@ class AnnotationWidget(QWidget):
         self.autosaver.mark_saved()
         self._say(f"{'autosaved' if autosave else 'saved'} {path} ({len(s.annotated)} annotated slices)")
         return path
+
+    def _on_quit(self) -> None:
+        try:
+            if self.session is not None and self.autosaver.dirty and self.autosave_check.isChecked():
+                self.save(autosave=True)
+        except RuntimeError:  # the Qt side is already gone
+            pass
 
     def _autosave(self) -> None:
         self.save(autosave=True)

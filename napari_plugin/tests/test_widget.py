@@ -166,3 +166,25 @@ def test_reader_opens_dicom_folder(make_napari_viewer, tmp_path) -> None:
     assert layer.name == "P_09" and layer.data.shape == (10, 6, 8)
     assert np.allclose(layer.scale, (0.4, 0.3, 0.5))
     assert float(layer.data[3, 6 - 1 - 2, 5]) == pytest.approx(3000.0, abs=1.0)
+
+
+def test_open_case_from_record_and_label_reader(make_napari_viewer, case_path, tmp_path) -> None:
+    viewer = make_napari_viewer()
+    widget = open_case(viewer, case_path, store=tmp_path / "store", autosave_s=0)
+    widget.scope_combo.setCurrentText("slice range")
+    widget.first_spin.setValue(7)
+    widget.last_spin.setValue(8)
+    widget.prefill()
+    assert widget.labels_layer.data.sum() == 2 * 6 * 3  # two of the rod's four coronal slices
+    widget.mark(7)
+    json_path = widget.save()
+    viewer.close()
+    # `cochseg3d annotate STORE/P07.annotation.json` opens the image and the annotation
+    viewer2 = make_napari_viewer()
+    w2 = open_case(viewer2, json_path, autosave_s=0)
+    assert w2.session.store == json_path.parent and w2.session.annotated == {7}
+    assert w2.labels_layer.data.sum() == 2 * 6 * 3
+    # the stored label file itself opens as a Labels layer on the same coronal grid
+    (lab,) = viewer2.open(str(json_path.parent / "P07.label.nii.gz"), plugin=PLUGIN)
+    assert lab.__class__.__name__ == "Labels" and np.array_equal(lab.data, w2.labels_layer.data)
+    assert np.allclose(lab.scale, w2.labels_layer.scale) and np.allclose(lab.translate, w2.labels_layer.translate)
