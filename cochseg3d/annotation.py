@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 RECORD_FORMAT = "cochseg3d.annotation"
 RECORD_VERSION = 1
 LABEL_SUFFIX = ".label.nii.gz"
+CANONICAL_LABEL_SUFFIX = ".canonical-label.nii.gz"
 RECORD_SUFFIX = ".annotation.json"
 BACKUP_DIR = "backups"
 ELECTRODE_LABELS = ("electrode",)
@@ -232,7 +233,14 @@ class Annotation:
         return None if t is None else float(t)
 
     def canonical_label(self) -> np.ndarray:
-        """The label as a canonical coronal stack ``[k, row, col]`` (uint8)."""
+        """The label as a canonical coronal stack ``[k, row, col]`` (uint8).
+
+        For an oblique source the stack saved alongside is used, so reopening gives back exactly
+        what was painted (going through the oblique grid would resample it twice).
+        """
+        name = self.record.get("label_canonical")
+        if name and self.json_path is not None and (self.json_path.parent / name).is_file():
+            return read_image(self.json_path.parent / name).array.astype(np.uint8)
         return canonical(self.label, is_label=True).array.astype(np.uint8)
 
 
@@ -272,7 +280,7 @@ def _backup(paths: Iterable[Path], store: Path, case_id: str, *, keep: int) -> l
         shutil.copy2(p, dst)
         out.append(dst)
     # keep the newest `keep` generations per case
-    for suffix in (LABEL_SUFFIX, RECORD_SUFFIX):
+    for suffix in (LABEL_SUFFIX, RECORD_SUFFIX, CANONICAL_LABEL_SUFFIX):
         gens = sorted(bdir.glob(f"{case_id}.*{suffix}"))
         for old in gens[: max(0, len(gens) - keep)]:
             old.unlink(missing_ok=True)
@@ -355,11 +363,17 @@ def save_annotation(
         "source_grid": source_grid.to_dict(),
         "orientation": "canonical coronal stack LIP: k anterior->posterior, rows superior->inferior, cols right->left",
     }
+    # an oblique source grid is resampled on the way out and back; keep the painted stack itself too
+    canon_path = store / f"{cid}{CANONICAL_LABEL_SUFFIX}" if not source_grid.is_axis_aligned() else None
+    if canon_path is not None:
+        record["label_canonical"] = canon_path.name
     if extra:
         record.update(extra)
     store.mkdir(parents=True, exist_ok=True)
-    _backup([label_path, json_path], store, cid, keep=keep_backups)
+    _backup([label_path, json_path] + ([canon_path] if canon_path else []), store, cid, keep=keep_backups)
     write_image(src_label, label_path)
+    if canon_path is not None:
+        write_image(can.with_array(np.asarray(lab_can, dtype=np.uint8)), canon_path)
     text = json.dumps(record, indent=2)
     atomic_write(json_path, lambda tmp: Path(tmp).write_text(text))
     log.info("saved annotation %s (%d annotated slices, %d voxels)", json_path, len(slices), record["label_voxels"])

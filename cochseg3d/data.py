@@ -357,15 +357,17 @@ def build_transforms(config: Config, *, train: bool):
     keys = ["image", "label"]
     lo, hi = intensity_window(config)
     chain: list[Any] = [T.ScaleIntensityRanged("image", a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True)]
-    if d.resize_to is not None:
-        chain.append(T.Resized(keys, spatial_size=tuple(d.resize_to), mode=("bilinear", "nearest")))
-    else:
-        chain.append(T.Spacingd(keys, pixdim=(p.spacing_mm, p.spacing_mm), mode=("bilinear", "nearest"),
-                                dtype=np.float32))
+    crop = []
     if d.foreground_crop:
         thr = None if d.crop_threshold_hu is None else (float(d.crop_threshold_hu) - lo) / (hi - lo)
-        chain.append(T.CropForegroundd(keys, source_key="image", select_fn=HeadMask(thr),
-                                       margin=int(d.crop_margin_px), allow_smaller=True))
+        crop = [T.CropForegroundd(keys, source_key="image", select_fn=HeadMask(thr), margin=int(d.crop_margin_px),
+                                  allow_smaller=True)]
+    if d.resize_to is not None:
+        # the notebook workflow: crop, then resize whatever came out to a fixed size (distorting)
+        chain += crop + [T.Resized(keys, spatial_size=tuple(d.resize_to), mode=("bilinear", "nearest"))]
+    else:
+        chain += [T.Spacingd(keys, pixdim=(p.spacing_mm, p.spacing_mm), mode=("bilinear", "nearest"),
+                             dtype=np.float32)] + crop
     chain.append(T.SpatialPadd(keys, spatial_size=tuple(p.roi_size)))
     # plain tensors from here: the pixel size has done its job, and metadata tracking costs time per patch
     chain.append(T.EnsureTyped(keys, dtype=np.float32, track_meta=False))

@@ -222,10 +222,24 @@ def postprocess(
         The cleaned boolean mask, same shape.
     """
     mask = np.asarray(mask, dtype=bool)
+    if not mask.any():
+        return mask.copy()
+    sampling = tuple(float(s) for s in spacing_mm[::-1])  # numpy axis order
+    # work inside the mask's bounding box (plus the joining distance): memory stays ~ the array's size
+    idx = np.nonzero(mask.any(axis=(1, 2))), np.nonzero(mask.any(axis=(0, 2))), np.nonzero(mask.any(axis=(0, 1)))
+    box = tuple(slice(max(0, int(i[0].min()) - m), int(i[0].max()) + m + 1)
+                for i, m in zip(idx, (int(math.ceil(keep_distance_mm / s)) + 1 for s in sampling)))
+    out = np.zeros_like(mask)
+    out[box] = _postprocess_crop(mask[box], sampling, min_component_mm3=min_component_mm3,
+                                 keep_distance_mm=keep_distance_mm, max_tube_radius_mm=max_tube_radius_mm)
+    return out
+
+
+def _postprocess_crop(mask: np.ndarray, sampling: tuple[float, ...], *, min_component_mm3: float,
+                      keep_distance_mm: float, max_tube_radius_mm: float) -> np.ndarray:
     labels, n = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
     if n == 0:
         return mask
-    sampling = tuple(float(s) for s in spacing_mm[::-1])  # numpy axis order
     voxel_mm3 = float(np.prod(sampling))
     sizes = np.bincount(labels.ravel())[1:] * voxel_mm3
     candidates = [c for c in range(1, n + 1) if sizes[c - 1] >= min_component_mm3]
@@ -240,22 +254,13 @@ def postprocess(
     tubes = [c for c in candidates if thickness[c] <= max_tube_radius_mm]
     # volume / radius^2 ~ a tube's length: the longest thin component is the array
     main = max(tubes or candidates, key=lambda c: sizes[c - 1] / max(thickness[c], 1e-3) ** 2)
-    # grow the kept set through nearby pieces (distances measured in mm with KD-trees)
-    from scipy.spatial import cKDTree
-
-    coords = {c: np.argwhere(labels[boxes[c - 1]] == c) + [s.start for s in boxes[c - 1]] for c in candidates}
-    trees = {c: cKDTree(coords[c] * np.asarray(sampling)) for c in candidates}
-    kept, frontier = {main}, [main]
-    while frontier:
-        cur = frontier.pop()
-        for c in candidates:
-            if c in kept:
-                continue
-            d, _ = trees[cur].query(coords[c] * np.asarray(sampling), k=1, distance_upper_bound=keep_distance_mm)
-            if np.isfinite(d).any():
-                kept.add(c)
-                frontier.append(c)
-    return np.isin(labels, sorted(kept))
+    # pieces within keep_distance_mm of each other touch once each grows by half that distance, so
+    # the grown mask's component holding the main one collects its chain of nearby pieces
+    kept_mask = np.isin(labels, candidates)
+    grown = ndimage.distance_transform_edt(~kept_mask, sampling=sampling) <= keep_distance_mm / 2.0
+    grown_labels, _ = ndimage.label(grown, structure=np.ones((3, 3, 3), bool))
+    group = grown_labels[labels == main][0]
+    return kept_mask & (grown_labels == group)
 
 
 # --- whole pipeline -----------------------------------------------------------------------------

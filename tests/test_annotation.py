@@ -185,3 +185,26 @@ def test_cli_prefill_writes_label_on_input_grid(tmp_path, capsys) -> None:
     assert main(["prefill", str(tmp_path / "P01.nii.gz"), str(out), "--force", "--slices", "0:0"]) == 0
     assert read_image(out).array.sum() == 0 and (tmp_path / "pre.nii.gz.bak").exists()
     assert main(["prefill", str(tmp_path / "missing.nii.gz"), str(tmp_path / "x.nii.gz")]) == 2
+    assert main(["annotate", str(tmp_path / "missing.nii.gz")]) == 2
+    assert "missing.nii.gz: no such file" in capsys.readouterr().err
+
+
+def test_oblique_series_reopens_exactly(tmp_path) -> None:
+    from scipy.spatial.transform import Rotation
+
+    rot = Rotation.from_euler("xz", [20.0, 10.0], degrees=True).as_matrix()
+    a = np.random.default_rng(3).normal(30.0, 20.0, (10, 12, 14)).astype(np.float32)
+    a[3:7, 4:8, 5:9] = 3200.0
+    img = Volume(a, (0.5, 0.5, 0.5), (1.0, 2.0, 3.0), rot, {"case_id": "OBL"})
+    s = AnnotationSession(img, store=tmp_path)
+    s.prefill(threshold_hu=2500.0, min_size_voxels=1)
+    assert s.label.sum() > 0
+    s.label[0, 0, 0] = 1  # a lone painted voxel: lost by resampling, kept by the canonical copy
+    s.mark(int(np.flatnonzero(s.label.reshape(s.shape[0], -1).any(1))[-1]))
+    p = s.save()
+    ann = load_annotation(p)
+    assert ann.label.grid.allclose(img.grid)  # the label overlays the oblique source
+    assert (tmp_path / "OBL.canonical-label.nii.gz").exists()
+    s2 = AnnotationSession(img, store=tmp_path)
+    s2.load()
+    assert np.array_equal(s2.label, s.label) and s2.annotated == s.annotated

@@ -23,15 +23,15 @@ def run(args: argparse.Namespace) -> int:
 
     from cochseg3d.cli import UserError
 
+    case = Path(args.case)
+    if not case.exists():
+        raise FileNotFoundError(f"{case}: no such file or folder")
     try:
         import napari
         from napari_cochseg3d.launch import open_case
     except ImportError as exc:
         raise UserError(f"napari and the napari-cochseg3d plugin are needed ({exc}); "
                         "install them with: pip install -e .[napari] -e napari_plugin") from exc
-    case = Path(args.case)
-    if not case.exists():
-        raise FileNotFoundError(f"{case}: no such file or folder")
     viewer = napari.Viewer(title=f"cochseg3d annotate {case.name}")
     open_case(viewer, case, store=args.store, prediction=args.prediction, autosave_s=args.autosave_s)
     napari.run()

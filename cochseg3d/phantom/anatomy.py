@@ -32,9 +32,9 @@ import numpy as np
 from scipy import ndimage, optimize
 
 # tissue classes of the ``tissue`` map (also used by the realism tests)
-SOFT, BONE, CAPSULE, AIR, FLUID, SILICONE, METAL, MODIOLUS = range(8)
+SOFT, BONE, CAPSULE, AIR, FLUID, SILICONE, METAL, MODIOLUS, OUTSIDE = range(9)
 TISSUE_NAMES = {SOFT: "soft tissue", BONE: "bone", CAPSULE: "otic capsule", AIR: "air", FLUID: "fluid",
-                SILICONE: "silicone", METAL: "metal", MODIOLUS: "modiolus"}
+                SILICONE: "silicone", METAL: "metal", MODIOLUS: "modiolus", OUTSIDE: "outside the scan field"}
 
 
 @dataclass
@@ -107,8 +107,11 @@ class Painter:
         self.hu = np.full(grid.shape, background_hu, dtype=np.float32)
         self.tissue = np.full(grid.shape, background_tissue, dtype=np.uint8)
 
-    def _blend(self, sl, sdf: np.ndarray, value, tissue: int, only: tuple[int, ...] | None) -> None:
-        w = np.clip(0.5 - sdf / self.grid.h, 0.0, 1.0)
+    def _blend(self, sl, sdf: np.ndarray, value, tissue: int, only: tuple[int, ...] | None, soft_mm: float = 0.0,
+               jitter: tuple[np.ndarray, float] | None = None) -> None:
+        if jitter is not None:  # irregular outline: shift the surface by a smooth random field
+            sdf = sdf + np.float32(jitter[1]) * jitter[0][sl]
+        w = np.clip(0.5 - sdf / max(self.grid.h, soft_mm), 0.0, 1.0)
         if only is not None:
             w *= np.isin(self.tissue[sl], only)
         if not np.any(w):
@@ -119,11 +122,17 @@ class Painter:
         t = self.tissue[sl]
         t[w >= 0.5] = tissue
 
-    def ellipsoid(self, center, rows, radii, value, tissue: int, *, only=None) -> None:
-        """Ellipsoid with semi-axes ``radii`` (mm) along the LPS unit vectors ``rows``."""
+    def ellipsoid(self, center, rows, radii, value, tissue: int, *, only=None, soft_mm: float = 0.0,
+                  jitter: tuple[np.ndarray, float] | None = None) -> None:
+        """Ellipsoid with semi-axes ``radii`` (mm) along the LPS unit vectors ``rows``.
+
+        ``soft_mm`` widens the blending ramp (a gradual transition); ``jitter = (field, amp_mm)``
+        moves the surface by ``amp_mm * field`` (a grid-sized smooth field) for irregular outlines.
+        """
         radii = np.asarray(radii, float)
         rows = np.asarray(rows, float)
-        half = np.sqrt(((radii[:, None] * rows) ** 2).sum(axis=0)) + 2 * self.grid.h
+        extra = 2 * self.grid.h + soft_mm + (3 * jitter[1] if jitter is not None else 0.0)
+        half = np.sqrt(((radii[:, None] * rows) ** 2).sum(axis=0)) + extra
         sl = self.grid.box(center, half)
         if sl is None:
             return
@@ -132,7 +141,7 @@ class Painter:
         k0 = np.sqrt((a / r[0]) ** 2 + (b / r[1]) ** 2 + (c / r[2]) ** 2)
         k1 = np.sqrt((a / r[0] ** 2) ** 2 + (b / r[1] ** 2) ** 2 + (c / r[2] ** 2) ** 2)
         sdf = k0 * (k0 - 1.0) / np.maximum(k1, 1e-6)  # Quilez's ellipsoid distance bound
-        self._blend(sl, sdf, value, tissue, only)
+        self._blend(sl, sdf, value, tissue, only, soft_mm, jitter)
 
     def capsule(self, p0, p1, radius: float, value, tissue: int, *, only=None) -> None:
         """Cylinder with round ends from ``p0`` to ``p1`` (LPS mm)."""
@@ -313,18 +322,26 @@ def smooth_field(shape: tuple[int, int, int], spacing_mm, *, scale_mm: float, rn
 
 
 def _trilinear(f: np.ndarray, coords: list[np.ndarray]) -> np.ndarray:
-    """Separable linear interpolation of ``f`` at the per-axis coordinates ``coords`` (outer grid)."""
-    out = f
-    for axis, c in enumerate(coords):
-        i0 = np.clip(np.floor(c).astype(int), 0, f.shape[axis] - 2)
-        w = (c - i0).astype(np.float32)
-        a = np.take(out, i0, axis=axis)
-        b = np.take(out, i0 + 1, axis=axis)
-        shape = [1] * out.ndim
+    """Separable linear interpolation of 3D ``f`` at per-axis coordinates ``coords`` (an outer grid).
+
+    The last axis goes first (on the smallest array) and axis 0 last, where ``np.take`` copies
+    whole planes; the arithmetic is in place. ~0.15 s for 52^3 -> 200^3.
+    """
+    out = np.asarray(f, dtype=np.float32)
+    for axis in (2, 1, 0):
+        c = np.asarray(coords[axis], dtype=np.float32)
+        i0 = np.clip(np.floor(c).astype(np.intp), 0, max(out.shape[axis] - 2, 0))
+        i1 = np.minimum(i0 + 1, out.shape[axis] - 1)
+        shape = [1, 1, 1]
         shape[axis] = -1
-        w = w.reshape(shape)
-        out = a + w * (b - a)
-    return out.astype(np.float32, copy=False)
+        w = (c - i0).reshape(shape)
+        a = np.take(out, i0, axis=axis)
+        b = np.take(out, i1, axis=axis)
+        b -= a
+        b *= w
+        a += b
+        out = a
+    return out
 
 
 def worley_cells(grid: ScanGrid, center: np.ndarray, half: np.ndarray, *, cell_mm: float, coarse_mm: float,

@@ -19,7 +19,8 @@ Model and the figures behind it:
   contacts and bright / dark rays follow. Much cheaper than a dense radon / iradon of each slice:
   only metal pixels are projected, and back-projection is one sparse matrix (two detector bins per
   pixel and angle, built once per scan) applied to all slices' filtered sinograms at once.
-* Noise: Gaussian noise correlated over ~0.3 mm, sigma 30-110 HU scaled up in dense regions.
+* Noise: white Gaussian noise added before the PSF (so the reconstruction blur gives it its grain),
+  scaled so its standard deviation after the blur is 30-110 HU, up to 1.5x higher in dense regions.
 * Low-frequency shading (+/- 20-120 HU), cupping, ring artefacts in ~30 % of scans, a grey-value
   offset (CBCT grey values are not calibrated HU), and saturation at 3071 or 4095 HU (12-bit
   detectors / stored range).
@@ -171,17 +172,19 @@ def streak_image(grid: ScanGrid, metal_mu: np.ndarray, z_range: tuple[int, int],
     return _trilinear(coarse, coords)
 
 
-def naive_streak_image(grid: ScanGrid, metal_mu: np.ndarray, *, isocenter_xy, head_center_xy, head_axes_mm,
-                       n0: float, floor: float, bh: float, strength: float, n_angles: int,
+def naive_streak_image(metal_mu: np.ndarray, pixel_mm: float, *, head_center_xy, head_axes_mm, n0: float, floor: float, bh: float, strength: float, n_angles: int,
                        rng: np.random.Generator) -> np.ndarray:
-    """The same streak model with scikit-image's dense ``radon`` / ``iradon`` at full resolution.
+    """The same streak model with scikit-image's dense ``radon`` / ``iradon`` per slice (the benchmark's peer).
 
-    Kept as the benchmark's peer; assumes square in-plane pixels and an isocentre at the slice centre.
+    Args:
+        metal_mu: (nz, ny, nx) metal attenuation (/mm) on square pixels of ``pixel_mm``.
+        head_center_xy: head centre relative to the slice centre, the rotation axis here (mm).
+    Returns:
+        float32 (nz, ny, nx) streak HU.
     """
     from skimage.transform import iradon, radon
 
     nz, ny, nx = metal_mu.shape
-    d = grid.spacing_mm[0]
     n = max(nx, ny)
     theta = np.degrees(np.linspace(0, np.pi, n_angles, endpoint=False))
     out = np.zeros((nz, ny, nx), dtype=np.float32)
@@ -190,26 +193,27 @@ def naive_streak_image(grid: ScanGrid, metal_mu: np.ndarray, *, isocenter_xy, he
             continue
         sl = np.zeros((n, n))
         sl[:ny, :nx] = metal_mu[k]
-        p_m = radon(sl, theta=theta, circle=False).T * d  # (A, n_det)
+        p_m = radon(sl, theta=theta, circle=False).T * pixel_mm  # (A, n_det)
         n_det = p_m.shape[1]
-        proj = SliceProjector(1, 1, d, (0.0, 0.0), n_angles)
-        proj.n_det, proj.t0 = n_det, -(n_det - 1) / 2 * d
-        p_bg = proj.background((head_center_xy[0] - isocenter_xy[0], head_center_xy[1] - isocenter_xy[1]),
-                               head_axes_mm, MU_WATER_PER_MM * 1.08)
+        proj = SliceProjector.__new__(SliceProjector)
+        proj.angles = np.radians(theta)
+        proj.cos, proj.sin = np.cos(proj.angles), np.sin(proj.angles)
+        proj.n_det, proj.d, proj.t0 = n_det, pixel_mm, -(n_det - 1) / 2 * pixel_mm
+        p_bg = proj.background(head_center_xy, head_axes_mm, MU_WATER_PER_MM * 1.08)
         err = metal_error_sinogram(p_m, p_bg, n0=n0, floor=floor, bh=bh, rng=rng)
-        img = iradon(err.T / d, theta=theta, circle=False, filter_name="hann", output_size=n)
+        img = iradon(err.T / pixel_mm, theta=theta, circle=False, filter_name="hann", output_size=n)
         out[k] = img[:ny, :nx] * 1000.0 / MU_WATER_PER_MM * strength
     return out
 
 
-def correlated_noise(shape, spacing_mm, *, corr_mm: float, rng: np.random.Generator) -> np.ndarray:
-    """Unit-variance Gaussian noise with a Gaussian autocorrelation of ``corr_mm``."""
-    sig = [max(corr_mm / s, 0.3) for s in np.asarray(spacing_mm)[::-1]]
-    n = rng.standard_normal(shape, dtype=np.float32)
-    ndimage.gaussian_filter(n, sig, output=n, truncate=3.0)
-    # white noise of unit variance filtered by a normalised Gaussian keeps 1/prod(2 sqrt(pi) sigma)
-    n *= np.float32(np.sqrt(np.prod([2 * np.sqrt(np.pi) * s for s in sig])))
-    return n
+def gaussian_noise_gain(sigma_vox) -> float:
+    """Standard deviation of unit white noise after ``ndimage.gaussian_filter(sigma_vox, truncate=3)``."""
+    g = 1.0
+    for s in np.atleast_1d(sigma_vox):
+        delta = np.zeros(int(8 * max(float(s), 0.5)) * 2 + 1)
+        delta[len(delta) // 2] = 1.0
+        g *= float(np.sqrt(np.sum(ndimage.gaussian_filter1d(delta, float(s), truncate=3.0) ** 2)))
+    return g
 
 
 def shading_field(grid: ScanGrid, *, amplitude_hu: float, cupping_hu: float, isocenter_xy,

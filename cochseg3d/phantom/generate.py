@@ -59,6 +59,12 @@ class PhantomCase:
         params: every random draw (JSON-serialisable).
         tissue: uint8 tissue classes (:mod:`.anatomy` constants) on the same grid.
         timings: seconds per generation stage (not deterministic; kept out of ``params``).
+        intermediate: with ``keep_intermediate=True``: the scanner grid, the true-HU volume, the
+            metal attenuation slab and the streak model's arguments (for benchmarks / inspection).
+
+    Note:
+        ``metal`` follows its definition strictly: at 0.4 mm voxels a contact of 0.04-0.08 mm^3
+        may fill no voxel half-way, so small-preset metal masks can miss contacts; ``label`` never does.
     """
 
     case_id: str
@@ -69,6 +75,7 @@ class PhantomCase:
     params: dict
     tissue: Volume | None = None
     timings: dict = field(default_factory=dict)
+    intermediate: dict = field(default_factory=dict)
 
 
 def _u(rng, lo, hi):
@@ -107,10 +114,9 @@ def draw_params(rng: np.random.Generator) -> dict[str, Any]:
     p["psf_tail_sigma_mm"] = _u(rng, 0.6, 1.0)
     p["mu_platinum_per_mm"] = _u(rng, 7.0, 10.0)
     p["noise_hu"] = _u(rng, 30, 110)
-    p["noise_corr_mm"] = _u(rng, 0.25, 0.4)
     p["offset_hu"] = float(rng.choice([0.0, _u(rng, -300, 400)], p=[0.3, 0.7]))
     p["saturation_hu"] = float(rng.choice([3071.0, 4095.0], p=[0.7, 0.3]))
-    p["streak_strength"] = _u(rng, 0.5, 1.5)
+    p["streak_strength"] = _u(rng, 0.5, 2.5)
     p["photons_per_bin"] = float(10 ** rng.uniform(3.7, 4.7))
     p["count_floor"] = _u(rng, 1, 5)
     p["beam_hardening"] = _u(rng, 0.05, 0.2)
@@ -120,6 +126,8 @@ def draw_params(rng: np.random.Generator) -> dict[str, Any]:
     p["oblique_deg"] = _u(rng, 10, 25)
     p["oblique_axis"] = rng.normal(size=3).tolist()
     p["mixed_orientation"] = str(rng.choice(ORIENTATIONS))
+    p["fov_cylinder"] = bool(rng.random() < 0.5)
+    p["outside_fov_hu"] = float(rng.choice([-1024.0, -1000.0, 0.0]))
     return p
 
 
@@ -168,7 +176,8 @@ def _grid_for(p: dict, preset: str) -> tuple[np.ndarray, np.ndarray, tuple[float
     return sp, shape
 
 
-def generate_patient(seed: int, *, preset: str = "small", orientation: str = "axial", **overrides: Any) -> PhantomCase:
+def generate_patient(seed: int, *, preset: str = "small", orientation: str = "axial", keep_intermediate: bool = False,
+                     **overrides: Any) -> PhantomCase:
     """Generate one synthetic post-operative temporal-bone CBCT with its ground truth.
 
     Args:
@@ -180,6 +189,7 @@ def generate_patient(seed: int, *, preset: str = "small", orientation: str = "ax
             shape, noise_hu, offset_hu, streak_strength, saturation_hu, psf_sigma_mm, aid_deg,
             mastoidectomy, rings, case_id, oblique_deg, mu_platinum_per_mm, fov_center_ear_mm: the
             field-of-view centre in the ear frame, mm lateral / anterior / superior of the cochlea).
+        keep_intermediate: keep intermediate arrays in ``PhantomCase.intermediate``.
 
     Returns:
         The :class:`PhantomCase`; image in HU-like grey values on the acquisition grid.
@@ -238,7 +248,7 @@ def generate_patient(seed: int, *, preset: str = "small", orientation: str = "ax
     hu = p["hu"]
     P = an.Painter(grid, hu["soft"], an.SOFT)
     tex = an.smooth_field(grid.shape, sp, scale_mm=1.6, rng=rng)
-    cells = an.smooth_field(grid.shape, sp, scale_mm=2.4, rng=rng)
+    lumpy = (an.smooth_field(grid.shape, sp, scale_mm=5.0, rng=rng), 1.5)  # irregular bone outlines
 
     def bone(base):
         return lambda sl: np.float32(base) + np.float32(120) * tex[sl]
@@ -246,12 +256,12 @@ def generate_patient(seed: int, *, preset: str = "small", orientation: str = "ax
     I = np.eye(3)
     petrous_axis = np.array([-0.7, 0.7, 0.0])
     pr = an.frame_from_axis([0, 0, 1], petrous_axis)
-    P.ellipsoid(ear([-4, 2, -1]), rows_ear(pr), [15, 30, 12], bone(hu["bone"]), an.BONE)
-    P.ellipsoid(ear([10, -2, 0]), rows_ear(I), [16, 14, 13], bone(hu["bone"]), an.BONE)
-    P.ellipsoid(ear([13, -14, -3]), rows_ear(I), [15, 15, 17], bone(hu["bone"]), an.BONE)
+    P.ellipsoid(ear([-4, 2, -1]), rows_ear(pr), [15, 30, 12], bone(hu["bone"]), an.BONE, jitter=lumpy)
+    P.ellipsoid(ear([10, -2, 0]), rows_ear(I), [16, 14, 13], bone(hu["bone"]), an.BONE, jitter=lumpy)
+    P.ellipsoid(ear([13, -14, -3]), rows_ear(I), [15, 15, 17], bone(hu["bone"]), an.BONE, jitter=lumpy)
     # middle and posterior cranial fossae, sigmoid sinus
-    P.ellipsoid(ear([0, 5, 36]), rows_ear(I), [45, 45, 26], hu["soft"], an.SOFT)
-    P.ellipsoid(ear([-19, -23, -2]), rows_ear(I), [15, 17, 25], hu["soft"], an.SOFT)
+    P.ellipsoid(ear([0, 5, 36]), rows_ear(I), [45, 45, 26], hu["soft"], an.SOFT, jitter=lumpy)
+    P.ellipsoid(ear([-19, -23, -2]), rows_ear(I), [15, 17, 25], hu["soft"], an.SOFT, jitter=lumpy)
     P.capsule(ear([9, -25, 10]), ear([3, -15, -15]), 4.0, hu["soft"] + 10, an.SOFT)
     # mastoid air cells: Worley cells (3-5 mm) with thin bony septa, a drawn fraction aerated
     pc = ear([12, -12, 0])
@@ -279,9 +289,11 @@ def generate_patient(seed: int, *, preset: str = "small", orientation: str = "ax
                              height_mm=p["cochlea_height_mm"], canal_base_mm=p["canal_base_mm"],
                              canal_apex_mm=p["canal_apex_mm"])
     # otic capsules around cochlea and vestibule / canals
+    # otic capsule: dense bone blending into the petrous bone over ~1.5 mm
     P.ellipsoid(C + coch.rows[2] * coch.height_mm / 2, coch.rows, [coch.r0 + 1.9, coch.r0 + 1.9, coch.height_mm / 2 + 2.4],
-                hu["capsule"], an.CAPSULE)
-    P.ellipsoid(ear([1.0, -8.0, 4.5]), rows_ear(I), [6.5, 7.5, 7.0], hu["capsule"], an.CAPSULE)
+                bone(hu["capsule"]), an.CAPSULE, soft_mm=1.5, jitter=(lumpy[0], 0.6), only=(an.BONE, an.SOFT))
+    P.ellipsoid(ear([1.0, -8.0, 4.5]), rows_ear(I), [6.5, 7.5, 7.0], bone(hu["capsule"]), an.CAPSULE, soft_mm=1.5,
+                jitter=(lumpy[0], 0.6), only=(an.BONE, an.SOFT))
     # where the lateral wall of the basal turn bulges into the middle ear (promontory)
     th = np.linspace(0, 2 * np.pi, 200)
     lw = (coch.point(th, coch.r_lateral(th)) - C) @ E
@@ -290,7 +302,7 @@ def generate_patient(seed: int, *, preset: str = "small", orientation: str = "ax
     rw = coch.point(0.0, coch.r_lateral(0.0) - coch.canal_base_mm)[0]
     rw_ear = (rw - C) @ E
     # middle ear, attic, ossicles, external canal, tympanic membrane
-    P.ellipsoid(ear([u_me, 0.5, 0.5]), rows_ear(I), [2.0, 6.5, 7.0], hu["air"], an.AIR)
+    P.ellipsoid(ear([u_me, 0.5, 0.5]), rows_ear(I), [2.0, 6.5, 7.0], hu["air"], an.AIR, jitter=(lumpy[0], 0.5))
     P.ellipsoid(ear([u_me + 0.5, -1.0, 6.0]), rows_ear(I), [3.0, 4.0, 3.0], hu["air"], an.AIR)
     P.ellipsoid(ear([u_me + 1.0, -2.0, 5.5]), rows_ear(I), [1.2, 1.5, 1.5], hu["ossicle"], an.BONE)
     P.ellipsoid(ear([u_me + 1.2, 0.5, 6.0]), rows_ear(I), [1.1, 1.1, 1.6], hu["ossicle"], an.BONE)
@@ -349,9 +361,22 @@ def generate_patient(seed: int, *, preset: str = "small", orientation: str = "ax
     timings["implant"] = time.perf_counter() - t0
 
     # --- scanner ----------------------------------------------------------------------------
+    # quantum noise enters before the reconstruction blur, so the PSF also sets its grain; its
+    # level grows with the local density (rays through the petrous bone carry fewer photons)
     t0 = time.perf_counter()
     sig = [p["psf_sigma_mm"] / s for s in sp[::-1]]
-    img = ndimage.gaussian_filter(true, sig, truncate=3.0)
+    dens = np.clip((true[::4, ::4, ::4] + 200.0) / 2000.0, 0, 1)
+    dens = ndimage.gaussian_filter(dens, 1.5)
+    coords = [np.clip(np.arange(n, dtype=np.float32) / 4, 0, s - 1) for n, s in zip(grid.shape, dens.shape)]
+    noisy = an._trilinear(dens, coords)
+    noisy *= np.float32(0.4 * p["noise_hu"] / cbct.gaussian_noise_gain(sig))
+    noisy += np.float32(0.8 * p["noise_hu"] / cbct.gaussian_noise_gain(sig))
+    noisy *= rng.standard_normal(grid.shape, dtype=np.float32)
+    noisy += true
+    timings["noise"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    img = ndimage.gaussian_filter(noisy, sig, truncate=3.0)
+    del noisy
     hu_pt = float(cbct.hu_from_mu(p["mu_platinum_per_mm"]))
     pad = int(np.ceil(3 * p["psf_tail_sigma_mm"] / min(sp))) + 1
     lo = np.maximum(fld.kji.min(0) - pad, 0)
@@ -372,18 +397,11 @@ def generate_patient(seed: int, *, preset: str = "small", orientation: str = "ax
     streak_kw = dict(isocenter_xy=tuple(scan_center[:2]), head_center_xy=tuple(head_c[:2]), head_axes_mm=(72.0, 92.0),
                      n0=p["photons_per_bin"], floor=p["count_floor"], bh=p["beam_hardening"],
                      strength=p["streak_strength"], n_angles=90)
+    if keep_intermediate:
+        inter = {"grid": grid, "true_hu": true.copy(), "metal_mu": metal_mu, "z_range": (int(lo[0]), int(hi[0])),
+                 "streak_kw": dict(streak_kw)}
     img[lo[0]:hi[0]] += cbct.streak_image(grid, metal_mu, (int(lo[0]), int(hi[0])), rng=rng, **streak_kw)
     timings["streaks"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    dens = np.clip((true[::4, ::4, ::4] + 200.0) / 2000.0, 0, 1)
-    dens = ndimage.gaussian_filter(dens, 1.5)
-    coords = [np.clip(np.arange(n, dtype=np.float32) / 4, 0, s - 1) for n, s in zip(grid.shape, dens.shape)]
-    sigma_map = np.float32(p["noise_hu"]) * (np.float32(0.8) + np.float32(0.4) * an._trilinear(dens, coords))
-    noise = cbct.correlated_noise(grid.shape, sp, corr_mm=p["noise_corr_mm"], rng=rng)
-    img += sigma_map * noise
-    del noise, sigma_map
-    timings["noise"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     shade, p["shading"] = cbct.shading_field(grid, amplitude_hu=p["shading_hu"], cupping_hu=p["cupping_hu"],
@@ -395,6 +413,13 @@ def generate_patient(seed: int, *, preset: str = "small", orientation: str = "ax
         img += rings[None]
     img += np.float32(p["offset_hu"])
     np.clip(img, -1024.0, p["saturation_hu"], out=img)
+    if p["fov_cylinder"]:  # reconstructed field: a cylinder about the rotation axis, constant outside
+        r2 = (grid.xs - scan_center[0])[None, :] ** 2 + (grid.ys - scan_center[1])[:, None] ** 2
+        radius = 0.5 * min(grid.shape[1] * sp[1], grid.shape[2] * sp[0]) if target is None else \
+            0.5 * min(target.size[0] * sp[0], target.size[1] * sp[1])
+        out2d = r2 > radius**2
+        img[:, out2d] = np.float32(p["outside_fov_hu"])
+        P.tissue[:, out2d] = an.OUTSIDE
     timings["shading_saturation"] = time.perf_counter() - t0
 
     # --- truth ------------------------------------------------------------------------------
@@ -463,7 +488,8 @@ def generate_patient(seed: int, *, preset: str = "small", orientation: str = "ax
     p["hu_platinum"] = hu_pt
     p["label_rule"] = {"band_mm": LABEL_BAND_MM, "metal_hu": LABEL_METAL_HU, "image_hu_above_offset": LABEL_IMAGE_HU}
     timings["total"] = time.perf_counter() - t_all
-    return PhantomCase(case_id, image, label_v, metal_v, contacts, _jsonable(p), tissue_v, timings)
+    return PhantomCase(case_id, image, label_v, metal_v, contacts, _jsonable(p), tissue_v, timings,
+                       inter if keep_intermediate else {})
 
 
 def _exact(xyz) -> tuple[float, float, float]:

@@ -106,7 +106,7 @@ class AnnotationWidget(QWidget):
         f = QFormLayout(case)
         self.image_combo = QComboBox()
         self.attach_btn = QPushButton("Annotate")
-        self.attach_btn.clicked.connect(lambda: self.attach())
+        self.attach_btn.clicked.connect(self._safe(self.attach))
         row = QHBoxLayout()
         row.addWidget(self.image_combo, 1)
         row.addWidget(self.attach_btn)
@@ -159,7 +159,7 @@ class AnnotationWidget(QWidget):
         self.roi_check = QCheckBox("limit to ROI")
         self.roi_check.setToolTip(f"only inside the last rectangle of the '{ROI_LAYER}' shapes layer")
         roi_btn = QPushButton("Draw ROI")
-        roi_btn.clicked.connect(self.draw_roi)
+        roi_btn.clicked.connect(self._safe(self.draw_roi))
         row = QHBoxLayout()
         row.addWidget(self.roi_check, 1)
         row.addWidget(roi_btn)
@@ -179,7 +179,7 @@ class AnnotationWidget(QWidget):
         f.addRow("Min size", row)
         self.prefill_btn = QPushButton("Pre-fill")
         self.prefill_btn.setToolTip("threshold the scope into the electrode layer (Ctrl+Z undoes)")
-        self.prefill_btn.clicked.connect(lambda: self.prefill())
+        self.prefill_btn.clicked.connect(self._safe(self.prefill))
         f.addRow(self.prefill_btn)
         root.addWidget(pre)
 
@@ -188,7 +188,7 @@ class AnnotationWidget(QWidget):
         row = QHBoxLayout()
         self.mark_btn = QPushButton("Mark slice")
         self.mark_btn.setCheckable(True)
-        self.mark_btn.clicked.connect(lambda checked: self.mark(annotated=checked))
+        self.mark_btn.clicked.connect(self._safe(lambda: self.mark(annotated=self.mark_btn.isChecked())))
         prev_btn, next_btn = QPushButton("◀"), QPushButton("▶")
         prev_btn.setToolTip("previous annotated slice")
         next_btn.setToolTip("next annotated slice")
@@ -207,8 +207,8 @@ class AnnotationWidget(QWidget):
         io = QGroupBox("Save")
         g = QGridLayout(io)
         save_btn, load_btn = QPushButton("Save"), QPushButton("Load")
-        save_btn.clicked.connect(lambda: self.save())
-        load_btn.clicked.connect(lambda: self.load())
+        save_btn.clicked.connect(self._safe(self.save))
+        load_btn.clicked.connect(self._safe(self.load))
         self.autosave_check = QCheckBox("autosave every")
         self.autosave_check.setChecked(autosave_s > 0)
         self.autosave_spin = QSpinBox()
@@ -238,8 +238,8 @@ class AnnotationWidget(QWidget):
         p_next.clicked.connect(lambda: self._step(self._prediction_slices(), +1))
         acc_btn, acc_all_btn = QPushButton("Accept slice"), QPushButton("Accept all")
         acc_btn.setToolTip("copy the prediction of this slice into the annotation and mark it")
-        acc_btn.clicked.connect(lambda: self.accept_prediction([self.current_slice()]))
-        acc_all_btn.clicked.connect(lambda: self.accept_prediction(self._prediction_slices()))
+        acc_btn.clicked.connect(self._safe(lambda: self.accept_prediction([self.current_slice()])))
+        acc_all_btn.clicked.connect(self._safe(lambda: self.accept_prediction(self._prediction_slices())))
         g.addWidget(pred_btn, 0, 0, 1, 2)
         g.addWidget(p_prev, 0, 2)
         g.addWidget(p_next, 0, 3)
@@ -255,6 +255,18 @@ class AnnotationWidget(QWidget):
         self._on_scope_changed(self.scope_combo.currentText())
 
     # --- helpers ---------------------------------------------------------------------------
+    def _safe(self, fn):
+        """A button slot that reports bad input in the status line instead of raising."""
+
+        def slot(*_):  # QPushButton.clicked passes `checked`; no slot here needs it
+            try:
+                return fn()
+            except (OSError, ValueError) as exc:
+                self._say(f"error: {exc}")
+                return None
+
+        return slot
+
     def _say(self, text: str) -> None:
         self.status.setText(text)
         log.info(text)
@@ -302,6 +314,8 @@ class AnnotationWidget(QWidget):
                 self._say("No image layer to annotate.")
                 return
             layer = self.viewer.layers[name]
+        if self.session is not None and self.autosaver.dirty and self.store_edit.text():
+            self.save(autosave=True)  # switching cases never drops unsaved edits
         vol = _volume_of(layer)
         meta = layer.metadata.get(META_KEY, {})
         self.session = AnnotationSession(vol, store=self.store_edit.text() or None,
@@ -560,11 +574,18 @@ class AnnotationWidget(QWidget):
         self._say(f"imported {len(ks)} slices: {', '.join(map(str, ks))}")
         return ks
 
-    def export_pngs(self, out_dir: str | Path, *, image_dir: str | Path | None = None) -> list[Path]:
+    def export_pngs(self, folder: str | Path, *, with_images: bool = True) -> list[Path]:
+        """Write the annotated slices as the notebook workflow's PNG dataset.
+
+        ``folder/masks/<case>_<k>.png`` (0/255) and, with ``with_images``, ``folder/images/`` (the
+        coronal slice windowed -1000..3000 HU): the layout ``data.source: png`` trains from.
+        """
         s = self._need_session()
         s.label = self.labels_layer.data
-        paths = s.export_pngs(out_dir, image_dir=image_dir)
-        self._say(f"exported {len(paths)} PNG masks to {out_dir}")
+        folder = Path(folder)
+        paths = s.export_pngs(folder / "masks", image_dir=folder / "images" if with_images else None)
+        row_mm, col_mm = s.image.spacing_mm[1], s.image.spacing_mm[0]
+        self._say(f"exported {len(paths)} slices to {folder} (pixels {row_mm:.3g} x {col_mm:.3g} mm)")
         return paths
 
     def _export_dialog(self) -> None:

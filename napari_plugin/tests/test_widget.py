@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from cochseg3d.annotation import load_annotation
-from cochseg3d.volume import Volume, canonical, write_image
+from cochseg3d.volume import Volume, write_image
 
 napari = pytest.importorskip("napari")
 pytestmark = pytest.mark.filterwarnings("ignore:System theme detection")
@@ -123,7 +123,10 @@ def test_prediction_review_and_png_export(make_napari_viewer, case_path, tmp_pat
     widget.accept_prediction(widget._prediction_slices())
     paths = widget.export_pngs(tmp_path / "png")
     assert sorted(p.name for p in paths) == ["P07_11.png", "P07_4.png"]
-    assert np.array_equal(np.asarray(Image.open(tmp_path / "png" / "P07_4.png")) > 0, pred[4] > 0.5)
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "png" / "masks" / "P07_4.png")) > 0, pred[4] > 0.5)
+    image_png = np.asarray(Image.open(tmp_path / "png" / "images" / "P07_4.png"))
+    expected = np.round(np.clip((widget.session.image.array[4] + 1000.0) / 4000.0, 0, 1) * 255)
+    assert np.abs(image_png.astype(float) - expected).max() <= 1.0  # slice 4, windowed -1000..3000 HU
 
 
 def test_roi_limits_prefill_and_autosave(make_napari_viewer, case_path, tmp_path) -> None:
@@ -188,3 +191,11 @@ def test_open_case_from_record_and_label_reader(make_napari_viewer, case_path, t
     (lab,) = viewer2.open(str(json_path.parent / "P07.label.nii.gz"), plugin=PLUGIN)
     assert lab.__class__.__name__ == "Labels" and np.array_equal(lab.data, w2.labels_layer.data)
     assert np.allclose(lab.scale, w2.labels_layer.scale) and np.allclose(lab.translate, w2.labels_layer.translate)
+
+
+def test_buttons_report_errors_instead_of_raising(make_napari_viewer, qtbot, tmp_path) -> None:
+    viewer = make_napari_viewer()
+    widget = AnnotationWidget(viewer, store=tmp_path, autosave_s=0)
+    qtbot.mouseClick(widget.prefill_btn, 1)  # no image open yet
+    assert widget.status.text().startswith("error:") and "no image layer" in widget.status.text()
+    assert widget.session is None

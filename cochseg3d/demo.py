@@ -1,0 +1,270 @@
+"""The main job end to end on synthetic phantoms: what ``cochseg3d demo`` runs.
+
+phantom cohort (DICOM) -> inspect + convert -> annotations (auto pre-fill on the metal-bearing
+coronal slices, corrected from the phantom truth) -> train -> segment the held-out patients' DICOM
+folders -> evaluate against truth -> ``report.md``.
+
+Every stage runs the same ``cochseg3d`` verb a user would type (recorded in the report), writes
+its outputs atomically and leaves a marker in ``OUT/.demo/``; a rerun skips finished stages and an
+interrupted training run resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import shlex
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from cochseg3d.volume import Volume, atomic_write, canonical
+
+log = logging.getLogger(__name__)
+
+REPO_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@dataclass(frozen=True)
+class DemoPlan:
+    """Sizes of one demo run."""
+
+    patients: int
+    test_patients: int
+    seed: int
+    epochs: int
+    orientation: str = "mixed"
+
+    @classmethod
+    def make(cls, *, patients: int | None, quick: bool, seed: int, epochs: int | None = None) -> "DemoPlan":
+        n = patients or (6 if quick else 16)
+        if n < 4:
+            raise ValueError(f"--patients must be at least 4 (train, validation and test patients), got {n}")
+        test = max(1, round(n * 0.25))
+        return cls(patients=n, test_patients=test, seed=seed, epochs=epochs or (4 if quick else 14))
+
+
+@dataclass
+class StageLog:
+    """Timings and commands of every stage, for the report."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _cli(argv: list[str]) -> tuple[int, str]:
+    """Run a ``cochseg3d`` verb in this process; returns (status, captured stdout)."""
+    from cochseg3d.cli import main
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        status = main([str(a) for a in argv])
+    return status, buf.getvalue()
+
+
+def _command(argv: list[str]) -> str:
+    return "cochseg3d " + " ".join(shlex.quote(str(a)) for a in argv)
+
+
+class Demo:
+    """One demo run in ``out``; ``run()`` goes through the stages, skipping finished ones."""
+
+    def __init__(self, out: Path, plan: DemoPlan, *, device: str = "auto", progress: bool = True) -> None:
+        self.out = Path(out)
+        self.plan = plan
+        self.device = device
+        self.progress = progress
+        self.marks = self.out / ".demo"
+        self.stages: list[dict[str, Any]] = []
+
+    # --- bookkeeping --------------------------------------------------------------------------
+    def _stage(self, name: str, title: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        mark = self.marks / f"{name}.json"
+        if mark.exists():
+            info = json.loads(mark.read_text())
+            info["reused"] = True
+            print(f"[{len(self.stages) + 1}] {title}: reused ({mark.parent.name}/{mark.name})", flush=True)
+        else:
+            print(f"[{len(self.stages) + 1}] {title} ...", flush=True)
+            t0 = time.perf_counter()
+            info = fn()
+            info["seconds"] = round(time.perf_counter() - t0, 2)
+            info.setdefault("commands", [])
+            self.marks.mkdir(parents=True, exist_ok=True)
+            atomic_write(mark, lambda tmp: tmp.write_text(json.dumps(info, indent=1, default=str)))
+            print(f"    done in {info['seconds']:.1f} s", flush=True)
+        info.update(name=name, title=title)
+        self.stages.append(info)
+        return info
+
+    def _run_cli(self, argv: list[str], *, allow_fail: bool = False) -> str:
+        status, text = _cli(argv)
+        if status != 0 and not allow_fail:
+            raise RuntimeError(f"`{_command(argv)}` failed with status {status}:\n{text[-2000:]}")
+        return text
+
+    @property
+    def cohort_dir(self) -> Path:
+        return self.out / "phantoms"
+
+    def cohort(self) -> list[dict[str, Any]]:
+        return json.loads((self.cohort_dir / "cohort.json").read_text())
+
+    def split(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        cases = self.cohort()
+        rng = np.random.default_rng(self.plan.seed)
+        order = rng.permutation(len(cases))
+        test = sorted(order[: self.plan.test_patients].tolist())
+        return [c for i, c in enumerate(cases) if i not in test], [cases[i] for i in test]
+
+    # --- stages -------------------------------------------------------------------------------
+    def stage_phantoms(self) -> dict[str, Any]:
+        argv = ["phantom", self.cohort_dir, "--patients", self.plan.patients, "--seed", self.plan.seed,
+                "--orientation", self.plan.orientation, "--preview"]
+        self._run_cli(argv)
+        cases = self.cohort()
+        return {"commands": [_command(argv)], "cases": len(cases),
+                "vendors": sorted({c["vendor"] for c in cases}),
+                "orientations": sorted({c["orientation"] for c in cases})}
+
+    def stage_ingest(self) -> dict[str, Any]:
+        first = self.cohort()[0]
+        inspect_argv = ["inspect", self.cohort_dir / first["case_id"], "--json"]
+        text = self._run_cli(inspect_argv)
+        atomic_write(self.out / "inspect.json", lambda tmp: tmp.write_text(text))
+        convert_argv = ["convert", self.cohort_dir, self.out / "nifti"]
+        self._run_cli(convert_argv)
+        n = len(list((self.out / "nifti").glob("*.nii.gz")))
+        return {"commands": [_command(inspect_argv), _command(convert_argv)], "nifti_volumes": n}
+
+    def stage_annotate(self) -> dict[str, Any]:
+        from cochseg3d.annotation import prefill_canonical, save_annotation
+        from cochseg3d.dicom import load_input
+        from cochseg3d.metal import auto_threshold_hu, metal_slices
+        from cochseg3d.metrics import dice
+        from cochseg3d.volume import read_image
+
+        train, _ = self.split()
+        store = self.out / "annotations"
+        rows = []
+        rng = np.random.default_rng(self.plan.seed + 1)
+        for case in train:
+            image = load_input(self.cohort_dir / case["dicom"])
+            can = canonical(image)
+            truth = canonical(read_image(self.cohort_dir / case["label"]), is_label=True).array > 0
+            threshold = auto_threshold_hu(can)
+            show = sorted(set(metal_slices(can)) | set(np.flatnonzero(truth.any(axis=(1, 2))).tolist()))
+            pre = prefill_canonical(can.array, threshold_hu=threshold, min_size_voxels=4) > 0
+            # an annotator reviews the metal-bearing slices and a few without metal
+            others = np.setdiff1d(np.arange(can.array.shape[0]), show)
+            negatives = rng.choice(others, size=min(len(others), max(2, len(show) // 4)), replace=False)
+            annotated = sorted(set(show) | set(negatives.tolist()))
+            label = np.zeros(can.array.shape, np.uint8)
+            label[annotated] = truth[annotated]  # the user's corrections bring the pre-fill to the truth
+            pre_on = np.zeros_like(pre)
+            pre_on[show] = pre[show]
+            changed = int(np.logical_xor(pre_on[annotated], label[annotated] > 0).sum())
+            save_annotation(label, image=image, store=store, annotated_slices=annotated, case_id=case["case_id"],
+                            image_path=self.cohort_dir / case["dicom"], threshold_hu=threshold,
+                            extra={"corrected_from": "phantom truth (demo)"})
+            rows.append({"case_id": case["case_id"], "vendor": case["vendor"], "slices": len(annotated),
+                         "metal_slices": len(show), "threshold_hu": round(float(threshold), 1),
+                         "prefill_dice": round(dice(pre_on[show], truth[show]), 3),
+                         "voxels_corrected": changed})
+        first = train[0]
+        return {"commands": [_command(["prefill", self.cohort_dir / first["dicom"], "prefill.nii.gz",
+                                       "--threshold-hu", "auto"]),
+                             _command(["annotate", self.cohort_dir / first["dicom"], "--store", store])],
+                "cases": rows}
+
+    def _train_argv(self, run: Path) -> list[str]:
+        config = REPO_CONFIGS / "demo.yaml"
+        if not config.exists():
+            raise FileNotFoundError(f"{config}: the demo config is missing (install the repository in editable mode)")
+        return ["train", "--config", config, "--out", run, "--set", "data.source=annotations",
+                "--set", f"data.path={self.out / 'annotations'}", "--set", "data.split=[0.8,0.2,0.0]",
+                "--set", f"train.epochs={self.plan.epochs}", "--set", f"train.device={self.device}"]
+
+    def stage_train(self) -> dict[str, Any]:
+        run = self.out / "run"
+        argv = self._train_argv(run)
+        if (run / "last.pt").exists():
+            # an interrupted earlier demo: continue where it stopped
+            self._run_cli(["train", "--resume", run])
+        else:
+            if run.exists():
+                shutil.rmtree(run)  # a run killed before its first checkpoint holds nothing to keep
+            self._run_cli(argv)
+        best = run / "best.pt"
+        if not best.exists():
+            raise RuntimeError(f"{run}: training finished without best.pt")
+        return {"commands": [_command(argv)], "checkpoint": str(best)}
+
+    def stage_segment(self) -> dict[str, Any]:
+        _, test = self.split()
+        out = self.out / "segment"
+        commands = []
+        for case in test:
+            argv = ["segment", self.cohort_dir / case["dicom"], "-o", out, "--model", self.out / "run" / "best.pt",
+                    "--device", self.device, "--electrode", case["model"]]
+            self._run_cli(argv)
+            commands.append(_command(argv))
+        return {"commands": commands, "cases": [c["case_id"] for c in test]}
+
+    def stage_evaluate(self) -> dict[str, Any]:
+        # the held-out patients' truth only: an index beside the cohort pointing into it
+        _, test = self.split()
+        truth = self.out / "test_truth"
+        index = [{**c, **{k: str(Path("..") / "phantoms" / c[k]) for k in ("dicom", "label", "metal", "contacts")}}
+                 for c in test]
+        truth.mkdir(parents=True, exist_ok=True)
+        atomic_write(truth / "cohort.json", lambda tmp: tmp.write_text(json.dumps(index, indent=1)))
+        argv = ["evaluate", self.out / "segment", truth, "-o", self.out / "evaluation"]
+        self._run_cli(argv, allow_fail=True)
+        payload = json.loads((self.out / "evaluation.json").read_text())
+        return {"commands": [_command(argv)], "summary": payload.get("summary", []), "cases": payload.get("cases", [])}
+
+    def stage_report(self) -> dict[str, Any]:
+        from cochseg3d.demo_report import write_report
+
+        path = write_report(self)
+        return {"report": str(path)}
+
+    def run(self) -> Path:
+        self.out.mkdir(parents=True, exist_ok=True)
+        self._stage("phantoms", "generate a phantom cohort (DICOM folders + truth)", self.stage_phantoms)
+        self._stage("ingest", "inspect and convert the DICOM folders", self.stage_ingest)
+        self._stage("annotate", "annotate: auto pre-fill of the metal, corrected from truth", self.stage_annotate)
+        self._stage("train", "train the demo U-Net on the annotated slices", self.stage_train)
+        self._stage("segment", "segment the held-out patients' DICOM folders", self.stage_segment)
+        self._stage("evaluate", "evaluate against the phantom truth", self.stage_evaluate)
+        (self.marks / "report.json").unlink(missing_ok=True)  # the report always reflects this run
+        self._stage("report", "write the report", self.stage_report)
+        return self.out / "report.md"
+
+
+def run_demo(out: str | Path = "demo_out", *, patients: int | None = None, quick: bool = False, seed: int = 0,
+             device: str = "auto", progress: bool = True, epochs: int | None = None) -> Path:
+    """Run the whole demo in ``out``; returns the report's path.
+
+    Args:
+        out: output folder (reused: finished stages are skipped).
+        patients: cohort size (default 16, or 6 with ``quick``); a quarter are held out for testing.
+        quick: a smaller cohort and fewer epochs (about 2 minutes on 2 CPU cores).
+        seed: the cohort's and the split's seed.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        epochs: training epochs (default from ``quick``).
+    """
+    plan = DemoPlan.make(patients=patients, quick=quick, seed=seed, epochs=epochs)
+    out = Path(out)
+    saved = out / ".demo" / "plan.json"
+    if saved.exists() and json.loads(saved.read_text()) != plan.__dict__:
+        raise ValueError(f"{out} holds a demo run with other settings ({saved}); choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(saved, lambda tmp: tmp.write_text(json.dumps(plan.__dict__)))
+    return Demo(out, plan, device=device, progress=progress).run()

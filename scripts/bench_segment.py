@@ -1,0 +1,156 @@
+#!/usr/bin/env python
+"""Benchmark ``segment``: a clinical-size phantom patient, DICOM folder in -> NIfTI label out.
+
+Measures, on the CPU threads given (default 2):
+
+* end-to-end wall time: DICOM discovery + load, canonical reorientation, batched MONAI
+  SliceInferer over every coronal slice, post-processing, back onto the source grid, NIfTI write,
+  contacts (reported separately);
+* the network part alone: batched ``predict_canonical`` against a naive loop (one whole slice per
+  forward pass) in the same run, as a ratio;
+* peak memory (resident set growth during ``run_segmentation``) against the float32 volume size,
+  measured in a fresh subprocess so earlier work does not count.
+
+    nice -n 10 .venv/bin/python scripts/bench_segment.py            # ~200^3 at 0.2 mm
+    .venv/bin/python scripts/bench_segment.py --preset small        # quick check
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+
+def _rss_mb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return float(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def memory_probe(dicom: str, model: str | None, threads: int) -> None:
+    """Child process: peak RSS growth of run_segmentation over the loaded volume (prints JSON)."""
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(threads)
+    from cochseg3d.dicom import load_input
+    from cochseg3d.inference import load_model, run_segmentation
+
+    net, pre, _ = load_model(model)
+    vol = load_input(dicom)
+    run_segmentation(vol, net, preprocessing=pre)  # warm-up: allocator pools, lazy imports
+    base = _rss_mb("VmRSS")
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM) to the current RSS
+        resettable = True
+    except OSError:
+        resettable = False
+    run_segmentation(vol, net, preprocessing=pre)
+    peak = _rss_mb("VmHWM")
+    f32 = vol.array.size * 4 / 2**20
+    print(json.dumps({"base_mb": base, "peak_mb": peak, "growth_mb": peak - base, "float32_mb": f32,
+                      "resettable": resettable, "shape": list(vol.array.shape)}))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", default="clinical", choices=["clinical", "small"])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--model", default=None, help="checkpoint (default: the shipped model)")
+    ap.add_argument("--seed", type=int, default=4242)
+    ap.add_argument("--repeats", type=int, default=2, help="end-to-end repeats (best is reported)")
+    ap.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
+    ap.add_argument("--_probe", nargs=1, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args._probe:
+        memory_probe(args._probe[0], args.model, args.threads)
+        return 0
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from cochseg3d.contacts import find_contacts
+    from cochseg3d.dicom import load_input
+    from cochseg3d.inference import load_model, predict_canonical, predict_naive, run_segmentation
+    from cochseg3d.metrics import dice
+    from cochseg3d.phantom import generate_patient, write_patient
+    from cochseg3d.volume import canonical, write_image
+
+    net, pre, info = load_model(args.model)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        case = generate_patient(args.seed, preset=args.preset)
+        folder = write_patient(case, tmp / "in", clutter=True)
+        dicom = folder / "DICOM"
+        n_files = len(list(dicom.iterdir()))
+        # end to end (best of N): DICOM folder -> label NIfTI on the source grid
+        times, stages = [], {}
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            vol = load_input(dicom)
+            t1 = time.perf_counter()
+            res = run_segmentation(vol, net, preprocessing=pre)
+            t2 = time.perf_counter()
+            write_image(res.label, tmp / "out" / "label.nii.gz")
+            t3 = time.perf_counter()
+            times.append(t3 - t0)
+            if t3 - t0 <= min(times):
+                stages = {"load": t1 - t0, "segment": t2 - t1, "write": t3 - t2}
+        t0 = time.perf_counter()
+        contacts = find_contacts(res.label, vol)
+        t_contacts = time.perf_counter() - t0
+        d = dice(res.label.array, case.label.array)
+        # network part: batched SliceInferer vs a naive per-slice loop on the same canonical volume
+        can = canonical(vol)
+        t0 = time.perf_counter()
+        p_batched = predict_canonical(net, can, pre)
+        t_batched = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        p_naive = predict_naive(net, can, pre)
+        t_naive = time.perf_counter() - t0
+        agree = float(np.mean((p_batched >= 0.5) == (p_naive >= 0.5)))
+        probe = subprocess.run([sys.executable, __file__, "--_probe", str(dicom), "--threads", str(args.threads)]
+                               + (["--model", args.model] if args.model else []),
+                               capture_output=True, text=True, check=True)
+        mem = json.loads(probe.stdout.strip().splitlines()[-1])
+    shape = tuple(vol.array.shape)
+    best = min(times)
+    body = f"""Patient: phantom seed {args.seed}, preset `{args.preset}`: {shape[2]}x{shape[1]}x{shape[0]} voxels at
+{vol.spacing_mm[0]:.2f} mm, {n_files} files in the DICOM folder (with clutter); model `{Path(info['path']).name}`
+({pre.context * 2 + 1} input slice(s), {pre.spacing_mm} mm pixels, roi {list(pre.roi_size)}); {args.threads} CPU threads.
+
+| measure | value |
+|---|---|
+| end to end, DICOM folder -> label NIfTI (best of {args.repeats}) | **{best:.1f} s** (load {stages['load']:.1f} s, segment {stages['segment']:.1f} s, write {stages['write']:.1f} s) |
+| contacts from label + image (extra) | {t_contacts:.1f} s ({len(contacts.lps_mm)} contacts, {contacts.method}) |
+| network: batched SliceInferer (`predict_canonical`) | {t_batched:.1f} s |
+| network: naive loop, one slice per forward pass (`predict_naive`) | {t_naive:.1f} s |
+| batched / naive speed-up | **{t_naive / t_batched:.2f}x** (voxel agreement at 0.5: {agree:.4f}) |
+| peak memory growth during `run_segmentation` | {mem['growth_mb']:.0f} MB = **{mem['growth_mb'] / mem['float32_mb']:.2f}x** the float32 volume ({mem['float32_mb']:.0f} MB){'' if mem['resettable'] else ' (peak not resettable: upper bound)'} |
+| Dice of this label vs the phantom truth | {d:.3f} |
+
+Target: <= 15 s end to end on 2 cores, peak memory <= 4x the float32 volume.
+"""
+    print(body)
+    if not args.no_write:
+        from benchlib import update_section
+
+        cmd = "python scripts/bench_segment.py" + (f" --preset {args.preset}" if args.preset != "clinical" else "")
+        update_section("segment", "Segmentation (issue 6): DICOM in -> label out", body, command=cmd)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
