@@ -126,7 +126,7 @@ def _bbox(mask: np.ndarray, margin: tuple[int, int, int]) -> tuple[slice, ...]:
                  for i, m, n in zip(idx, margin, mask.shape))
 
 
-def _longest_path(points_mm: np.ndarray, link_mm: float) -> np.ndarray:
+def _longest_path(points_mm: np.ndarray, link_mm: float, *, max_pieces: int = 30) -> np.ndarray:
     """Indices of the longest shortest path through points linked within ``link_mm``.
 
     Disconnected pieces (an array broken by a label gap) are joined by their closest pair of points
@@ -145,6 +145,11 @@ def _longest_path(points_mm: np.ndarray, link_mm: float) -> np.ndarray:
     rows, cols, vals = list(pairs[:, 0]), list(pairs[:, 1]), list(w)
     graph = coo_matrix((vals, (rows, cols)), shape=(n, n)).tocsr()
     n_comp, comp = connected_components(graph, directed=False)
+    if n_comp > max_pieces:
+        # a label in many pieces (a poor segmentation): bridge only the largest ones
+        big = np.argsort(np.bincount(comp))[::-1][:max_pieces]
+        keep = np.isin(comp, big)
+        return np.nonzero(keep)[0][_longest_path(points_mm[keep], link_mm, max_pieces=max_pieces)]
     if n_comp > 1:
         # bridge the pieces: closest pair between every two pieces, then their spanning tree
         trees = [cKDTree(points_mm[comp == c]) for c in range(n_comp)]

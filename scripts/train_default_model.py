@@ -91,7 +91,7 @@ def held_out_sets(seed: int, n: int) -> dict[str, list[tuple[int, str, dict[str,
     rng = np.random.default_rng(seed + 1)
     base = 900_000 + seed * 100
     sets = {"held_out": [(base + i, *random_overrides(rng)) for i in range(n)]}
-    k = max(3, n // 3)
+    k = max(1, n // 3)
     sets["offset_unseen"] = [(base + 100 + i, str(rng.choice(ORIENTATIONS)),
                               {"offset_hu": float(rng.choice([-700.0, 800.0])), "spacing_mm": 0.3}) for i in range(k)]
     sets["noise_streak_unseen"] = [(base + 200 + i, str(rng.choice(ORIENTATIONS)),
