@@ -194,11 +194,17 @@ def prefill(
         uint8 0/1 label Volume with ``image``'s size, spacing, origin and direction;
         ``meta["threshold_hu"]`` holds the threshold used.
     """
-    can = as_canonical(image)
-    thr = resolve_threshold(can, threshold_hu)
-    lab = prefill_canonical(can.array, threshold_hu=thr, slices=slices, roi=roi, min_size_voxels=min_size_voxels)
-    out = from_canonical(can.with_array(lab), Grid.from_dict(can.meta["source_grid"]), is_label=True)
-    out.array = out.array.astype(np.uint8)
+    if slices is None and roi is None and "source_grid" not in image.meta:
+        # the whole volume: threshold the source grid itself (no resampling of oblique series)
+        thr = resolve_threshold(image, threshold_hu)
+        _, block = prefill_region(image.array, threshold_hu=thr, min_size_voxels=min_size_voxels)
+        out = image.with_array(block)
+    else:
+        can = as_canonical(image)
+        thr = resolve_threshold(can, threshold_hu)
+        lab = prefill_canonical(can.array, threshold_hu=thr, slices=slices, roi=roi, min_size_voxels=min_size_voxels)
+        out = from_canonical(can.with_array(lab), Grid.from_dict(can.meta["source_grid"]), is_label=True)
+        out.array = out.array.astype(np.uint8)
     out.meta = {k: v for k, v in image.meta.items() if k != "source_grid"}
     out.meta["threshold_hu"] = thr
     return out
@@ -490,17 +496,27 @@ def export_pngs(
         window_hu: ``(low, high)`` HU mapped to 0..255 for the image PNGs.
 
     Returns:
-        The mask paths written.
+        The mask paths written. An existing mask that differs is first copied to
+        ``out_dir/backups/<time>/`` (it may be someone's hand-made mask).
     """
     from PIL import Image
 
     out_dir = Path(out_dir)
     written = []
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
     for k in sorted({int(s) for s in slices}):
         if not 0 <= k < label.shape[0]:
             raise ValueError(f"slice {k} lies outside the volume's 0..{label.shape[0] - 1} coronal slices")
         mask = np.where(np.asarray(label[k]) > 0, 255, 0).astype(np.uint8)
         p = out_dir / slice_png_name(case_id, k)
+        if p.exists():
+            try:
+                same = np.array_equal(np.asarray(Image.open(p).convert("L")), mask)
+            except OSError:
+                same = False
+            if not same:
+                (out_dir / BACKUP_DIR / stamp).mkdir(parents=True, exist_ok=True)
+                shutil.copy2(p, out_dir / BACKUP_DIR / stamp / p.name)
         atomic_write(p, lambda tmp, m=mask: Image.fromarray(m, mode="L").save(tmp, format="PNG"))
         written.append(p)
         if image is not None and image_dir is not None:

@@ -69,7 +69,7 @@ class DataConfig:
         phantom_preset: phantom size preset (``"small"`` or ``"clinical"``).
         phantom_overrides: extra ``generate_patient`` keyword arguments.
         png_images: sub-folder of ``path`` holding image PNGs (``<case>_<slice>.png``).
-        png_masks: sub-folder holding mask PNGs of the same names (0 / non-zero).
+        png_masks: sub-folder holding mask PNGs of the same names (0/255; > 127 is electrode).
         png_pixel_spacing_mm: pixel size of the PNGs (unknown in the files themselves).
         png_window: grey values mapped to [0, 1] (PNG images are already windowed).
         split: train/val/test proportions over patients.
@@ -131,7 +131,12 @@ class ModelConfig:
 
 @dataclass
 class EarlyStopConfig:
-    """Stop when the smoothed validation metric has not improved for ``patience`` epochs."""
+    """Stop when the smoothed validation metric has not improved for ``patience`` validations.
+
+    The monitored metric is smoothed with an exponential moving average (``smoothing`` = weight of the
+    previous value) so one noisy validation neither stops training nor resets the count; ``patience``
+    counts validations of the monitored metric (every ``val_patient_every`` epochs for patient Dice).
+    """
 
     enabled: bool = True
     patience: int = 10

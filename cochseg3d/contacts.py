@@ -353,8 +353,8 @@ def find_contacts(
     img = _crop(image, box)
     lab = _crop(label, box)
     m = np.asarray(lab.array) > 0
-    smoothed = ndimage.gaussian_filter(img.array.astype(np.float32), sigma=np.maximum(0.08 / sp[::-1], 0.5))
-    curve = _centreline(lab, m, step_mm)
+    smoothed = ndimage.gaussian_filter(img.array.astype(np.float32), sigma=np.maximum(0.2 / sp[::-1], 0.5))
+    curve = _centreline(lab, m, step_mm, smoothed)
     length = float(np.linalg.norm(np.diff(curve, axis=0), axis=1).sum())
     profile = _sample(img, curve, smoothed)
     info: dict[str, Any] = {"length_mm": round(length, 3), "electrode": electrode}
@@ -409,12 +409,66 @@ def find_contacts(
     return Contacts(pts, method, curve, profile.astype(np.float32), pitch_used, info)
 
 
-def _centreline(lab: Volume, m: np.ndarray, step_mm: float) -> np.ndarray:
+def _perpendicular_basis(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    a = np.array([1.0, 0.0, 0.0]) if abs(t[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
+    u = np.cross(t, a)
+    u /= np.linalg.norm(u)
+    return u, np.cross(t, u)
+
+
+def _track(field: np.ndarray, vol: Volume, m: np.ndarray, start: np.ndarray, direction: np.ndarray, *,
+           step_mm: float = 0.1, radius_mm: float = 0.3, max_mm: float = 80.0, max_gap_mm: float = 0.5
+           ) -> np.ndarray:
+    """Follow the array's bright core from ``start`` along ``direction`` until the label ends.
+
+    Each step goes ``step_mm`` ahead, then moves half-way to the intensity centroid of a disc of
+    ``radius_mm`` across the direction of travel; the direction changes smoothly. The momentum
+    carries the track through places where neighbouring turns blur together, where a skeleton
+    takes shortcuts.
+    """
+    rings = [(r, a) for r in (radius_mm / 2, radius_mm) for a in np.linspace(0, 2 * np.pi, 8, endpoint=False)]
+    offsets2d = np.array([[0.0, 0.0]] + [[r * np.cos(a), r * np.sin(a)] for r, a in rings])
+    t = direction / np.linalg.norm(direction)
+    p = np.asarray(start, float)
+    pts = [p]
+    outside = 0
+    inv = np.linalg.inv(vol.direction @ np.diag(vol.spacing_mm))
+    origin = np.asarray(vol.origin_mm)
+    for _ in range(int(max_mm / step_mm)):
+        q = p + step_mm * t
+        u, v = _perpendicular_basis(t)
+        cand = q + offsets2d[:, :1] * u + offsets2d[:, 1:] * v
+        ijk = (cand - origin) @ inv.T
+        w = ndimage.map_coordinates(field, ijk[:, ::-1].T, order=1, mode="nearest")
+        w = np.clip(w - w.min(), 0, None)
+        if w.sum() > 0:
+            q = q + 0.5 * ((w[:, None] * (cand - q)).sum(axis=0) / w.sum())
+        t_new = q - p
+        t_new /= np.linalg.norm(t_new) + 1e-12
+        t = 0.6 * t + 0.4 * t_new
+        t /= np.linalg.norm(t)
+        p = q
+        i, j, k = np.rint((p - origin) @ inv.T).astype(int)
+        inside = 0 <= k < m.shape[0] and 0 <= j < m.shape[1] and 0 <= i < m.shape[2] and bool(m[k, j, i])
+        outside = 0 if inside else outside + 1
+        if outside * step_mm > max_gap_mm:
+            break
+        if len(pts) > int(3.0 / step_mm):
+            # coming back onto its own earlier path: the tip was passed and a neighbouring turn reached
+            if np.min(np.linalg.norm(np.asarray(pts[: -int(3.0 / step_mm)]) - p, axis=1)) < 0.5:
+                break
+        pts.append(p)
+    pts = np.array(pts)
+    return pts[: max(1, len(pts) - outside)]
+
+
+def _centreline(lab: Volume, m: np.ndarray, step_mm: float, field: np.ndarray | None = None) -> np.ndarray:
     """The array's centreline (LPS mm, apex -> base, every ``step_mm``) from its mask ``m``.
 
-    Skeleton -> longest path through it (gaps bridged) -> smoothing spline -> extended along the
-    end tangents to the mask's tips. The apex is the end curled into the spiral: closer to the
-    centreline's centroid than the basal end, which runs out toward the lead.
+    Skeleton -> longest path through it (gaps bridged) -> its basal end (the end farther from the
+    path's centroid: the lead runs away from the spiral, the apex curls into it). From there the
+    array is tracked (:func:`_track`) on ``field`` (smoothed CT) to its apical tip; the skeleton
+    path is the fallback when tracking stops early. Smoothing spline, sampled every ``step_mm``.
     """
     from skimage.morphology import skeletonize
 
@@ -424,16 +478,27 @@ def _centreline(lab: Volume, m: np.ndarray, step_mm: float) -> np.ndarray:
         skel = m
     pts = lab.index_to_lps(np.argwhere(skel)[:, ::-1])
     path = pts[_longest_path(pts, link_mm=1.75 * float(sp.max()))]
-    curve = _resample_curve(path, step_mm, max(0.5, 2.0 * float(sp.max())))
+    centroid = path.mean(axis=0)
+    if np.linalg.norm(path[0] - centroid) > np.linalg.norm(path[-1] - centroid):
+        path = path[::-1]  # now apex (roughly) -> base
+    skel_len = float(np.linalg.norm(np.diff(path, axis=0), axis=1).sum())
+    smooth = max(0.5, 2.0 * float(sp.max()))
+    if field is not None and skel_len > 3.0:
+        base = path[-1]
+        back = path[-1 - int(np.searchsorted(np.cumsum(np.linalg.norm(np.diff(path[::-1], axis=0), axis=1)), 1.0))]
+        tracked = _track(field, lab, m, base, back - base)
+        t_len = float(np.linalg.norm(np.diff(tracked, axis=0), axis=1).sum()) if len(tracked) > 1 else 0.0
+        if t_len > 0.8 * skel_len:
+            curve = _resample_curve(tracked[::-1], step_mm, smooth)
+            return _extend_tips(curve, lab, m, step_mm)
+    curve = _resample_curve(path, step_mm, smooth)
+    return _extend_tips(curve, lab, m, step_mm)
 
+
+def _extend_tips(curve: np.ndarray, lab: Volume, m: np.ndarray, step_mm: float) -> np.ndarray:
     def inside(p):
         i, j, k = np.rint(lab.lps_to_index(p)).astype(int)
         return 0 <= k < m.shape[0] and 0 <= j < m.shape[1] and 0 <= i < m.shape[2] and bool(m[k, j, i])
 
     curve = _extend_to_tip(curve, inside, step_mm, 2.0)
-    curve = _extend_to_tip(curve[::-1], inside, step_mm, 2.0)[::-1]
-    centroid = curve.mean(axis=0)
-    n_end = max(1, min(len(curve) // 4, int(2.0 / step_mm)))
-    d_first = np.linalg.norm(curve[:n_end] - centroid, axis=1).mean()
-    d_last = np.linalg.norm(curve[-n_end:] - centroid, axis=1).mean()
-    return curve[::-1] if d_last < d_first else curve
+    return _extend_to_tip(curve[::-1], inside, step_mm, 2.0)[::-1]

@@ -168,7 +168,13 @@ def load_annotation_store(cfg: DataConfig, *, progress: bool = False) -> list[Pa
         ann = load_annotation(rec)
         image = _load_image_input(Path(ann.image_path))
         check_same_grid(image, ann.label, image_path=ann.image_path, label_path=rec)
-        image, label = _canonical_pair(image, ann.label)
+        image = canonical(image)
+        # the store's own canonical stack: exact for oblique series (no second resampling)
+        lab = (ann.canonical_label() > 0).astype(np.uint8)
+        if lab.shape != image.array.shape:
+            raise ValueError(f"{rec}: canonical label {lab.shape} does not match its image {ann.image_path} "
+                             f"{image.array.shape}")
+        label = image.with_array(lab)
         slices = sorted({int(k) for k in ann.annotated_slices})
         if not slices:
             log.warning("%s: no annotated slices; skipped", rec)
@@ -176,7 +182,7 @@ def load_annotation_store(cfg: DataConfig, *, progress: bool = False) -> list[Pa
         bad = [k for k in slices if not 0 <= k < image.array.shape[0]]
         if bad:
             raise ValueError(f"{rec}: annotated slices {bad} outside the {image.array.shape[0]} coronal slices")
-        case_id = sanitize_case_id(Path(rec).name.split(".")[0])
+        case_id = sanitize_case_id(ann.case_id or Path(rec).name.split(".")[0])
         out.append(Patient(case_id, str(rec), image, label, slices, fully_labelled=False))
     if not out:
         raise ValueError(f"{root}: the annotation set is empty (no record lists an annotated slice)")
@@ -193,7 +199,7 @@ def _png_case(stem: str) -> tuple[str, int | None]:
 def load_png_folder(cfg: DataConfig) -> list[Patient]:
     """The notebook workflow's PNG pairs: ``images/<case>_<slice>.png`` + ``masks/<same name>``.
 
-    Masks are 0 / non-zero. The pixel size comes from ``cfg.png_pixel_spacing_mm`` (PNGs carry none).
+    Masks are 0/255 (> 127 is electrode, as cochseg3d.annotation reads them). The pixel size comes from ``cfg.png_pixel_spacing_mm`` (PNGs carry none).
     """
     from PIL import Image
 
@@ -212,7 +218,7 @@ def load_png_folder(cfg: DataConfig) -> list[Patient]:
         if not m.is_file():
             raise FileNotFoundError(f"{m}: mask missing for image {f}")
         img = np.asarray(Image.open(f).convert("L"), dtype=np.float32)
-        mask = np.asarray(Image.open(m).convert("L")) > 0
+        mask = np.asarray(Image.open(m).convert("L")) > 127
         if mask.shape != img.shape:
             raise ValueError(f"{m}: mask is {mask.shape[1]}x{mask.shape[0]} pixels but image {f} is "
                              f"{img.shape[1]}x{img.shape[0]}")

@@ -11,11 +11,13 @@ automatic threshold here is derived from the image's own histogram:
 * the metal level ``m`` is the mean of the brightest voxels (the electrode core, often saturated);
 * the threshold is ``b + 0.45 (m - b)``, a little below halfway from dense bone to metal, and never
   below the half-maximum between tissue and metal ``t + 0.5 (m - t)`` (the edge of a blurred bright
-  object). Bone noise, streaks and blooming spread upwards from ``b``; the fraction 0.45 was the
-  best Dice against the phantom truth over vendors, noise 20-120 HU and offsets -400..+300 HU
-  (``scripts/bench_annotation.py``; 0.3 paints streaks, 0.6 loses the electrode's rim).
+  object). Bone noise, streaks and blooming spread upwards from ``b``. On the phantoms (three
+  vendors, noise 20-120 HU, offsets 0 / -400 HU; ``scripts/bench_annotation.py``) Dice is flat
+  between 0.2 and 0.45 while the volume painted away from the electrode falls fivefold from 0.3
+  to 0.45; 0.6 and above lose the electrode's rim.
 
-All three levels move with an offset, so the threshold moves with it. When the brightest voxels
+Tissue and bone move with an offset, and so does the metal level unless the scanner clips it at a
+fixed ceiling (3071 / 4095): the threshold follows the offset fully or in part. When the brightest voxels
 are not clearly brighter than dense bone (no metal in the image) the threshold is placed just
 above the maximum, so the mask is empty rather than painted bone.
 """
@@ -124,7 +126,7 @@ def auto_threshold_hu(volume: Volume | np.ndarray) -> float:
     """An HU threshold that separates the electrode from bone, derived from the image.
 
     Robust to CBCT grey-value offsets: every level it uses (tissue peak, dense bone, metal core)
-    is measured on the image, so adding a constant to the image adds it to the threshold.
+    is measured on the image, so adding a constant to an unclipped image adds it to the threshold.
 
     Args:
         volume: a CT/CBCT volume in HU (any offset) or its array.

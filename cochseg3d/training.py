@@ -193,7 +193,8 @@ def evaluate_patients(model: torch.nn.Module, patients: list[Patient], cfg: Conf
 
     Uses :func:`cochseg3d.inference.predict_canonical` (the same resampling, windowing and 2.5D
     stacking as ``cochseg3d segment``), thresholded at 0.5. For partly annotated patients only their
-    annotated slices count. ``full`` adds IoU, precision, recall and HD95 (mm) per patient.
+    annotated slices count. ``full`` adds IoU, precision, recall, HD95 (mm) and the Dice after
+    ``cochseg3d.inference.postprocess`` (what ``cochseg3d segment`` writes) per patient.
 
     Returns:
         ``{"dice": mean Dice, "patients": {case_id: {metric: value}}}``.
@@ -209,9 +210,17 @@ def evaluate_patients(model: torch.nn.Module, patients: list[Patient], cfg: Conf
         prob = predict_canonical(net, p.image, cfg.preprocessing, batch_size=cfg.train.sw_batch_size,
                                  overlap=cfg.train.sw_overlap, device=device)
         pred, truth = prob > 0.5, p.label.array > 0
+        post = None
+        if full:
+            from cochseg3d.inference import postprocess
+
+            post = postprocess(pred, p.image.spacing_mm)
         if not p.fully_labelled:
             pred, truth = pred[p.slices], truth[p.slices]
+            post = post[p.slices] if post is not None else None
         row = {"dice": M.dice(pred, truth)}
+        if post is not None:
+            row["dice_postprocessed"] = M.dice(post, truth)
         if full:
             # canonical spacing is (i, j, k); numpy axes are (k, j, i)
             sp = tuple(p.image.spacing_mm[::-1])
@@ -415,7 +424,8 @@ def _train(config, *, out_dir, resume, progress, overrides, on_epoch_end) -> Pat
                 lab = batch["label"].to(device, non_blocking=True)
                 opt.zero_grad(set_to_none=True)
                 with _autocast(device, use_amp):
-                    loss = loss_fn(model(img), lab)
+                    logits = model(img)
+                loss = loss_fn(logits.float(), lab)  # the loss in float32 even under AMP
                 scaler.scale(loss).backward()
                 if t.grad_clip > 0:
                     scaler.unscale_(opt)
@@ -520,7 +530,7 @@ def _final_test(run_dir: Path, data: Datasets, cfg: Config, device: torch.device
     if test and cfg.data.resize_to is None and all(p.image is not None for p in test):
         res = evaluate_patients(model, test, cfg, device, full=True)
         out["patients"] = res["patients"]
-        for m in ("dice", "iou", "precision", "recall", "hd95_mm"):
+        for m in ("dice", "iou", "precision", "recall", "hd95_mm", "dice_postprocessed"):
             vals = [r[m] for r in res["patients"].values() if math.isfinite(r[m])]
             out[f"patient_{m}"] = float(np.mean(vals)) if vals else None
     if data.test_items:
@@ -528,10 +538,21 @@ def _final_test(run_dir: Path, data: Datasets, cfg: Config, device: torch.device
 
         loader = DataLoader(make_dataset(data.test_items, cfg, train=False), batch_size=1)
         out.update({k.replace("val_", "slice_"): v for k, v in evaluate_slices(model, loader, cfg, device).items()})
-    atomic_write(run_dir / "test_metrics.json",
-                 lambda tmp: Path(tmp).write_text(json.dumps(out, indent=2, default=_json_default) + "\n"))
+    text = json.dumps(_json_safe(out), indent=2, default=_json_default, allow_nan=False) + "\n"
+    atomic_write(run_dir / "test_metrics.json", lambda tmp: Path(tmp).write_text(text))
     log.info("test: patient Dice %s, slice Dice %s (best epoch %s)", _fmt(out.get("patient_dice")),
              _fmt(out.get("slice_dice")), out["best_epoch"])
+
+
+def _json_safe(x: Any) -> Any:
+    """NaN / inf (e.g. HD95 of an empty prediction) become null: strict JSON."""
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    if isinstance(x, (float, np.floating)) and not math.isfinite(float(x)):
+        return None
+    return x
 
 
 def _json_default(x: Any) -> Any:

@@ -117,6 +117,7 @@ def main() -> int:
     ap.add_argument("--baseline-epochs", type=int, default=40)
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench_train")
     ap.add_argument("--skip-baseline", action="store_true")
+    ap.add_argument("--speed-epochs", type=int, default=3, help="epochs of the num_workers 0 vs 1 runs (0: skip)")
     ap.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -133,6 +134,15 @@ def main() -> int:
         results[name] = {"run": run, "time_s": secs, "params": count_parameters(model), "test": test,
                          "speed": _speed(run), "split": "patient", "best_epoch": info["epoch"]}
         log.info("%s: %s", name, {k: v for k, v in test.items() if k != "patients"})
+
+    # data-loader check: the same 2D training with augmentation on the training thread vs in one worker
+    speed_rows = []
+    if args.speed_epochs:
+        for nw in (0, 1):
+            run, _ = _timed_train(demo, args.out / f"speed_w{nw}", common[:1] + [
+                f"data.num_workers={nw}", f"train.epochs={args.speed_epochs}", "train.val_patient_every=0",
+                "train.early_stop.enabled=false"])
+            speed_rows.append((nw, _speed(run)))
 
     ref = results["2D U-Net"]
     split = json.loads((ref["run"] / "split.json").read_text())
@@ -199,6 +209,14 @@ def main() -> int:
     if baseline_row:
         sp = baseline_row["speed"]
         lines.append(f"| notebook baseline | 256×256 | {sp['slices_per_s']:.0f} | {sp['data_wait']:.0%} | {sp['epoch_s']:.1f} |")
+    if speed_rows:
+        lines += ["", f"Data loader: the 2D run for {args.speed_epochs} epochs with augmentation on the training thread "
+                  "vs in one worker process (mean of epochs after the first):", "",
+                  "| `data.num_workers` | train slices/s | data-wait share | ratio of slices/s to workers=0 |",
+                  "|---:|---:|---:|---:|"]
+        base_sps = speed_rows[0][1]["slices_per_s"]
+        for nw, sp in speed_rows:
+            lines.append(f"| {nw} | {sp['slices_per_s']:.0f} | {sp['data_wait']:.0%} | {sp['slices_per_s'] / base_sps:.2f}× |")
     body = "\n".join(lines)
     print(body)
     if not args.no_write:

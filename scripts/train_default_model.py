@@ -2,7 +2,7 @@
 """Train the default model shipped in ``cochseg3d/weights/default.pt`` and measure it.
 
 Everything it learns from is synthetic: phantom patients (:mod:`cochseg3d.phantom`) randomised
-widely per patient (grey-value offset, noise, streaks, voxel size 0.2-0.4 mm, acquisition
+widely per patient (grey-value offset, noise, streaks, voxel size 0.25-0.4 mm, acquisition
 orientation, electrode vendor/model), written as a NIfTI cohort and trained on with
 :func:`cochseg3d.training.train`. Held-out phantom patients then measure it (Dice, surface Dice
 1 mm, false-positive volume far from the array, contact recall / error per vendor) including
@@ -41,7 +41,7 @@ ORIENTATIONS = ("axial", "coronal", "sagittal", "oblique")
 def random_overrides(rng: np.random.Generator) -> tuple[str, dict[str, Any]]:
     """One training patient's acquisition: orientation and generate_patient overrides."""
     orientation = str(rng.choice(ORIENTATIONS))
-    iso = float(rng.uniform(0.2, 0.4))
+    iso = float(rng.uniform(0.25, 0.4))
     spacing: Any = iso
     if rng.random() < 0.3:  # anisotropic: thicker slices
         spacing = (iso, iso, float(min(0.45, iso * rng.uniform(1.1, 1.6))))
@@ -106,12 +106,12 @@ def training_config(cohort: Path, *, epochs: int, seed: int) -> Any:
 
     overrides = [
         "data.source=cohort", f"data.path={cohort}", "data.split=[0.85,0.15,0.0]", f"data.split_seed={seed}",
-        "data.negative_fraction=0.3", "data.samples_per_slice=2", "data.num_workers=0",
-        "preprocessing.spacing_mm=0.3", "preprocessing.context=1", "preprocessing.roi_size=[96,96]",
-        "model.name=unet25d", "model.channels=[16,32,64,128]", "model.strides=[2,2,2]", "model.num_res_units=1",
-        "model.dropout=0.0", f"train.epochs={epochs}", "train.batch_size=16", "train.lr=0.003",
-        "train.device=cpu", f"train.seed={seed}", "train.val_patient_every=2", "train.sw_batch_size=16",
-        "train.early_stop.patience=6", "train.early_stop.min_epochs=6",
+        "data.negative_fraction=0.25", "data.samples_per_slice=1", "data.num_workers=0",
+        "preprocessing.spacing_mm=0.3", "preprocessing.context=1", "preprocessing.roi_size=[64,64]",
+        "model.name=unet25d", "model.channels=[8,16,32,64]", "model.strides=[2,2,2]", "model.num_res_units=1",
+        "model.dropout=0.0", f"train.epochs={epochs}", "train.batch_size=16", "train.lr=0.004",
+        "train.device=cpu", f"train.seed={seed}", "train.val_patient_every=2", "train.sw_batch_size=32",
+        "train.early_stop.patience=8", "train.early_stop.min_epochs=8",
     ]
     return load_config(ROOT / "configs" / "unet25d.yaml", overrides), overrides
 
@@ -179,9 +179,9 @@ def _clean(x: Any) -> Any:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=ROOT / "build" / "default_model", help="scratch folder")
-    ap.add_argument("--patients", type=int, default=36, help="training + validation phantom patients")
+    ap.add_argument("--patients", type=int, default=24, help="training + validation phantom patients")
     ap.add_argument("--test-patients", type=int, default=12, help="held-out in-distribution patients")
-    ap.add_argument("--epochs", type=int, default=24)
+    ap.add_argument("--epochs", type=int, default=16)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--weights", type=Path, default=None, help="where default.pt/json go (default: cochseg3d/weights)")
     ap.add_argument("--evaluate-only", action="store_true", help="measure the shipped model only")
@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
             "training_data": "synthetic only: cochseg3d phantom patients (no patient data)",
             "patients": args.patients, "seed": args.seed, "command": command,
             "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "randomised": {"orientation": list(ORIENTATIONS), "spacing_mm": [0.2, 0.4], "anisotropic_fraction": 0.3,
+            "randomised": {"orientation": list(ORIENTATIONS), "spacing_mm": [0.25, 0.4], "anisotropic_fraction": 0.3,
                            "offset_hu": [-400, 500], "noise_hu": [20, 150], "streak_strength": [0.3, 2.0],
                            "vendor_model": "all catalogue models (phantom draw)"},
             "config_overrides": overrides, "run": str(run.relative_to(ROOT) if run.is_relative_to(ROOT) else run),

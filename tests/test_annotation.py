@@ -134,6 +134,13 @@ def test_png_export_import_keeps_orientation(tmp_path) -> None:
     back = read_slice_masks([tmp_path / "masks"], shape=label.shape)
     assert list(back) == [3] and np.array_equal(back[3], label[3] > 0)
     assert parse_slice_name("case_with_underscores_12.png") == ("case_with_underscores", 12)
+    export_pngs(label, slices=[3], out_dir=tmp_path / "masks", case_id="P/01")  # unchanged: no backup
+    assert not (tmp_path / "masks" / "backups").exists()
+    label[3, 0, 0] = 1
+    export_pngs(label, slices=[3], out_dir=tmp_path / "masks", case_id="P/01")  # changed: old one kept
+    (old,) = (tmp_path / "masks" / "backups").glob("*/P_01_3.png")
+    assert np.array_equal(np.asarray(Image.open(old)), png)
+    assert list(read_slice_masks([tmp_path / "masks"], shape=label.shape)) == [3]  # backups/ not read
     Image.fromarray(np.zeros((9, 6), np.uint8)).save(tmp_path / "P_01_2.png")  # transposed size
     with pytest.raises(ValueError, match="6x9"):
         read_slice_masks([tmp_path / "P_01_2.png"], shape=label.shape)
@@ -184,6 +191,10 @@ def test_cli_prefill_writes_label_on_input_grid(tmp_path, capsys) -> None:
     assert main(["prefill", str(tmp_path / "P01.nii.gz"), str(out)]) == 2  # exists: needs --force
     assert main(["prefill", str(tmp_path / "P01.nii.gz"), str(out), "--force", "--slices", "0:0"]) == 0
     assert read_image(out).array.sum() == 0 and (tmp_path / "pre.nii.gz.bak").exists()
+    assert main(["prefill", str(tmp_path / "P01.nii.gz"), str(out), "--force", "--roi", "0:2,0:2"]) == 0
+    assert read_image(out).array.sum() == 0  # the box holds no metal
+    assert main(["prefill", str(tmp_path / "P01.nii.gz"), str(out), "--force", "--roi", "0:99,0:99"]) == 0
+    assert read_image(out).array.sum() == 27
     assert main(["prefill", str(tmp_path / "missing.nii.gz"), str(tmp_path / "x.nii.gz")]) == 2
     assert main(["annotate", str(tmp_path / "missing.nii.gz")]) == 2
     assert "missing.nii.gz: no such file" in capsys.readouterr().err
@@ -208,3 +219,39 @@ def test_oblique_series_reopens_exactly(tmp_path) -> None:
     s2 = AnnotationSession(img, store=tmp_path)
     s2.load()
     assert np.array_equal(s2.label, s.label) and s2.annotated == s.annotated
+
+
+def test_cli_prefill_dicom_folder_label_overlays_series(tmp_path) -> None:
+    import SimpleITK as sitk
+
+    from cochseg3d.cli import main
+    from cochseg3d.dicom_write import write_series
+    from cochseg3d.volume import read_image
+
+    img = _image()
+    write_series(img, tmp_path / "DICOM", patient_id="P 01", uid_seed="prefill-cli")
+    out = tmp_path / "pre.nii.gz"
+    assert main(["prefill", str(tmp_path / "DICOM"), str(out), "--threshold-hu", "auto"]) == 0
+    lab = read_image(out)
+    reader = sitk.ImageSeriesReader()
+    series = sitk.ReadImage(reader.GetGDCMSeriesFileNames(str(tmp_path / "DICOM")))
+    ref = Volume.from_sitk(series)
+    assert lab.grid.allclose(ref.grid)  # same size, spacing, origin and direction as the series
+    blob = ref.array >= 2500
+    blob[10, 12, 14] = False  # the lone speck, below the minimum component size
+    assert np.array_equal(lab.array > 0, blob) and lab.array.sum() == 27
+
+
+def test_backups_keep_the_newest_generations(tmp_path) -> None:
+    img = _image(tmp_path)
+    label = np.zeros(canonical(img).array.shape, np.uint8)
+    for n in range(4):
+        label[0, 0, n] = 1
+        save_annotation(label, image=img, store=tmp_path / "s", annotated_slices=[0], keep_backups=2)
+    gens = sorted((tmp_path / "s" / "backups").glob("P01.*.label.nii.gz"))
+    assert len(gens) == 2 and len(list((tmp_path / "s" / "backups").glob("P01.*.annotation.json"))) == 2
+    newest = load_annotation(tmp_path / "s" / "P01.annotation.json").canonical_label()
+    assert newest[0, 0, :4].tolist() == [1, 1, 1, 1]
+    from cochseg3d.volume import read_image
+
+    assert read_image(gens[-1]).array.sum() == 3  # the previous save, three pixels

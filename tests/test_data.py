@@ -160,3 +160,23 @@ def test_png_folder(tmp_path):
     Image.fromarray(np.zeros((5, 7), np.uint8)).save(tmp_path / "masks" / "pat1_9.png")
     with pytest.raises(ValueError, match=r"pat1_9\.png: mask is 7x5"):
         prepare(cfg)
+
+
+def test_annotation_store_uses_only_annotated_slices(tmp_path):
+    from cochseg3d.annotation import save_annotation
+
+    store = tmp_path / "store"
+    store.mkdir()
+    with pytest.raises(ValueError, match="no annotations found"):
+        prepare(tiny_config(store, data={"source": "annotations"}))
+    for case in range(3):
+        image, label = synthetic_patient(case)
+        path = write_image(image, tmp_path / f"img{case}.nii.gz")
+        can = canonical(label, is_label=True).array
+        save_annotation(can, image=image, store=store, annotated_slices=[5, 9, 12], case_id=f"pat{case}",
+                        image_path=path)
+    cfg = tiny_config(store, data={"source": "annotations"})
+    ds = prepare(cfg)
+    assert sorted(ds.patients) == ["pat0", "pat1", "pat2"]
+    assert all(p.slices == [5, 9, 12] and not p.fully_labelled for p in ds.patients.values())
+    assert sorted({it["slice"] for it in ds.train_items}) == [5, 9, 12]

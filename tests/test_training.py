@@ -115,3 +115,32 @@ def test_torchrun_two_cpu_processes_gloo(cohort, tmp_path):
     assert info["trainer"]["world_size"] == 2 and info["epoch"] == 2
     model, _ = load_checkpoint(out / "best.pt")
     assert not any(k.startswith("module.") for k in info["model_state"])
+
+
+@pytest.mark.slow
+def test_resume_after_real_sigkill(cohort, tmp_path):
+    import signal
+    import time
+
+    cfg_path = dump_config(tiny_config(cohort, train={"epochs": 8, "val_patient_every": 4,
+                                                      "early_stop": {"enabled": False}}), tmp_path / "tiny.yaml")
+    full = train(cfg_path, out_dir=tmp_path / "full", progress=False)
+    run = tmp_path / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "cochseg3d", "train", "--config", str(cfg_path), "--out", str(run),
+                             "--no-progress"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if (run / "last.pt").exists() and torch.load(run / "last.pt", weights_only=False)["epoch"] >= 2:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = torch.load(run / "last.pt", weights_only=False)["epoch"]
+    if done >= 8:
+        pytest.skip("the run finished before it could be killed")
+    assert cli_main(["train", "--resume", str(run), "--no-progress"]) == 0
+    a = torch.load(full / "last.pt", weights_only=False)["model_state"]
+    b = torch.load(run / "last.pt", weights_only=False)["model_state"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert _rows(full) == _rows(run)

@@ -31,6 +31,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.patients < 1:
         raise UserError(f"--patients must be at least 1, got {args.patients}")
+    if args.seed < 0:
+        raise UserError(f"--seed must be 0 or more, got {args.seed}")
     out: Path = args.out
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder")

@@ -19,6 +19,15 @@ def _slices(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(f"--slices wants FIRST:LAST coronal indices, got {text!r}") from exc
 
 
+def _roi(text: str) -> tuple[int, int, int, int]:
+    try:
+        rows, cols = text.split(",")
+        (r0, r1), (c0, c1) = (tuple(int(x) for x in part.split(":")) for part in (rows, cols))
+        return r0, r1, c0, c1
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--roi wants ROW0:ROW1,COL0:COL1 coronal pixels, got {text!r}") from exc
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", metavar="INPUT", help="patient DICOM folder or image file (NIfTI/NRRD/MHA)")
     parser.add_argument("output", metavar="OUT.nii.gz", help="label file to write (uint8 0/1)")
@@ -26,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="metal threshold in HU, or 'auto' from the image histogram (default)")
     parser.add_argument("--slices", type=_slices, default=None, metavar="FIRST:LAST",
                         help="only these canonical coronal slices (inclusive; default: whole volume)")
+    parser.add_argument("--roi", type=_roi, default=None, metavar="ROW0:ROW1,COL0:COL1",
+                        help="only inside this box of the coronal slice (pixels, end exclusive; rows run "
+                             "superior->inferior, columns patient right->left)")
     parser.add_argument("--min-size", type=int, default=4, metavar="VOXELS",
                         help="drop connected components smaller than this (default 4)")
     parser.add_argument("--force", action="store_true", help="overwrite OUT (a .bak copy is kept)")
@@ -49,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"{out}: exists; pass --force to overwrite it (a .bak copy is kept)")
         shutil.copy2(out, out.with_name(out.name + ".bak"))
     image = load_image(args.input)
-    label = prefill(image, threshold_hu=args.threshold_hu, slices=args.slices, min_size_voxels=args.min_size)
+    label = prefill(image, threshold_hu=args.threshold_hu, slices=args.slices, roi=args.roi,
+                    min_size_voxels=args.min_size)
     write_image(label.with_array(label.array.astype(np.uint8)), out)
     n = int(label.array.sum())
     vox_mm3 = float(np.prod(label.spacing_mm))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import time
 from pathlib import Path
@@ -26,6 +27,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.resume is None and args.config is None:
         raise UserError("give --config CONFIG.yaml (or --resume RUN_DIR)")
+    if args.resume is not None and args.config is not None:
+        logging.getLogger("cochseg3d").warning("--resume uses the run's own config.yaml; --config %s is ignored "
+                                               "(use --set to change values)", args.config)
     out = args.out
     if args.resume is None and out is None:
         out = Path("runs") / f"{args.config.stem}-{time.strftime('%Y%m%d-%H%M%S')}"

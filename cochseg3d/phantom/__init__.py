@@ -1,7 +1,25 @@
 """Synthetic post-operative temporal-bone CBCT phantoms with ground truth (issue 2).
 
-``generate_patient`` builds one patient in memory; ``write_patient`` writes its DICOM series (plus
-optional clutter) and truth; ``generate_cohort`` does both for N patients and writes ``cohort.json``.
+``generate_patient(seed, preset=..., orientation=..., **overrides)`` builds one patient in memory
+(:class:`PhantomCase`: image, label, metal, contacts, params); ``write_patient`` writes its DICOM
+series (plus optional clutter: a localizer series, a macOS ``._`` file, a README.txt) and the truth
+on exactly the grid SimpleITK reads from that series; ``generate_cohort`` does both for N patients
+and writes ``cohort.json``. ``cochseg3d phantom`` is the command line.
+
+The model, stage by stage (each module cites its figures and says which are assumptions):
+
+* :mod:`.anatomy` - petrous / mastoid bone, otic capsule, Worley-cell mastoid air cells, middle
+  ear, ossicles, external and internal auditory canals, vestibule and semicircular canals, vessels,
+  an optional mastoidectomy cavity, and a cochlear spiral whose basal-turn diameter (A value), turn
+  count and lateral-wall length follow published ranges; left ears are mirror images.
+* :mod:`.electrodes` / :mod:`.implant` - a catalogue of MED-EL, Cochlear and Advanced Bionics
+  arrays, angular insertion depths drawn from published distributions, contacts / wires / silicone
+  as partial-volume fractions, and the lead leaving through the facial recess and mastoid.
+* :mod:`.cbct` - projection-domain metal streaks, PSF and blooming, density-dependent noise,
+  shading and cupping, rings, grey-value offset, saturation at 3071 / 4095, cylindrical field.
+* :mod:`.generate` - the draws, the label rule (what an annotator paints) and the acquisition grid
+  (axial, coronal, sagittal, oblique); :mod:`.io` - DICOM, truth, previews, cohorts;
+  :mod:`.measure` - measuring contacts, angles and blooming back from the volumes.
 """
 
 from .electrodes import CATALOGUE, VENDORS, ElectrodeModel, find_model, models_of

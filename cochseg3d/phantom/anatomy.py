@@ -16,12 +16,19 @@ Cochlear shape (drawn per patient, see :func:`cochlea_spiral`):
 * lateral-wall spiral r(theta) = r_a + (r_0 - r_a) exp(-k theta), theta from the round window;
   basal-turn diameter A = r(0) + r(pi) drawn N(9.2, 0.4) mm clipped to 8.4-10.4 mm (Escude et al.,
   Audiol Neurootol 2006;11 Suppl 1:27-33; Alexiades et al., Otol Neurotol 2015;36:904-907);
-* 2.45-2.8 turns (Erixon et al., Otol Neurotol 2009;30:14-22); the lateral wall of the first two
-  turns is Escude's 4.16 A - 3.98 mm, giving a mid-canal duct length of ~31-35 mm (~33 mm);
-* canal radius 1.0 mm basal tapering to ~0.55 mm apical: scala tympani ~1.0 mm high in the basal
-  turn (e.g. Avci et al., Hear Res 2014;317:13-22 report ST heights ~0.9-1.3 mm basally);
-* modiolar axis at ~52 deg to the left-right axis, i.e. the basal-turn plane ~52 deg to the
-  sagittal plane (issue 2), tilted inferiorly ~25 deg (assumption), spiral mirrored for left ears.
+* 2.45-2.8 turns (range quoted in issue 2; cf. Erixon et al., Otol Neurotol 2009;30:14-22); the
+  lateral wall of the first two turns is Escude's 4.16 A - 3.98 mm (the whole lateral wall is then
+  ~36-40 mm, the mid-canal path ~24-30 mm). Check: a full FLEX24 / FLEX28 insertion then reaches
+  ~408 / ~575 deg, the published medians (tested);
+* canal radius 0.9-1.1 mm basal tapering to ~0.55 mm apical and flattening by up to 30 %: the
+  scala tympani (the lower half, where the array lies) is ~1.0 mm high in the basal turn (issue 2;
+  cf. micro-CT studies such as Avci et al., Hear Res 2014);
+* modiolar axis at ~52 deg (N(52, 3)) to the left-right axis, i.e. the basal-turn plane ~52 deg to
+  the sagittal plane (issue 2), tilted inferiorly 15-30 deg (assumption), mirrored for left ears.
+
+Positions of the other structures relative to the cochlea (middle ear, ossicles, canals, vessels,
+mastoid) are assumptions laid out from standard temporal-bone anatomy, with a drawn skull scale
+(0.92-1.08) and drawn sizes (external / internal auditory canal, middle ear, cavity).
 """
 
 from __future__ import annotations
@@ -72,11 +79,19 @@ class ScanGrid:
             return None
         return slice(lo[2], hi[2]), slice(lo[1], hi[1]), slice(lo[0], hi[0])
 
-    def local(self, sl: tuple[slice, slice, slice], center: np.ndarray, rows: np.ndarray):
-        """Coordinates ``rows @ (p - center)`` of the voxels in ``sl``; three arrays shaped like ``sl``."""
-        x = self.xs[sl[2]] - np.float32(center[0])
-        y = self.ys[sl[1]] - np.float32(center[1])
-        z = self.zs[sl[0]] - np.float32(center[2])
+    def local(self, sl: tuple[slice, slice, slice], center: np.ndarray, rows: np.ndarray, *, stride: int = 1):
+        """Coordinates ``rows @ (p - center)`` of the voxels in ``sl``; three arrays shaped like ``sl``.
+
+        With ``stride > 1``: on every ``stride``-th voxel from the box's first one, extended past its
+        end where needed so that the lattice covers the whole box (for interpolation back).
+        """
+        def axis(start: int, stop: int, origin: float, step: float) -> np.ndarray:
+            n = -(-(stop - start - 1) // stride) + 1
+            return (origin + step * (start + stride * np.arange(n))).astype(np.float32)
+
+        x = axis(sl[2].start, sl[2].stop, self.origin_mm[0], self.spacing_mm[0]) - np.float32(center[0])
+        y = axis(sl[1].start, sl[1].stop, self.origin_mm[1], self.spacing_mm[1]) - np.float32(center[1])
+        z = axis(sl[0].start, sl[0].stop, self.origin_mm[2], self.spacing_mm[2]) - np.float32(center[2])
         r = np.asarray(rows, dtype=np.float32)
         return tuple(
             r[n, 0] * x[None, None, :] + r[n, 1] * y[None, :, None] + r[n, 2] * z[:, None, None]
@@ -136,11 +151,15 @@ class Painter:
         sl = self.grid.box(center, half)
         if sl is None:
             return
-        a, b, c = self.grid.local(sl, center, rows)
+        # large smooth surfaces on fine grids: distance on every 2nd voxel, then interpolated
+        stride = 2 if self.grid.h < 0.3 and radii.min() >= 6.0 else 1
+        a, b, c = self.grid.local(sl, center, rows, stride=stride)
         r = radii.astype(np.float32)
         k0 = np.sqrt((a / r[0]) ** 2 + (b / r[1]) ** 2 + (c / r[2]) ** 2)
         k1 = np.sqrt((a / r[0] ** 2) ** 2 + (b / r[1] ** 2) ** 2 + (c / r[2] ** 2) ** 2)
         sdf = k0 * (k0 - 1.0) / np.maximum(k1, 1e-6)  # Quilez's ellipsoid distance bound
+        if stride > 1:
+            sdf = trilinear(sdf, [np.arange(x.stop - x.start, dtype=np.float32) / stride for x in sl])
         self._blend(sl, sdf, value, tissue, only, soft_mm, jitter)
 
     def capsule(self, p0, p1, radius: float, value, tissue: int, *, only=None) -> None:
@@ -249,11 +268,12 @@ class Cochlea:
 
 def cochlea_spiral(center, rows, sense, *, a_value_mm: float, turns: float, height_mm: float,
                    canal_base_mm: float, canal_apex_mm: float, ra_mm: float = 0.9) -> Cochlea:
-    """Solve the spiral's decay ``k`` so its lateral wall over the first two turns matches Escude's fit.
+    """Solve the spiral's decay ``k`` so its lateral wall over two turns matches Escude's fit.
 
-    Escude et al. (2006): lateral-wall length of two turns = 4.16 A - 3.98 mm (34.3 mm for A = 9.2);
-    with the drawn 2.45-2.8 turns the whole lateral wall is then ~36-40 mm and the mid-canal (organ
-    of Corti) path ~31-35 mm, the "duct length ~33 mm" of the literature (Ulehlova et al. 1987).
+    Escude et al. (2006): lateral-wall length of two turns = 4.16 A - 3.98 mm (34.3 mm for A = 9.2).
+    With the drawn 2.45-2.8 turns the whole lateral wall is then ~36-40 mm and the canal's centre
+    line ~24-30 mm, bracketing the ~33 mm duct length usually quoted (Ulehlova et al. 1987); the
+    lateral-wall track reproduces the published FLEX24 / FLEX28 insertion angles (see tests).
     """
     target = 4.16 * a_value_mm - 3.98
     theta_max = turns * 2 * np.pi
@@ -317,11 +337,11 @@ def smooth_field(shape: tuple[int, int, int], spacing_mm, *, scale_mm: float, rn
     f = ndimage.gaussian_filter(f, sigma=2.0, mode="wrap")
     f /= f.std() + 1e-6
     z = [np.arange(s, dtype=np.float32) / fac for s, fac in zip(shape, factor)]
-    out = _trilinear(f, z)
+    out = trilinear(f, z)
     return out
 
 
-def _trilinear(f: np.ndarray, coords: list[np.ndarray]) -> np.ndarray:
+def trilinear(f: np.ndarray, coords: list[np.ndarray]) -> np.ndarray:
     """Separable linear interpolation of 3D ``f`` at per-axis coordinates ``coords`` (an outer grid).
 
     The last axis goes first (on the smallest array) and axis 0 last, where ``np.take`` copies
@@ -368,7 +388,7 @@ def worley_cells(grid: ScanGrid, center: np.ndarray, half: np.ndarray, *, cell_m
     gap = (d[:, 1] - d[:, 0]).reshape(X.shape).astype(np.float32)
     cell = idx[:, 0].reshape(X.shape)
     coords = [(g - lo[d]) / coarse_mm for d, g in ((2, grid.zs[sl[0]]), (1, grid.ys[sl[1]]), (0, grid.xs[sl[2]]))]
-    gap_f = _trilinear(gap, [np.clip(c, 0, s - 1) for c, s in zip(coords, gap.shape)])
+    gap_f = trilinear(gap, [np.clip(c, 0, s - 1) for c, s in zip(coords, gap.shape)])
     near = [np.clip(np.rint(c).astype(int), 0, s - 1) for c, s in zip(coords, cell.shape)]
     cell_f = cell[np.ix_(*near)]
     return sl, gap_f, cell_f

@@ -20,7 +20,7 @@ from cochseg3d.volume import Grid, Volume
 
 from . import anatomy as an
 from . import cbct
-from .electrodes import CATALOGUE, find_model, models_of
+from .electrodes import VENDORS, find_model, models_of
 from .implant import array_fields, build_path
 
 log = logging.getLogger(__name__)
@@ -86,9 +86,10 @@ def draw_params(rng: np.random.Generator) -> dict[str, Any]:
     """All scalar random draws of a patient, in a fixed order."""
     p: dict[str, Any] = {}
     p["side"] = str(rng.choice(["left", "right"]))
-    model = CATALOGUE[int(rng.integers(len(CATALOGUE)))]
-    p["vendor"], p["model"] = model.vendor, model.model
-    p["model_u"] = float(rng.random())  # picks the model when only the vendor is overridden
+    vendor = VENDORS[int(rng.integers(len(VENDORS)))]  # vendors equally likely, then a model of it
+    p["model_u"] = float(rng.random())
+    ms = models_of(vendor)
+    p["vendor"], p["model"] = vendor, ms[min(int(p["model_u"] * len(ms)), len(ms) - 1)].model
     p["aid_z"] = float(np.clip(rng.standard_normal(), -2.2, 2.2))
     p["head_rotation_deg"] = (rng.normal(0, 4, 3)).tolist()
     p["cochlea_position_lps_mm"] = [_u(rng, 28, 36), _u(rng, 0, 12), _u(rng, -28, -16)]
@@ -126,6 +127,11 @@ def draw_params(rng: np.random.Generator) -> dict[str, Any]:
     p["oblique_deg"] = _u(rng, 10, 25)
     p["oblique_axis"] = rng.normal(size=3).tolist()
     p["mixed_orientation"] = str(rng.choice(ORIENTATIONS))
+    p["skull_scale"] = _u(rng, 0.92, 1.08)  # size of the temporal bone around the labyrinth
+    p["middle_ear_halfwidth_mm"] = _u(rng, 1.6, 2.4)
+    p["eac_radius_mm"] = _u(rng, 3.2, 4.5)  # external auditory canal, ~7-9 mm wide
+    p["iac_radius_mm"] = _u(rng, 1.8, 2.6)  # internal auditory canal, ~4-5 mm wide
+    p["cavity_scale"] = _u(rng, 0.8, 1.2)
     p["fov_cylinder"] = bool(rng.random() < 0.5)
     p["outside_fov_hu"] = float(rng.choice([-1024.0, -1000.0, 0.0]))
     return p
@@ -221,6 +227,9 @@ def generate_patient(seed: int, *, preset: str = "small", orientation: str = "ax
     def ear(v) -> np.ndarray:
         return C + E @ np.asarray(v, float)
 
+    def far(v) -> np.ndarray:  # structures away from the labyrinth scale with the skull
+        return C + E @ (np.asarray(v, float) * p["skull_scale"])
+
     def rows_ear(rows) -> np.ndarray:
         return np.asarray(rows, float) @ E.T
 
@@ -242,6 +251,9 @@ def generate_patient(seed: int, *, preset: str = "small", orientation: str = "ax
     else:
         scan_shape = shape_ijk
         scan_origin = _exact(fov_c - (np.asarray(shape_ijk) - 1) / 2 * np.asarray(sp))
+    if int(np.prod(scan_shape)) > 100_000_000:
+        raise ValueError(f"a {'x'.join(map(str, scan_shape))} grid is too large to simulate; "
+                         "pass a smaller shape or a coarser spacing_mm")
     grid = an.ScanGrid(tuple(scan_shape[::-1]), sp, scan_origin)
 
     # --- anatomy ----------------------------------------------------------------------------
@@ -256,15 +268,15 @@ def generate_patient(seed: int, *, preset: str = "small", orientation: str = "ax
     I = np.eye(3)
     petrous_axis = np.array([-0.7, 0.7, 0.0])
     pr = an.frame_from_axis([0, 0, 1], petrous_axis)
-    P.ellipsoid(ear([-4, 2, -1]), rows_ear(pr), [15, 30, 12], bone(hu["bone"]), an.BONE, jitter=lumpy)
-    P.ellipsoid(ear([10, -2, 0]), rows_ear(I), [16, 14, 13], bone(hu["bone"]), an.BONE, jitter=lumpy)
-    P.ellipsoid(ear([13, -14, -3]), rows_ear(I), [15, 15, 17], bone(hu["bone"]), an.BONE, jitter=lumpy)
+    P.ellipsoid(far([-4, 2, -1]), rows_ear(pr), [15, 30, 12], bone(hu["bone"]), an.BONE, jitter=lumpy)
+    P.ellipsoid(far([10, -2, 0]), rows_ear(I), [16, 14, 13], bone(hu["bone"]), an.BONE, jitter=lumpy)
+    P.ellipsoid(far([13, -14, -3]), rows_ear(I), [15, 15, 17], bone(hu["bone"]), an.BONE, jitter=lumpy)
     # middle and posterior cranial fossae, sigmoid sinus
-    P.ellipsoid(ear([0, 5, 36]), rows_ear(I), [45, 45, 26], hu["soft"], an.SOFT, jitter=lumpy)
-    P.ellipsoid(ear([-19, -23, -2]), rows_ear(I), [15, 17, 25], hu["soft"], an.SOFT, jitter=lumpy)
-    P.capsule(ear([9, -25, 10]), ear([3, -15, -15]), 4.0, hu["soft"] + 10, an.SOFT)
+    P.ellipsoid(far([0, 5, 36]), rows_ear(I), [45, 45, 26], hu["soft"], an.SOFT, jitter=lumpy)
+    P.ellipsoid(far([-19, -23, -2]), rows_ear(I), [15, 17, 25], hu["soft"], an.SOFT, jitter=lumpy)
+    P.capsule(far([9, -25, 10]), far([3, -15, -15]), 4.0, hu["soft"] + 10, an.SOFT)
     # mastoid air cells: Worley cells (3-5 mm) with thin bony septa, a drawn fraction aerated
-    pc = ear([12, -12, 0])
+    pc = far([12, -12, 0])
     pr_ = np.array([13.0, 13.0, 14.0])
     half_pc = np.sqrt(((pr_[:, None] * rows_ear(I)) ** 2).sum(axis=0)) + 2 * grid.h  # the ellipsoid's own box
     wc = an.worley_cells(grid, pc, half_pc, cell_mm=p["air_cell_mm"], coarse_mm=0.7, rng=rng)
@@ -290,7 +302,8 @@ def generate_patient(seed: int, *, preset: str = "small", orientation: str = "ax
                              canal_apex_mm=p["canal_apex_mm"])
     # otic capsules around cochlea and vestibule / canals
     # otic capsule: dense bone blending into the petrous bone over ~1.5 mm
-    P.ellipsoid(C + coch.rows[2] * coch.height_mm / 2, coch.rows, [coch.r0 + 1.9, coch.r0 + 1.9, coch.height_mm / 2 + 2.4],
+    P.ellipsoid(C + coch.rows[2] * coch.height_mm / 2, coch.rows,
+                [coch.r0 + 1.9, coch.r0 + 1.9, coch.height_mm / 2 + 2.4],
                 bone(hu["capsule"]), an.CAPSULE, soft_mm=1.5, jitter=(lumpy[0], 0.6), only=(an.BONE, an.SOFT))
     P.ellipsoid(ear([1.0, -8.0, 4.5]), rows_ear(I), [6.5, 7.5, 7.0], bone(hu["capsule"]), an.CAPSULE, soft_mm=1.5,
                 jitter=(lumpy[0], 0.6), only=(an.BONE, an.SOFT))
@@ -302,12 +315,13 @@ def generate_patient(seed: int, *, preset: str = "small", orientation: str = "ax
     rw = coch.point(0.0, coch.r_lateral(0.0) - coch.canal_base_mm)[0]
     rw_ear = (rw - C) @ E
     # middle ear, attic, ossicles, external canal, tympanic membrane
-    P.ellipsoid(ear([u_me, 0.5, 0.5]), rows_ear(I), [2.0, 6.5, 7.0], hu["air"], an.AIR, jitter=(lumpy[0], 0.5))
+    P.ellipsoid(ear([u_me, 0.5, 0.5]), rows_ear(I), [p["middle_ear_halfwidth_mm"], 6.5, 7.0], hu["air"], an.AIR,
+                jitter=(lumpy[0], 0.5))
     P.ellipsoid(ear([u_me + 0.5, -1.0, 6.0]), rows_ear(I), [3.0, 4.0, 3.0], hu["air"], an.AIR)
     P.ellipsoid(ear([u_me + 1.0, -2.0, 5.5]), rows_ear(I), [1.2, 1.5, 1.5], hu["ossicle"], an.BONE)
     P.ellipsoid(ear([u_me + 1.2, 0.5, 6.0]), rows_ear(I), [1.1, 1.1, 1.6], hu["ossicle"], an.BONE)
     P.capsule(ear([u_me + 1.2, 0.5, 5.0]), ear([u_me + 2.6, 0.8, 0.5]), 0.45, hu["ossicle"], an.BONE)
-    P.capsule(ear([u_me + 3.5, 0.5, 0.0]), ear([u_me + 40, 1.5, -2.0]), 3.8, hu["air"], an.AIR)
+    P.capsule(ear([u_me + 3.5, 0.5, 0.0]), ear([u_me + 40, 1.5, -2.0]), p["eac_radius_mm"], hu["air"], an.AIR)
     P.ellipsoid(ear([u_me + 3.0, 0.5, 0.0]), rows_ear(an.frame_from_axis([0.3, 0.1, 0.95], [0, 1, 0])),
                 [4.5, 4.5, 0.15], hu["soft"], an.SOFT)
     # round-window niche: from the basal turn at theta=0 out to the middle ear
@@ -318,19 +332,21 @@ def generate_patient(seed: int, *, preset: str = "small", orientation: str = "ax
     if p["mastoidectomy"]:
         fill = hu["air"] if p["cavity_fill"] == "air" else hu["fluid"] + 20
         ftis = an.AIR if p["cavity_fill"] == "air" else an.SOFT
-        P.ellipsoid(ear(cav), rows_ear(I), [6.5, 7.5, 6.5], fill, ftis)
-        P.capsule(ear([u_me + 0.8, -4.5, 0.5]), ear(cav), 1.5, hu["air"], an.AIR)
+        P.ellipsoid(far(cav), rows_ear(I), np.array([6.5, 7.5, 6.5]) * p["cavity_scale"], fill, ftis)
+        P.capsule(ear([u_me + 0.8, -4.5, 0.5]), far(cav), 1.5, hu["air"], an.AIR)
     # labyrinth fluid: vestibule, semicircular canals, internal auditory canal
     P.ellipsoid(ear([1.5, -5.5, 2.0]), rows_ear(I), [1.6, 2.4, 2.0], hu["fluid"], an.FLUID)
-    P.torus(ear([2.5, -8.5, 4.0]), rows_ear(an.frame_from_axis([0, 0.5, 0.87], [1, 0, 0])), 3.2, 0.45, hu["fluid"], an.FLUID)
-    P.torus(ear([-0.5, -6.0, 7.5]), rows_ear(an.frame_from_axis([-0.7, 0.7, 0], [0, 0, 1])), 3.3, 0.45, hu["fluid"], an.FLUID)
-    P.torus(ear([0.5, -10.5, 3.0]), rows_ear(an.frame_from_axis([0.7, 0.7, 0], [0, 0, 1])), 3.1, 0.45, hu["fluid"], an.FLUID)
-    iac0 = C - coch.rows[2] * (coch.canal_base_mm + 2.3)  # fundus just below the basal turn
-    P.capsule(iac0, iac0 - coch.rows[2] * 10.0, 2.0, hu["fluid"], an.FLUID)
+    # semicircular canals (lateral, superior, posterior): ~6.5 mm loops, 0.9 mm lumen
+    for centre, normal, ref, major in (([2.5, -8.5, 4.0], [0, 0.5, 0.87], [1, 0, 0], 3.2),
+                                       ([-0.5, -6.0, 7.5], [-0.7, 0.7, 0], [0, 0, 1], 3.3),
+                                       ([0.5, -10.5, 3.0], [0.7, 0.7, 0], [0, 0, 1], 3.1)):
+        P.torus(ear(centre), rows_ear(an.frame_from_axis(normal, ref)), major, 0.45, hu["fluid"], an.FLUID)
+    iac0 = C - coch.rows[2] * (coch.canal_base_mm + 0.3 + p["iac_radius_mm"])  # fundus below the basal turn
+    P.capsule(iac0, iac0 - coch.rows[2] * 10.0, p["iac_radius_mm"], hu["fluid"], an.FLUID)
     # vessels and facial nerve
-    P.capsule(ear([-3, 7, -16]), ear([-5, 9, -3]), 2.6, hu["soft"] + 10, an.SOFT)
-    P.capsule(ear([-5, 9, -3]), ear([-12, 14, -1]), 2.6, hu["soft"] + 10, an.SOFT)
-    P.ellipsoid(ear([1, -6, -10]), rows_ear(I), [4.5, 5.0, 4.0], hu["soft"] + 10, an.SOFT)
+    P.capsule(far([-3, 7, -16]), far([-5, 9, -3]), 2.6, hu["soft"] + 10, an.SOFT)
+    P.capsule(far([-5, 9, -3]), far([-12, 14, -1]), 2.6, hu["soft"] + 10, an.SOFT)
+    P.ellipsoid(far([1, -6, -10]), rows_ear(I), [4.5, 5.0, 4.0], hu["soft"] + 10, an.SOFT)
     P.capsule(ear([u_prom + 0.6, 3, 4]), ear([u_prom + 0.8, -5, 3.5]), 0.7, hu["soft"], an.SOFT)
     P.capsule(ear([u_prom + 0.8, -5, 3.5]), ear([u_prom + 2.5, -7.5, -14]), 0.75, hu["soft"], an.SOFT)
     an.paint_cochlea(P, coch, fluid_hu=hu["fluid"], modiolus_hu=hu["modiolus"])
@@ -338,8 +354,8 @@ def generate_patient(seed: int, *, preset: str = "small", orientation: str = "ax
 
     # --- implant ----------------------------------------------------------------------------
     t0 = time.perf_counter()
-    lead_pts = [ear(np.array([u_me + 0.8, -5.0, 0.5]) + jit[0] * 0.3), ear(cav + jit[1] * 0.6),
-                ear(np.array([30.0, -30.0, 24.0]) + jit[2] * 2)]
+    lead_pts = [ear(np.array([u_me + 0.8, -5.0, 0.5]) + jit[0] * 0.3), far(cav + jit[1] * 0.6),
+                far(np.array([30.0, -30.0, 24.0]) + jit[2] * 2)]
     path, aid = build_path(coch, model, p["aid_deg"], lead_pts)
     p["aid_deg"] = aid
     if not p["mastoidectomy"]:  # the lead runs in a drilled groove through the mastoid
@@ -368,7 +384,7 @@ def generate_patient(seed: int, *, preset: str = "small", orientation: str = "ax
     dens = np.clip((true[::4, ::4, ::4] + 200.0) / 2000.0, 0, 1)
     dens = ndimage.gaussian_filter(dens, 1.5)
     coords = [np.clip(np.arange(n, dtype=np.float32) / 4, 0, s - 1) for n, s in zip(grid.shape, dens.shape)]
-    noisy = an._trilinear(dens, coords)
+    noisy = an.trilinear(dens, coords)
     noisy *= np.float32(0.4 * p["noise_hu"] / cbct.gaussian_noise_gain(sig))
     noisy += np.float32(0.8 * p["noise_hu"] / cbct.gaussian_noise_gain(sig))
     noisy *= rng.standard_normal(grid.shape, dtype=np.float32)
@@ -386,7 +402,8 @@ def generate_patient(seed: int, *, preset: str = "small", orientation: str = "ax
     fm[k - lo[0], j - lo[1], i - lo[2]] = fld.metal
     w = p["psf_tail_weight"]
     m = ndimage.gaussian_filter(fm, sig, truncate=3.0) * np.float32((1 - w) * hu_pt)
-    m += ndimage.gaussian_filter(fm, [p["psf_tail_sigma_mm"] / s for s in sp[::-1]], truncate=3.0) * np.float32(w * hu_pt)
+    tail = [p["psf_tail_sigma_mm"] / s for s in sp[::-1]]
+    m += ndimage.gaussian_filter(fm, tail, truncate=3.0) * np.float32(w * hu_pt)
     img[sub] += m
     timings["psf"] = time.perf_counter() - t0
 
@@ -426,7 +443,8 @@ def generate_patient(seed: int, *, preset: str = "small", orientation: str = "ax
     t0 = time.perf_counter()
     mb = m[k - lo[0], j - lo[1], i - lo[2]]
     in_band = fld.dist <= fld.radius + LABEL_BAND_MM
-    lab_sparse = (in_band & (mb >= LABEL_METAL_HU) & (img[k, j, i] >= p["offset_hu"] + LABEL_IMAGE_HU)) | (fld.contact >= 0.5)
+    bright = img[k, j, i] >= p["offset_hu"] + LABEL_IMAGE_HU
+    lab_sparse = (in_band & (mb >= LABEL_METAL_HU) & bright) | (fld.contact >= 0.5)
     label = np.zeros(grid.shape, dtype=np.uint8)
     label[k[lab_sparse], j[lab_sparse], i[lab_sparse]] = 1
     metal = np.zeros(grid.shape, dtype=np.uint8)

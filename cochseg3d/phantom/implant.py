@@ -77,7 +77,8 @@ def spiral_track(c: Cochlea, model: ElectrodeModel, theta: np.ndarray) -> np.nda
     return c.point(theta, r, dz)
 
 
-def build_path(c: Cochlea, model: ElectrodeModel, aid_deg: float, lead_points: list[np.ndarray]) -> tuple[ArrayPath, float]:
+def build_path(c: Cochlea, model: ElectrodeModel, aid_deg: float,
+               lead_points: list[np.ndarray]) -> tuple[ArrayPath, float]:
     """Array path for an apical-contact AID of ``aid_deg``; returns the path and the AID used.
 
     The AID is clipped so the tip stays 20 deg short of the helicotrema.

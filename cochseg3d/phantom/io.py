@@ -118,7 +118,10 @@ def _uid(seed: str, what: str) -> str:
 
 
 def save_preview(case: PhantomCase, path: str | os.PathLike) -> Path:
-    """PNG: a coronal slice and a coronal slab (max over ~4 mm) through the electrode, truth outlined."""
+    """PNG: coronal slice, coronal slab (max over ~4 mm) and axial slice through the electrode, truth outlined.
+
+    Oblique series are shown on their axis-aligned resampling.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -146,20 +149,23 @@ def save_preview(case: PhantomCase, path: str | os.PathLike) -> Path:
     axes[1].imshow(slab, cmap="gray", vmin=vmin, vmax=vmax, aspect=aspect)
     axes[1].contour(slab_lab, levels=[0.5], colors="r", linewidths=0.6)
     axes[1].set_title(f"coronal slab max k={k0}..{k1 - 1}, label outline")
-    zoom = slice(None)
-    axes[2].imshow(slab, cmap="gray", vmin=off + 500, vmax=off + float(case.params.get("saturation_hu", 3071)),
-                   aspect=aspect)
-    axes[2].set_title("slab, bone/metal window")
+    # axial view (rows anterior -> posterior, cols right -> left) through the most labelled slice
+    ax_img = sitk.GetArrayFromImage(sitk.DICOMOrient(case.image.to_sitk(), "LPS"))
+    ax_lab = sitk.GetArrayFromImage(sitk.DICOMOrient(case.label.to_sitk(), "LPS")) > 0
+    kz = int(np.argmax(ax_lab.sum(axis=(1, 2)))) if ax_lab.any() else ax_img.shape[0] // 2
+    axes[2].imshow(ax_img[kz], cmap="gray", vmin=vmin, vmax=vmax)
+    axes[2].contour(ax_lab[kz], levels=[0.5], colors="r", linewidths=0.6)
+    axes[2].set_title(f"axial slice {kz} (rows A->P), label outline")
     for ax in axes:
         ax.set_axis_off()
     c = case.contacts
-    fig.suptitle(f"{case.case_id}: {c['vendor']} {c['model']}, {c['side']} ear, AID {c['insertion_angle_deg']:.0f} deg, "
+    fig.suptitle(f"{case.case_id}: {c['vendor']} {c['model']}, {c['side']} ear, "
+                 f"AID {c['insertion_angle_deg']:.0f} deg, "
                  f"{case.params.get('orientation')} (rows S->I, cols R->L)", fontsize=10)
     fig.tight_layout()
     path = Path(path)
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
     plt.close(fig)
-    del zoom
     return path
 
 
@@ -188,7 +194,8 @@ def generate_cohort(out: str | os.PathLike, *, patients: int, seed: int, preset:
         folder = write_patient(case, out, clutter=clutter, preview=preview)
         folders.append(folder)
         rel = folder.relative_to(out)
-        index.append({"case_id": case.case_id, "dicom": str(rel / "DICOM"), "label": str(rel / "truth" / "label.nii.gz"),
+        index.append({"case_id": case.case_id, "dicom": str(rel / "DICOM"),
+                      "label": str(rel / "truth" / "label.nii.gz"),
                       "metal": str(rel / "truth" / "metal.nii.gz"), "contacts": str(rel / "truth" / "contacts.json"),
                       "vendor": case.contacts["vendor"], "model": case.contacts["model"],
                       "orientation": case.params["orientation"], "seed": case.params["seed"]})

@@ -64,7 +64,8 @@ def bloom_diameters(label: Volume, centers: np.ndarray, tangent: np.ndarray, *, 
     return np.asarray(out)
 
 
-def cumulative_angles_deg(points_apex_to_base: np.ndarray, center: np.ndarray, axes: np.ndarray, sense: float) -> np.ndarray:
+def cumulative_angles_deg(points_apex_to_base: np.ndarray, center: np.ndarray, axes: np.ndarray,
+                          sense: float) -> np.ndarray:
     """Angle (deg) of each point about the modiolar axis from the round window (e1), unwrapped from the base."""
     q = (np.asarray(points_apex_to_base, float) - center) @ np.asarray(axes).T
     ang = np.mod(sense * np.arctan2(q[:, 1], q[:, 0]), 2 * np.pi)[::-1]

@@ -56,9 +56,7 @@ def read_case(path: str | list[str]) -> list[tuple]:
     if isinstance(path, list):
         path = path[0]
     p = Path(path)
-    if p.suffix.lower() == ".dcm":
-        p = p.parent
-    vol = load_image(p)
+    vol = load_image(p)  # a single .dcm file opens the series it belongs to
     name = case_id_for(vol, p)
     if str(p).lower().endswith(_LABEL_SUFFIXES):
         return [label_layer(vol, name=name)]

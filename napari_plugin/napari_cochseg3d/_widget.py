@@ -40,6 +40,7 @@ from cochseg3d.annotation import (
     read_slice_masks,
     roi_mask,
 )
+from cochseg3d.metal import remove_small_components
 from cochseg3d.volume import CANONICAL_DIRECTION, Volume
 from napari_cochseg3d.layers import AXIS_LABELS, META_KEY, world_transform
 
@@ -51,6 +52,7 @@ log = logging.getLogger(__name__)
 SCOPES = ("current slice", "slice range", "whole volume")
 ROI_LAYER = "ROI"
 PREDICTION_LAYER = "prediction"
+PREVIEW_LAYER = "threshold preview"
 
 
 def _volume_of(layer) -> Volume:
@@ -127,19 +129,27 @@ class AnnotationWidget(QWidget):
         self.thr_slider.setRange(-1000, 4000)
         self.thr_spin = QSpinBox()
         self.thr_spin.setRange(-1000, 4000)
-        self.thr_spin.setSuffix(" HU")
-        self.thr_spin.setMinimumWidth(118)
+        self.thr_spin.setMinimumWidth(110)
         self.thr_slider.valueChanged.connect(self.thr_spin.setValue)
         self.thr_spin.valueChanged.connect(self.thr_slider.setValue)
         self.auto_check = QCheckBox("auto")
         self.auto_check.setChecked(True)
         self.auto_check.setToolTip("threshold from the image histogram (robust to CBCT grey offsets)")
         self.auto_check.toggled.connect(self._on_auto_toggled)
+        self.preview_check = QCheckBox("preview")
+        self.preview_check.setToolTip("outline the voxels above the threshold on the current slice")
+        self.preview_check.toggled.connect(lambda *_: self.update_preview())
+        self.thr_spin.valueChanged.connect(lambda *_: self.update_preview())
         row = QHBoxLayout()
         row.addWidget(self.thr_slider, 1)
         row.addWidget(self.thr_spin)
-        row.addWidget(self.auto_check)
+        row.addWidget(QLabel("HU"))
         f.addRow("Threshold", row)
+        row = QHBoxLayout()
+        row.addWidget(self.auto_check)
+        row.addWidget(self.preview_check)
+        row.addStretch(1)
+        f.addRow("", row)
         self.scope_combo = QComboBox()
         self.scope_combo.addItems(SCOPES)
         self.scope_combo.setMinimumWidth(130)
@@ -384,7 +394,33 @@ class AnnotationWidget(QWidget):
         nxt = [x for x in ks if x > k] if direction > 0 else [x for x in ks if x < k]
         self.goto_slice((min(nxt) if direction > 0 else max(nxt)) if nxt else (ks[0] if direction > 0 else ks[-1]))
 
+    def update_preview(self) -> None:
+        """Outline, on the current slice only, what a pre-fill at the shown threshold would paint."""
+        if self.session is None or not self.preview_check.isChecked():
+            if PREVIEW_LAYER in self.viewer.layers:
+                self.viewer.layers.remove(PREVIEW_LAYER)
+            return
+        from napari.utils.colormaps import DirectLabelColormap
+
+        k = self.current_slice()
+        thr = self.session.auto_threshold() if self.auto_check.isChecked() else float(self.thr_spin.value())
+        plane = self.session.image.array[k:k + 1] >= thr
+        mask = remove_small_components(plane, min_size_voxels=self.min_size_spin.value()).astype(np.uint8)
+        wt = world_transform(self.session.image)
+        wt["translate"] = (wt["translate"][0] + k * wt["scale"][0], *wt["translate"][1:])
+        if PREVIEW_LAYER in self.viewer.layers:
+            layer = self.viewer.layers[PREVIEW_LAYER]
+            layer.data = mask
+            layer.translate = wt["translate"]
+        else:
+            cmap = DirectLabelColormap(color_dict={None: "transparent", 0: "transparent", 1: "yellow"})
+            self.viewer.add_labels(mask, name=PREVIEW_LAYER, colormap=cmap, opacity=1.0, **wt).contour = 1
+            if self.labels_layer is not None:
+                self.viewer.layers.selection.active = self.labels_layer
+
     def _on_slice_changed(self, *_) -> None:
+        if self.preview_check.isChecked():
+            self.update_preview()
         if self.session is not None:
             self.mark_btn.setChecked(self.current_slice() in self.session.annotated)
         if self.scope_combo.currentText() == "current slice":
@@ -508,7 +544,10 @@ class AnnotationWidget(QWidget):
     # --- save / load -----------------------------------------------------------------------
     def save(self, *, autosave: bool = False) -> Path | None:
         s = self._need_session()
-        s.store = Path(self.store_edit.text())
+        if not self.store_edit.text().strip():
+            self._say("not saved: choose an annotation store folder first")
+            return None
+        s.store = Path(self.store_edit.text().strip())
         s.label = self.labels_layer.data
         try:
             path = s.save(autosave=autosave)

@@ -55,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             widget.mark(extra)
     widget.goto_slice(k)
     widget.mark(k)
+    widget.preview_check.setChecked(True)
     # frame the electrode: centre on its pixels in this slice, zoomed so the cochlea fills the view
     rows, cols = np.nonzero(lab[k])
     centre = layer.data_to_world([k, rows.mean(), cols.mean()])

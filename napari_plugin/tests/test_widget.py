@@ -169,6 +169,9 @@ def test_reader_opens_dicom_folder(make_napari_viewer, tmp_path) -> None:
     assert layer.name == "P_09" and layer.data.shape == (10, 6, 8)
     assert np.allclose(layer.scale, (0.4, 0.3, 0.5))
     assert float(layer.data[3, 6 - 1 - 2, 5]) == pytest.approx(3000.0, abs=1.0)
+    one_file = sorted((tmp_path / "DICOM").glob("*.dcm"))[0]
+    (layer2,) = viewer.open(str(one_file), plugin=PLUGIN)  # a single file opens its whole series
+    assert layer2.data.shape == (10, 6, 8)
 
 
 def test_open_case_from_record_and_label_reader(make_napari_viewer, case_path, tmp_path) -> None:
@@ -199,3 +202,53 @@ def test_buttons_report_errors_instead_of_raising(make_napari_viewer, qtbot, tmp
     qtbot.mouseClick(widget.prefill_btn, 1)  # no image open yet
     assert widget.status.text().startswith("error:") and "no image layer" in widget.status.text()
     assert widget.session is None
+
+
+def test_threshold_preview_outlines_current_slice(make_napari_viewer, case_path, tmp_path) -> None:
+    viewer = make_napari_viewer()
+    widget = open_case(viewer, case_path, store=tmp_path / "store", autosave_s=0)
+    widget.goto_slice(7)
+    widget.auto_check.setChecked(False)
+    widget.thr_spin.setValue(1000)  # below bone: bone and electrode
+    widget.preview_check.setChecked(True)
+    prev = viewer.layers["threshold preview"]
+    assert prev.data.shape == (1, 16, 24) and prev.data.sum() == 16 * 3 + 6 * 3
+    assert np.allclose(prev.data_to_world([0, 0, 0]), widget.labels_layer.data_to_world([7, 0, 0]))
+    widget.thr_spin.setValue(2500)  # electrode only
+    assert prev.data.sum() == 6 * 3
+    widget.goto_slice(2)  # no electrode on this slice
+    assert prev.data.sum() == 0 and np.allclose(prev.translate[0], widget.labels_layer.data_to_world([2, 0, 0])[0])
+    assert widget.labels_layer.data.sum() == 0  # a preview paints nothing
+    widget.preview_check.setChecked(False)
+    assert "threshold preview" not in viewer.layers
+
+
+def test_prediction_file_is_reoriented_onto_the_stack(make_napari_viewer, case_path, tmp_path) -> None:
+    from cochseg3d.volume import read_image
+
+    src = read_image(case_path)
+    prob = np.zeros(src.array.shape, np.float32)
+    prob[3:9, 6:10, 9:12] = 0.9  # the electrode, on the source (axial) grid
+    pred_path = write_image(src.with_array(prob), tmp_path / "P07.prob.nii.gz")
+    viewer = make_napari_viewer()
+    widget = open_case(viewer, case_path, store=tmp_path / "store", prediction=pred_path, autosave_s=0)
+    assert widget._prediction_slices() == [6, 7, 8, 9]  # coronal slices = source j
+    widget.accept_prediction(widget._prediction_slices())
+    widget.scope_combo.setCurrentText("whole volume")
+    pre = widget.labels_layer.data.copy()
+    widget.labels_layer.data[:] = 0
+    widget.prefill()  # the threshold pre-fill of the same rod lands on the same voxels
+    assert np.array_equal(widget.labels_layer.data, pre)
+
+
+def test_manifest_widget_docks_from_plugins_menu(make_napari_viewer) -> None:
+    viewer = make_napari_viewer()
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Electrode annotation")
+    assert isinstance(widget, AnnotationWidget)
+    viewer.add_image(np.zeros((3, 4, 5), np.float32), name="vol")  # napari hands the widget a proxy
+    assert widget.image_combo.currentText() == "vol"
+    widget.attach()  # a plain image layer (not from our reader) is annotated in its own voxel grid
+    widget.auto_check.setChecked(False)
+    widget.thr_spin.setValue(0)
+    widget.scope_combo.setCurrentText("current slice")
+    assert widget.prefill() == 4 * 5 and viewer.layers["vol electrode"].data.sum() == 4 * 5
