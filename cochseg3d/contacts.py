@@ -69,6 +69,11 @@ def electrode_spec(electrode: str) -> dict[str, Any]:
     return {"electrode": electrode}
 
 
+#: how far (fraction of a pitch) the comb may shift from its nominal place to follow the profile
+COMB_WINDOW = 0.5
+CURVE_SMOOTH_MM = 0.3
+REFINE_PITCH = True
+
 _LPS_TO_RAS = np.array([-1.0, -1.0, 1.0])
 
 
@@ -255,8 +260,8 @@ def _peaks(profile: np.ndarray, step_mm: float, min_sep_mm: float) -> np.ndarray
     return np.asarray(out)
 
 
-def _comb(profile: np.ndarray, step_mm: float, n: int, pitch_mm: float, tip_to_first_mm: float
-          ) -> tuple[np.ndarray, float]:
+def _comb(profile: np.ndarray, step_mm: float, n: int, pitch_mm: float, tip_to_first_mm: float, *,
+          window: float = 0.5) -> tuple[np.ndarray, float]:
     """Sample positions (in steps) of ``n`` contacts ``pitch_mm`` apart, phased to the profile.
 
     The first contact is searched within one pitch of its nominal place behind the apical tip; the
@@ -266,7 +271,8 @@ def _comb(profile: np.ndarray, step_mm: float, n: int, pitch_mm: float, tip_to_f
     detrended = profile - ndimage.uniform_filter1d(profile, max(3, int(2 * pitch_mm / step_mm)), mode="nearest")
     scale = float(np.std(detrended)) + 1e-6
     best, best_score = None, -np.inf
-    for s0 in np.arange(max(0.0, tip_to_first_mm - pitch_mm / 2), tip_to_first_mm + pitch_mm / 2 + 1e-9, step_mm / 2):
+    half = window * pitch_mm
+    for s0 in np.arange(max(0.0, tip_to_first_mm - half), tip_to_first_mm + half + 1e-9, step_mm / 2):
         pos = (s0 + pitch_mm * np.arange(n)) / step_mm
         if pos[-1] > len(profile) - 1:
             pos = pos[pos <= len(profile) - 1]
@@ -354,10 +360,16 @@ def find_contacts(
     lab = _crop(label, box)
     m = np.asarray(lab.array) > 0
     smoothed = ndimage.gaussian_filter(img.array.astype(np.float32), sigma=np.maximum(0.2 / sp[::-1], 0.5))
-    curve = _centreline(lab, m, step_mm, smoothed)
+    # tracking centres on the label's distance-to-edge ridge: saturated CBCT values are flat there
+    edt = ndimage.distance_transform_edt(m, sampling=sp[::-1]).astype(np.float32)
+    ridge = ndimage.gaussian_filter(edt, 0.7)
+    curve = _centreline(lab, m, step_mm, ridge)
+    # the label reaches past the metal by the blooming; at the tip about as far as at the sides,
+    # so the label's half-width near the tip estimates how far its tip lies beyond the array's
+    bloom_mm = float(np.median(_sample(lab, curve[: max(2, int(3.0 / step_mm))], edt)))
     length = float(np.linalg.norm(np.diff(curve, axis=0), axis=1).sum())
     profile = _sample(img, curve, smoothed)
-    info: dict[str, Any] = {"length_mm": round(length, 3), "electrode": electrode}
+    info: dict[str, Any] = {"length_mm": round(length, 3), "electrode": electrode, "bloom_mm": round(bloom_mm, 3)}
 
     min_sep = 0.6 * min(l["pitch_mm"] for l in layouts) if layouts else 0.5
     peaks = _peaks(profile, step_mm, min_sep)
@@ -394,7 +406,8 @@ def find_contacts(
         best = None
         for l in layouts:
             cand, score = _comb(profile, step_mm, int(l["n_contacts"]), float(l["pitch_mm"]),
-                                float(l.get("tip_to_first_mm", 0.5 * l["pitch_mm"])))
+                                bloom_mm + float(l.get("tip_to_first_mm", 0.5 * l["pitch_mm"])),
+                                window=COMB_WINDOW)
             if best is None or score > best[1]:
                 best, chosen = (cand, score), l
         pos = best[0]
@@ -403,7 +416,7 @@ def find_contacts(
         info["model"] = chosen.get("model")
     s_idx = np.arange(len(curve))
     pts = np.stack([np.interp(pos, s_idx, curve[:, c]) for c in range(3)], axis=1) if len(pos) else np.zeros((0, 3))
-    if refine and method == "peaks" and len(pts):
+    if refine and (method == "peaks" or REFINE_PITCH) and len(pts):
         radius = min(0.45 * pitch_used, 0.6)
         pts = _refine(img, smoothed, pts, radius)
     return Contacts(pts, method, curve, profile.astype(np.float32), pitch_used, info)
@@ -452,10 +465,12 @@ def _track(field: np.ndarray, vol: Volume, m: np.ndarray, start: np.ndarray, dir
         inside = 0 <= k < m.shape[0] and 0 <= j < m.shape[1] and 0 <= i < m.shape[2] and bool(m[k, j, i])
         outside = 0 if inside else outside + 1
         if outside * step_mm > max_gap_mm:
+            log.debug("track left the label at %s", np.round(p, 2))
             break
         if len(pts) > int(3.0 / step_mm):
             # coming back onto its own earlier path: the tip was passed and a neighbouring turn reached
             if np.min(np.linalg.norm(np.asarray(pts[: -int(3.0 / step_mm)]) - p, axis=1)) < 0.5:
+                log.debug("track came back onto itself at %s", np.round(p, 2))
                 break
         pts.append(p)
     pts = np.array(pts)
@@ -482,12 +497,13 @@ def _centreline(lab: Volume, m: np.ndarray, step_mm: float, field: np.ndarray | 
     if np.linalg.norm(path[0] - centroid) > np.linalg.norm(path[-1] - centroid):
         path = path[::-1]  # now apex (roughly) -> base
     skel_len = float(np.linalg.norm(np.diff(path, axis=0), axis=1).sum())
-    smooth = max(0.5, 2.0 * float(sp.max()))
+    smooth = max(CURVE_SMOOTH_MM, 2.0 * float(sp.max()) if field is None else CURVE_SMOOTH_MM)
     if field is not None and skel_len > 3.0:
         base = path[-1]
         back = path[-1 - int(np.searchsorted(np.cumsum(np.linalg.norm(np.diff(path[::-1], axis=0), axis=1)), 1.0))]
         tracked = _track(field, lab, m, base, back - base)
         t_len = float(np.linalg.norm(np.diff(tracked, axis=0), axis=1).sum()) if len(tracked) > 1 else 0.0
+        log.debug("centreline: skeleton path %.1f mm, tracked %.1f mm", skel_len, t_len)
         if t_len > 0.8 * skel_len:
             curve = _resample_curve(tracked[::-1], step_mm, smooth)
             return _extend_tips(curve, lab, m, step_mm)

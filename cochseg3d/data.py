@@ -28,7 +28,6 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from cochseg3d.config import Config, DataConfig
-from cochseg3d.preprocessing import Preprocessing
 from cochseg3d.utils import sanitize_case_id
 from cochseg3d.volume import Volume, canonical, read_image
 

@@ -66,9 +66,8 @@ def overlay_png(image: Volume, pred: Volume, truth: Volume, path: Path, *, title
                                       (pred_contacts_lps_mm, "+", "red", "found contacts")):
         if pts:
             ijk = can.lps_to_index(np.asarray(pts, dtype=float))
-            ax.scatter(ijk[:, 0] * sx, ijk[:, 1] * sy, s=14 if marker == "+" else 10, marker=marker,
-                       facecolors="none" if marker == "o" else colour, edgecolors=colour, linewidths=0.8,
-                       label=name)
+            style = {"facecolors": "none", "edgecolors": colour} if marker == "o" else {"c": colour}
+            ax.scatter(ijk[:, 0] * sx, ijk[:, 1] * sy, s=14, marker=marker, linewidths=0.8, label=name, **style)
     ax.set_xlabel("patient right → left (mm)")
     ax.set_ylabel("superior → inferior (mm)")
     ax.set_title(title, fontsize=9)

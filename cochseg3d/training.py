@@ -328,6 +328,7 @@ def _train(config, *, out_dir, resume, progress, overrides, on_epoch_end) -> Pat
         split = None
     t = cfg.train
     dist = _Dist("cuda" if _device(cfg).type == "cuda" else "cpu")
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
     try:
         device = _device(cfg, dist)
         if device.type == "cuda":
@@ -512,6 +513,7 @@ def _train(config, *, out_dir, resume, progress, overrides, on_epoch_end) -> Pat
             _final_test(run_dir, data, cfg, device)
     finally:
         dist.close()
+        torch.use_deterministic_algorithms(was_deterministic)
     return run_dir
 
 

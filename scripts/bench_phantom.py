@@ -10,6 +10,7 @@ Writes the "phantom" section of BENCHMARKS.md via scripts/benchlib.update_sectio
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import sys
 import tempfile
@@ -77,13 +78,15 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=100)
     args = ap.parse_args()
     generate_patient(args.seed)  # warm imports
+    load = os.getloadavg()[0]
     small, small_w = time_preset("small", args.repeats, args.seed)
     clin, clin_w = time_preset("clinical", args.repeats, args.seed)
     peer = streak_peer(args.seed, args.naive_slices)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     rows = "\n".join(f"| {s} | {small[s]:.3f} | {clin[s]:.3f} |" for s in STAGES)
     body = f"""
-Median of {args.repeats} patients per preset (seeds {args.seed}..{args.seed + args.repeats - 1}), axial, one process.
+Median of {args.repeats} patients per preset (seeds {args.seed}..{args.seed + args.repeats - 1}), axial, one process;
+1-minute load average at the start {load:.1f} on {os.cpu_count()} cores (a shared machine: times are upper bounds).
 `small` = 96^3 at 0.4 mm, `clinical` = 200^3 at 0.2 mm. Generation (seconds):
 
 | stage | small | clinical |

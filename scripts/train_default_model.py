@@ -185,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--weights", type=Path, default=None, help="where default.pt/json go (default: cochseg3d/weights)")
     ap.add_argument("--evaluate-only", action="store_true", help="measure the shipped model only")
+    ap.add_argument("--package-run", type=Path, default=None,
+                    help="package RUN/best.pt of an earlier (possibly stopped) run instead of training")
     ap.add_argument("--electrode-hint", action="store_true",
                     help="give the contact finder the implanted model (as a clinician would)")
     args = ap.parse_args(argv)
@@ -206,9 +208,14 @@ def main(argv: list[str] | None = None) -> int:
             make_cohort(cohort, training_specs(args.patients, args.seed))
         t_data = time.perf_counter() - t0
         cfg, overrides = training_config(cohort, epochs=args.epochs, seed=args.seed)
-        run = work / f"run_{dt.datetime.now(dt.timezone.utc):%Y%m%d_%H%M%S}"
-        train(cfg, out_dir=run, progress=True)
-        t_train = time.perf_counter() - t0 - t_data
+        if args.package_run is not None:
+            run = args.package_run
+            t_train = float("nan")
+        else:
+            run = work / f"run_{dt.datetime.now(dt.timezone.utc):%Y%m%d_%H%M%S}"
+            train(cfg, out_dir=run, progress=True)
+            t_train = time.perf_counter() - t0 - t_data
+        history = (run / "metrics.csv").read_text().strip().splitlines() if (run / "metrics.csv").is_file() else []
         provenance = {
             "training_data": "synthetic only: cochseg3d phantom patients (no patient data)",
             "patients": args.patients, "seed": args.seed, "command": command,
@@ -218,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
                            "vendor_model": "all catalogue models (phantom draw)"},
             "config_overrides": overrides, "run": str(run.relative_to(ROOT) if run.is_relative_to(ROOT) else run),
             "seconds": {"data": round(t_data, 1), "training": round(t_train, 1)},
+            "epochs_run": max(0, len(history) - 1), "epochs_planned": args.epochs,
             "limits": "trained on synthetic phantoms only; not validated on patient scans; research use",
         }
         dest = package_checkpoint(run / "best.pt", provenance=provenance)

@@ -180,3 +180,19 @@ def test_annotation_store_uses_only_annotated_slices(tmp_path):
     assert sorted(ds.patients) == ["pat0", "pat1", "pat2"]
     assert all(p.slices == [5, 9, 12] and not p.fully_labelled for p in ds.patients.values())
     assert sorted({it["slice"] for it in ds.train_items}) == [5, 9, 12]
+
+
+def test_phantom_source_head_crop_keeps_every_electrode_pixel():
+    from cochseg3d.data import load_patients, slice_items
+
+    cfg = config_from_dict({
+        "data": {"source": "phantom", "phantom_patients": 1, "negative_fraction": 0.1},
+        "preprocessing": {"spacing_mm": 0.4, "roi_size": [64, 64]},
+        "model": {"channels": [4, 8], "strides": [2], "num_res_units": 0},
+    })
+    (patient,) = load_patients(cfg.data)
+    assert patient.fully_labelled and patient.image.array.shape == patient.label.array.shape
+    chain = build_transforms(cfg, train=False)
+    items = slice_items(patient, context=0)[::3]
+    kept = sum(float(chain(dict(it))["label"].sum()) for it in items)
+    assert kept == sum(float(it["label"].sum()) for it in items) > 0

@@ -23,9 +23,10 @@ def _path(case) -> np.ndarray:
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_hu_percentiles_per_tissue_class(seed):
     case = generate_patient(seed)
-    img = case.image.array.astype(float) - case.params["offset_hu"]
+    # back to HU: grey value = gain * HU + offset (CBCT is not calibrated)
+    img = (case.image.array.astype(float) - case.params["offset_hu"]) / case.params["gain"]
     far = ndimage.distance_transform_edt(case.label.array == 0, sampling=case.image.spacing_mm[::-1]) > 4.0
-    ranges = {  # (median lo, median hi) in HU after removing the grey-value offset
+    ranges = {  # (median lo, median hi) in HU
         an.SOFT: (-40, 120), an.BONE: (1000, 1700), an.CAPSULE: (1450, 2150), an.FLUID: (-150, 200),
     }
     med = {}

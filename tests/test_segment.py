@@ -154,3 +154,52 @@ def test_find_inputs_tells_one_patient_from_many(tmp_path):
     assert find_inputs(tmp_path / "many" / "A") == [tmp_path / "many" / "A"]
     with pytest.raises(FileNotFoundError):
         find_inputs(tmp_path / "nope")
+
+
+def _corner_points(img):
+    size = img.GetSize()
+    pts = [img.TransformContinuousIndexToPhysicalPoint([float(a), float(b), float(c)])
+           for a in (0, size[0] - 1) for b in (0, size[1] - 1) for c in (0, size[2] - 1)]
+    return np.array(sorted(np.round(pts, 3).tolist()))
+
+
+@pytest.mark.parametrize("direction", [np.eye(3), CORONAL], ids=["axial", "coronal"])
+def test_label_overlays_dcm2niix_conversion(tmp_path, direction):
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from cochseg3d.dicom_write import write_series
+
+    exe = shutil.which("dcm2niix") or str(Path(sys.executable).parent / "dcm2niix")
+    if not Path(exe).exists():
+        pytest.skip("dcm2niix not installed")
+    ckpt = _checkpoint(tmp_path / "m.pt")
+    vol, _ = _curved_wire(direction, shape=(12, 14, 16))
+    vol.array[:] = np.rint(vol.array)
+    write_series(vol, tmp_path / "dcm", patient_id="P1", uid_seed="x")
+    assert main(["segment", str(tmp_path / "dcm"), "-o", str(tmp_path / "out"), "--model", str(ckpt),
+                 "--device", "cpu", "--no-png"]) == 0
+    (tmp_path / "nii").mkdir()
+    subprocess.run([exe, "-z", "y", "-f", "img", "-o", str(tmp_path / "nii"), str(tmp_path / "dcm")],
+                   check=True, capture_output=True)
+    ref = sitk.ReadImage(str(tmp_path / "nii" / "img.nii.gz"))
+    lab = sitk.ReadImage(str(tmp_path / "out" / "P1.nii.gz"))
+    # same voxel centres in patient space (dcm2niix may store the rows in another order)
+    np.testing.assert_allclose(_corner_points(lab), _corner_points(ref), atol=1e-2)
+    assert sorted(lab.GetSpacing()) == pytest.approx(sorted(ref.GetSpacing()), abs=1e-4)
+
+
+def test_segment_cli_shards_patients_across_torchrun_ranks(tmp_path, monkeypatch):
+    ckpt = _checkpoint(tmp_path / "m.pt")
+    for n in range(3):
+        vol, _ = _curved_wire(np.eye(3), shape=(8, 10, 12))
+        write_image(vol, tmp_path / "in" / f"p{n}.nii.gz")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["segment", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--model", str(ckpt),
+                 "--device", "cpu", "--no-png"]) == 0
+    # rank 1 of 2 takes every second patient starting with the second
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.nii.gz")) == ["p1.nii.gz"]
+    assert (tmp_path / "out" / "summary.rank1.json").is_file()

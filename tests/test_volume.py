@@ -69,6 +69,7 @@ def test_write_read_nifti_keeps_geometry(tmp_path):
     assert got.grid.allclose(vol.grid, atol_mm=1e-4)
     np.testing.assert_array_equal(got.array, vol.array)
     assert not list(tmp_path.glob(".*tmp*"))
+    assert out.stat().st_mode & 0o044  # readable by others like any file the user writes
 
 
 def test_read_image_errors_name_the_file(tmp_path):

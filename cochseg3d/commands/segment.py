@@ -69,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
     if not cases:
         raise UserError(f"{args.input}: no patients found (need DICOM files, image files or patient folders)")
     mine = _shard(cases, rank, world)
+    batch = len(cases) > 1
     log.info("%d patient(s) to segment%s with %s on %s", len(mine), f" (shard {rank}/{world})" if world > 1 else "",
              info["path"], device)
     done, failed = [], []
@@ -98,11 +99,11 @@ def run(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # one bad patient must not stop the rest
-            if len(mine) == 1:
+            if not batch:
                 raise
             log.error("%s: skipped: %s", src, exc)
             failed.append({"source": str(src), "error": f"{type(exc).__name__}: {exc}"})
-    if len(mine) > 1:
+    if batch:
         summary = {"model": info["path"], "done": done, "failed": failed}
         name = "summary.json" if world == 1 else f"summary.rank{rank}.json"
         atomic_write(args.output / name, lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=1)))

@@ -295,12 +295,17 @@ def cochlea_spiral(center, rows, sense, *, a_value_mm: float, turns: float, heig
     return make(k)
 
 
-def paint_cochlea(p: Painter, c: Cochlea, *, fluid_hu: float, modiolus_hu: float) -> None:
-    """Modiolus (a cone of spongy bone) then the fluid canal along the spiral."""
+def paint_cochlea(p: Painter, c: Cochlea, *, fluid_hu: float, modiolus_hu: float, capsule=None,
+                  capsule_mm: float = 2.0) -> None:
+    """Otic capsule hugging the canal, the modiolus (a cone of spongy bone), then the fluid canal.
+
+    Args:
+        capsule: HU (or a callable of the box's slices) of the dense bone within ``capsule_mm`` of
+            the canal; painted over bone only, so air, fluid and nerves nearby stay as they are.
+    """
     g = p.grid
     apex = c.center + c.rows[2] * c.height_mm
-    p.capsule(c.center - c.rows[2] * 0.8, apex, 1.1, modiolus_hu, MODIOLUS, only=(CAPSULE, BONE))
-    half = np.full(3, c.r0 + c.canal_base_mm + 2.5)
+    half = np.full(3, c.r0 + c.canal_base_mm + capsule_mm + 1.5)
     sl = g.box(c.center + c.rows[2] * c.height_mm / 2, half)
     if sl is None:
         return
@@ -323,6 +328,9 @@ def paint_cochlea(p: Painter, c: Cochlea, *, fluid_hu: float, modiolus_hu: float
     tl = np.array(c.to_local(tip), dtype=np.float32)
     dtip = np.sqrt((a - tl[0]) ** 2 + (b - tl[1]) ** 2 + (z - tl[2]) ** 2) - np.float32(c.canal_apex_mm)
     np.minimum(best, dtip, out=best)
+    if capsule is not None:
+        p._blend(sl, best - np.float32(capsule_mm), capsule, CAPSULE, (BONE, CAPSULE, MODIOLUS), soft_mm=1.0)
+    p.capsule(c.center - c.rows[2] * 0.8, apex, 1.1, modiolus_hu, MODIOLUS, only=(CAPSULE, BONE))
     p._blend(sl, best, fluid_hu, FLUID, None)
 
 

@@ -22,9 +22,10 @@ Model and the figures behind it:
   pixel and angle, built once per scan) applied to all slices' filtered sinograms at once.
 * Noise: white Gaussian noise added before the PSF (so the reconstruction blur gives it its grain),
   scaled so its standard deviation after the blur is 30-110 HU, up to 1.5x higher in dense regions.
-* Low-frequency shading (+/- 20-120 HU), cupping, ring artefacts in ~30 % of scans, a grey-value
-  offset (CBCT grey values are not calibrated HU), and saturation at 3071 or 4095 HU (12-bit
-  detectors / stored range).
+* Low-frequency shading (+/- 20-120 HU), cupping, ring artefacts in ~30 % of scans, a cylindrical
+  reconstructed field in half the scans (constant outside, a bright truncation rim inside its edge),
+  a grey-value gain (0.85-1.15) and offset (-300..400; CBCT grey values are not calibrated HU), and
+  saturation at 3071 or 4095 (12-bit detectors / stored range).
 """
 
 from __future__ import annotations

@@ -2,8 +2,10 @@
 
 Every model lists where its figures come from. ``datasheet`` marks figures taken from the
 manufacturers' public product literature (MED-EL electrode-array brochure, Cochlear Nucleus and
-Advanced Bionics HiFocus product sheets) as remembered to about 0.1 mm; ``assumption`` marks figures
-chosen here to be plausible because no public number was at hand. Angular insertion depths (AID) are
+Advanced Bionics HiFocus product sheets), quoted from memory to about 0.1 mm and not re-checked
+against current sheets here; ``assumption`` marks figures chosen here to be plausible because no
+public number was at hand. The platinum volume per contact (``contact_radius_mm``), the wire
+diameter and the lead diameter are assumptions for every model. Angular insertion depths (AID) are
 the angle of the most apical contact from the round window, as in the consensus of Verbist et al.
 (Otol Neurotol 2010;31:722-730).
 
@@ -73,15 +75,16 @@ class ElectrodeModel:
 
 _MEDEL_SRC = (
     "datasheet: 12 sites, pitch (active range / 11), length, tip/base diameter; "
-    "assumption: contact length 0.5 mm, tip offset, lead diameter, AID spread"
+    "assumption: contact length 0.5 mm and metal volume, tip offset, lead diameter, AID spread"
 )
 _COCH_SRC = (
     "datasheet: 22 half-band contacts, approximate active length and diameters; "
-    "assumption: uniform pitch (active length / 21), contact width 0.3 mm, AID mean and spread"
+    "assumption: uniform pitch (active length / 21), contact width 0.3 mm and metal volume, AID mean and spread"
 )
 _AB_SRC = (
     "datasheet: 16 contacts, length and approximate active length; "
-    "assumption: uniform pitch, contact length 0.4 mm, diameters, AID spread (SlimJ AID published)"
+    "assumption: uniform pitch, contact length 0.4 mm and metal volume, diameters, AID spread "
+    "(SlimJ AID published)"
 )
 
 CATALOGUE: tuple[ElectrodeModel, ...] = (

@@ -21,7 +21,7 @@ from cochseg3d.volume import Grid, Volume
 from . import anatomy as an
 from . import cbct
 from .electrodes import VENDORS, find_model, models_of
-from .implant import array_fields, build_path
+from .implant import ArrayFields, ArrayPath, array_fields, build_path
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ LABEL_IMAGE_HU = 1200.0
 OVERRIDES = {
     "vendor", "model", "side", "spacing_mm", "shape", "noise_hu", "offset_hu", "streak_strength",
     "saturation_hu", "psf_sigma_mm", "aid_deg", "mastoidectomy", "rings", "case_id", "oblique_deg",
-    "mu_platinum_per_mm", "fov_center_ear_mm",
+    "mu_platinum_per_mm", "fov_center_ear_mm", "gain",
 }
 
 
@@ -134,6 +134,9 @@ def draw_params(rng: np.random.Generator) -> dict[str, Any]:
     p["cavity_scale"] = _u(rng, 0.8, 1.2)
     p["fov_cylinder"] = bool(rng.random() < 0.5)
     p["outside_fov_hu"] = float(rng.choice([-1024.0, -1000.0, 0.0]))
+    p["truncation_rim_hu"] = _u(rng, 0, 250)  # bright rim at the edge of a truncated field
+    p["gain"] = _u(rng, 0.85, 1.15)  # grey values are not calibrated HU: scale ...
+    p["capsule_mm"] = _u(rng, 1.5, 2.5)  # otic capsule thickness around the cochlear canal
     return p
 
 
@@ -169,7 +172,8 @@ def _ear_frame(p: dict) -> tuple[np.ndarray, np.ndarray]:
     return c, R @ E
 
 
-def _grid_for(p: dict, preset: str) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float], tuple[int, int, int]]:
+def _grid_for(p: dict, preset: str) -> tuple[tuple[float, float, float], tuple[int, int, int]]:
+    """Spacing (mm) and size in ITK order ``(i, j, k)``; an overridden spacing keeps the preset's field."""
     pre = PRESETS[preset]
     sp = p.get("spacing_mm", pre["spacing_mm"])
     sp = tuple(float(s) for s in (sp if np.ndim(sp) else (sp, sp, sp)))
@@ -179,7 +183,309 @@ def _grid_for(p: dict, preset: str) -> tuple[np.ndarray, np.ndarray, tuple[float
         shape = tuple(int(round(fov / s)) for s in sp)  # (i, j, k)
     else:
         shape = tuple(int(s) for s in (shape if np.ndim(shape) else (shape,) * 3))
+    if len(sp) != 3 or min(sp) <= 0 or len(shape) != 3 or min(shape) < 1:
+        raise ValueError(f"spacing_mm must be 1 or 3 positive values and shape 1 or 3 sizes >= 1; "
+                         f"got spacing_mm={p.get('spacing_mm')}, shape={p.get('shape')}")
     return sp, shape
+
+
+@dataclass
+class _Ear:
+    """The ear frame: cochlea centre ``C`` (LPS mm) and axes ``E`` (columns lateral, anterior, superior)."""
+
+    C: np.ndarray
+    E: np.ndarray
+    skull_scale: float
+
+    def ear(self, v) -> np.ndarray:
+        """LPS point of ear-frame coordinates ``v`` (mm lateral, anterior, superior of the cochlea)."""
+        return self.C + self.E @ np.asarray(v, float)
+
+    def far(self, v) -> np.ndarray:
+        """As :meth:`ear` for structures away from the labyrinth, which scale with the skull."""
+        return self.C + self.E @ (np.asarray(v, float) * self.skull_scale)
+
+    def rows(self, rows) -> np.ndarray:
+        """Ear-frame unit vectors (rows) in LPS."""
+        return np.asarray(rows, float) @ self.E.T
+
+
+@dataclass
+class _Scan:
+    grid: an.ScanGrid  # the axis-aligned grid the scanner reconstructs (rotation axis = k)
+    center: np.ndarray  # isocentre = field-of-view centre, LPS mm
+    target: Grid | None  # the oblique output grid, None for axis-aligned acquisitions
+
+
+@dataclass
+class _Anatomy:
+    coch: an.Cochlea
+    rw: np.ndarray  # round window (LPS mm)
+    u_me: float  # lateral coordinate of the middle ear's centre (ear frame, mm)
+    cav: np.ndarray  # mastoid cavity centre (ear frame, mm, before skull scaling)
+
+
+def _scan_geometry(p: dict, preset: str, orientation: str, f: _Ear) -> _Scan:
+    sp, shape_ijk = _grid_for(p, preset)
+    fov_c = f.ear(p["fov_center_ear_mm"])
+    target = None
+    if orientation == "oblique":
+        D = an.rotation(np.asarray(p["oblique_axis"], float), np.radians(p["oblique_deg"]))
+        ext = (np.asarray(shape_ijk) - 1) * np.asarray(sp)
+        origin = fov_c - D @ (ext / 2)
+        target = Grid(tuple(shape_ijk), sp, _exact(origin), tuple(D.ravel()))
+        corners = np.array([[a, b, c] for a in (0, 1) for b in (0, 1) for c in (0, 1)]) * ext
+        lps = corners @ D.T + origin
+        lo, hi = lps.min(0), lps.max(0)
+        scan_shape = tuple(int(np.ceil((h - l) / s)) + 1 for l, h, s in zip(lo, hi, sp))
+        scan_origin = _exact(lo)
+    else:
+        scan_shape = shape_ijk
+        scan_origin = _exact(fov_c - (np.asarray(shape_ijk) - 1) / 2 * np.asarray(sp))
+    if int(np.prod(scan_shape)) > 100_000_000:
+        raise ValueError(f"a {'x'.join(map(str, scan_shape))} grid is too large to simulate; "
+                         "pass a smaller shape or a coarser spacing_mm")
+    return _Scan(an.ScanGrid(tuple(scan_shape[::-1]), sp, scan_origin), fov_c, target)
+
+
+def _paint_anatomy(P: an.Painter, p: dict, f: _Ear, rng: np.random.Generator) -> _Anatomy:
+    """Bone, air spaces, labyrinth, vessels and the cochlea, in painting order (later wins)."""
+    grid, hu, ear, far, rows_ear = P.grid, p["hu"], f.ear, f.far, f.rows
+    C, E = f.C, f.E
+    tex = an.smooth_field(grid.shape, grid.spacing_mm, scale_mm=1.6, rng=rng)
+    lumpy = (an.smooth_field(grid.shape, grid.spacing_mm, scale_mm=5.0, rng=rng), 1.5)  # irregular outlines
+
+    def bone(base):
+        return lambda sl: np.float32(base) + np.float32(120) * tex[sl]
+
+    I = np.eye(3)
+    pr = an.frame_from_axis([0, 0, 1], np.array([-0.7, 0.7, 0.0]))  # petrous ridge runs antero-medially
+    P.ellipsoid(far([-4, 2, -1]), rows_ear(pr), [15, 30, 12], bone(hu["bone"]), an.BONE, jitter=lumpy)
+    P.ellipsoid(far([10, -2, 0]), rows_ear(I), [16, 14, 13], bone(hu["bone"]), an.BONE, jitter=lumpy)
+    P.ellipsoid(far([13, -14, -3]), rows_ear(I), [15, 15, 17], bone(hu["bone"]), an.BONE, jitter=lumpy)
+    # middle and posterior cranial fossae, sigmoid sinus
+    P.ellipsoid(far([0, 5, 36]), rows_ear(I), [45, 45, 26], hu["soft"], an.SOFT, jitter=lumpy)
+    P.ellipsoid(far([-19, -23, -2]), rows_ear(I), [15, 17, 25], hu["soft"], an.SOFT, jitter=lumpy)
+    P.capsule(far([9, -25, 10]), far([3, -15, -15]), 4.0, hu["soft"] + 10, an.SOFT)
+    # mastoid air cells: Worley cells (2.5-5 mm) with thin bony septa, a drawn fraction aerated
+    pc = far([12, -12, 0])
+    pr_ = np.array([13.0, 13.0, 14.0])
+    half_pc = np.sqrt(((pr_[:, None] * rows_ear(I)) ** 2).sum(axis=0)) + 2 * grid.h  # the ellipsoid's own box
+    wc = an.worley_cells(grid, pc, half_pc, cell_mm=p["air_cell_mm"], coarse_mm=0.7, rng=rng)
+    if wc is not None:
+        _, gap, cell = wc
+        aerated = rng.random(int(cell.max()) + 1) < p["pneumatisation"]
+
+        def aircells(sl):
+            air = aerated[cell] & (gap > np.float32(p["septum_mm"]))
+            return np.where(air, np.float32(hu["air"]), np.float32(hu["bone"]) + 150 * tex[sl])
+
+        P.ellipsoid(pc, rows_ear(I), pr_, aircells, an.BONE, only=(an.BONE,))
+    P.tissue[(P.tissue == an.BONE) & (P.hu < -300)] = an.AIR
+
+    # cochlea frame: modiolar axis ~52 deg from left-right, tilted inferiorly; e1 towards the RW
+    a = np.radians(p["axis_to_lr_deg"])
+    b = np.radians(p["axis_inferior_tilt_deg"])
+    axis_ear = np.array([np.cos(a), np.sin(a) * np.cos(b), -np.sin(a) * np.sin(b)])
+    rows_c_ear = an.frame_from_axis(axis_ear, np.array([0.35, -0.8, -0.5]))
+    sense = 1.0 if rows_c_ear[1][1] >= 0 else -1.0  # the basal turn heads anteriorly from the RW
+    coch = an.cochlea_spiral(C, rows_ear(rows_c_ear), sense, a_value_mm=p["a_value_mm"], turns=p["turns"],
+                             height_mm=p["cochlea_height_mm"], canal_base_mm=p["canal_base_mm"],
+                             canal_apex_mm=p["canal_apex_mm"])
+    # otic capsule of the vestibule and canals: dense bone blending into the petrous bone (the
+    # cochlea's own capsule follows its canal, below)
+    P.ellipsoid(ear([1.0, -8.0, 4.5]), rows_ear(I), [6.5, 7.5, 7.0], bone(hu["capsule"]), an.CAPSULE, soft_mm=1.5,
+                jitter=(lumpy[0], 0.6), only=(an.BONE, an.SOFT))
+    # where the lateral wall of the basal turn bulges into the middle ear (promontory)
+    th = np.linspace(0, 2 * np.pi, 200)
+    lw = (coch.point(th, coch.r_lateral(th)) - C) @ E
+    u_prom = float(lw[:, 0].max() + coch.canal_base_mm * 0.2)
+    u_me = u_prom + 0.8 + 2.0
+    rw = coch.point(0.0, coch.r_lateral(0.0) - coch.canal_base_mm)[0]
+    rw_ear = (rw - C) @ E
+    # middle ear, attic, ossicles, external canal, tympanic membrane
+    P.ellipsoid(ear([u_me, 0.5, 0.5]), rows_ear(I), [p["middle_ear_halfwidth_mm"], 6.5, 7.0], hu["air"], an.AIR,
+                jitter=(lumpy[0], 0.5))
+    P.ellipsoid(ear([u_me + 0.5, -1.0, 6.0]), rows_ear(I), [3.0, 4.0, 3.0], hu["air"], an.AIR)
+    P.ellipsoid(ear([u_me + 1.0, -2.0, 5.5]), rows_ear(I), [1.2, 1.5, 1.5], hu["ossicle"], an.BONE)
+    P.ellipsoid(ear([u_me + 1.2, 0.5, 6.0]), rows_ear(I), [1.1, 1.1, 1.6], hu["ossicle"], an.BONE)
+    P.capsule(ear([u_me + 1.2, 0.5, 5.0]), ear([u_me + 2.6, 0.8, 0.5]), 0.45, hu["ossicle"], an.BONE)
+    P.capsule(ear([u_me + 3.5, 0.5, 0.0]), ear([u_me + 40, 1.5, -2.0]), p["eac_radius_mm"], hu["air"], an.AIR)
+    P.ellipsoid(ear([u_me + 3.0, 0.5, 0.0]), rows_ear(an.frame_from_axis([0.3, 0.1, 0.95], [0, 1, 0])),
+                [4.5, 4.5, 0.15], hu["soft"], an.SOFT)
+    # round-window niche: from the basal turn at theta=0 out to the middle ear
+    P.capsule(rw, ear([u_me - 1.0, rw_ear[1] - 0.5, rw_ear[2]]), 0.8, hu["air"], an.AIR)
+    # mastoidectomy + posterior tympanotomy
+    cav = np.array([13.0, -12.0, 3.0]) + np.asarray(p["lead_jitter_mm"])[1] * 0.5
+    if p["mastoidectomy"]:
+        fill = hu["air"] if p["cavity_fill"] == "air" else hu["fluid"] + 20
+        ftis = an.AIR if p["cavity_fill"] == "air" else an.SOFT
+        P.ellipsoid(far(cav), rows_ear(I), np.array([6.5, 7.5, 6.5]) * p["cavity_scale"], fill, ftis)
+        P.capsule(ear([u_me + 0.8, -4.5, 0.5]), far(cav), 1.5, hu["air"], an.AIR)
+    # labyrinth fluid: vestibule, semicircular canals (lateral, superior, posterior: ~6.5 mm loops,
+    # 0.9 mm lumen), internal auditory canal
+    P.ellipsoid(ear([1.5, -5.5, 2.0]), rows_ear(I), [1.6, 2.4, 2.0], hu["fluid"], an.FLUID)
+    for centre, normal, ref, major in (([2.5, -8.5, 4.0], [0, 0.5, 0.87], [1, 0, 0], 3.2),
+                                       ([-0.5, -6.0, 7.5], [-0.7, 0.7, 0], [0, 0, 1], 3.3),
+                                       ([0.5, -10.5, 3.0], [0.7, 0.7, 0], [0, 0, 1], 3.1)):
+        P.torus(ear(centre), rows_ear(an.frame_from_axis(normal, ref)), major, 0.45, hu["fluid"], an.FLUID)
+    iac0 = C - coch.rows[2] * (coch.canal_base_mm + 0.3 + p["iac_radius_mm"])  # fundus below the basal turn
+    P.capsule(iac0, iac0 - coch.rows[2] * 10.0, p["iac_radius_mm"], hu["fluid"], an.FLUID)
+    # vessels (carotid, jugular bulb) and the facial nerve
+    P.capsule(far([-3, 7, -16]), far([-5, 9, -3]), 2.6, hu["soft"] + 10, an.SOFT)
+    P.capsule(far([-5, 9, -3]), far([-12, 14, -1]), 2.6, hu["soft"] + 10, an.SOFT)
+    P.ellipsoid(far([1, -6, -10]), rows_ear(I), [4.5, 5.0, 4.0], hu["soft"] + 10, an.SOFT)
+    P.capsule(ear([u_prom + 0.6, 3, 4]), ear([u_prom + 0.8, -5, 3.5]), 0.7, hu["soft"], an.SOFT)
+    P.capsule(ear([u_prom + 0.8, -5, 3.5]), ear([u_prom + 2.5, -7.5, -14]), 0.75, hu["soft"], an.SOFT)
+    an.paint_cochlea(P, coch, fluid_hu=hu["fluid"], modiolus_hu=hu["modiolus"], capsule=bone(hu["capsule"]),
+                     capsule_mm=p["capsule_mm"])
+    return _Anatomy(coch, rw, u_me, cav)
+
+
+def _place_implant(P: an.Painter, p: dict, f: _Ear, anat: _Anatomy, model) -> tuple[ArrayPath, ArrayFields]:
+    """The array path (AID clipped to the cochlea, stored back in ``p``) and its fields in the volume."""
+    hu = p["hu"]
+    jit = np.asarray(p["lead_jitter_mm"])
+    lead_pts = [f.ear(np.array([anat.u_me + 0.8, -5.0, 0.5]) + jit[0] * 0.3), f.far(anat.cav + jit[1] * 0.6),
+                f.far(np.array([30.0, -30.0, 24.0]) + jit[2] * 2)]
+    path, p["aid_deg"] = build_path(anat.coch, model, p["aid_deg"], lead_pts)
+    if not p["mastoidectomy"]:  # the lead runs in a drilled groove through the mastoid
+        outer = path.points[path.s > path.s_round_window + 3.0][::20]
+        for a0, a1 in zip(outer[:-1], outer[1:]):
+            P.capsule(a0, a1, 0.9, hu["soft"], an.SOFT)
+    P.ellipsoid(anat.rw, f.rows(np.eye(3)), [1.0, 1.0, 1.0], hu["soft"], an.SOFT)  # fascia plug at the RW
+    band_mm = float(path.radius.max() + LABEL_BAND_MM + 0.2)
+    fld = array_fields(P.grid, path, band_mm=band_mm)
+    if len(fld.dist) == 0:  # the array lies outside this field of view: keep one inert voxel
+        fld = ArrayFields(np.zeros((1, 3), int), np.full(1, 99.0, np.float32), np.ones(1, np.float32),
+                          *(np.zeros(1, np.float32) for _ in range(3)))
+    k, j, i = fld.kji.T
+    keep = 1.0 - fld.metal - fld.silicone  # metal and carrier displace the tissue
+    P.hu[k, j, i] = P.hu[k, j, i] * keep + fld.silicone * np.float32(hu["silicone"])
+    P.tissue[k, j, i] = np.where(fld.contact >= 0.5, an.METAL,
+                                 np.where(fld.silicone >= 0.5, an.SILICONE, P.tissue[k, j, i]))
+    return path, fld
+
+
+def _scanner(P: an.Painter, fld: ArrayFields, p: dict, scan: _Scan, f: _Ear, rng: np.random.Generator,
+             timings: dict, inter: dict | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CBCT degradation of ``P.hu``; returns the image, the blurred metal HU (sub-box) and its corner."""
+    grid, sp, true = scan.grid, scan.grid.spacing_mm, P.hu
+    k, j, i = fld.kji.T
+    # quantum noise enters before the reconstruction blur, so the PSF also sets its grain; its
+    # level grows with the local density (rays through the petrous bone carry fewer photons)
+    t0 = time.perf_counter()
+    sig = [p["psf_sigma_mm"] / s for s in sp[::-1]]
+    gain = cbct.gaussian_noise_gain(sig)
+    dens = ndimage.gaussian_filter(np.clip((true[::4, ::4, ::4] + 200.0) / 2000.0, 0, 1), 1.5)
+    coords = [np.clip(np.arange(n, dtype=np.float32) / 4, 0, s - 1) for n, s in zip(grid.shape, dens.shape)]
+    noisy = an.trilinear(dens, coords)
+    noisy *= np.float32(0.4 * p["noise_hu"] / gain)
+    noisy += np.float32(0.8 * p["noise_hu"] / gain)
+    noisy *= rng.standard_normal(grid.shape, dtype=np.float32)
+    noisy += true
+    timings["noise"] = time.perf_counter() - t0
+
+    # PSF: Gaussian core for everything, plus a wide tail for the (very bright) metal only
+    t0 = time.perf_counter()
+    img = ndimage.gaussian_filter(noisy, sig, truncate=3.0)
+    del noisy
+    hu_pt = float(cbct.hu_from_mu(p["mu_platinum_per_mm"]))
+    pad = int(np.ceil(3 * p["psf_tail_sigma_mm"] / min(sp))) + 1
+    lo = np.maximum(fld.kji.min(0) - pad, 0)
+    hi = np.minimum(fld.kji.max(0) + pad + 1, np.array(grid.shape))
+    fm = np.zeros(tuple(hi - lo), dtype=np.float32)
+    fm[k - lo[0], j - lo[1], i - lo[2]] = fld.metal
+    w = p["psf_tail_weight"]
+    m = ndimage.gaussian_filter(fm, sig, truncate=3.0) * np.float32((1 - w) * hu_pt)
+    tail = [p["psf_tail_sigma_mm"] / s for s in sp[::-1]]
+    m += ndimage.gaussian_filter(fm, tail, truncate=3.0) * np.float32(w * hu_pt)
+    img[tuple(slice(a_, b_) for a_, b_ in zip(lo, hi))] += m
+    p["hu_platinum"] = hu_pt
+    timings["psf"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    metal_mu = np.zeros((hi[0] - lo[0], grid.shape[1], grid.shape[2]), dtype=np.float32)
+    metal_mu[:, lo[1]:hi[1], lo[2]:hi[2]] = fm * np.float32(p["mu_platinum_per_mm"])
+    head_c = f.ear([-60.0, -5.0, 0.0])
+    streak_kw = dict(isocenter_xy=tuple(scan.center[:2]), head_center_xy=tuple(head_c[:2]),
+                     head_axes_mm=(72.0, 92.0), n0=p["photons_per_bin"], floor=p["count_floor"],
+                     bh=p["beam_hardening"], strength=p["streak_strength"], n_angles=90)
+    if inter is not None:
+        inter.update(grid=grid, true_hu=true.copy(), metal_mu=metal_mu, z_range=(int(lo[0]), int(hi[0])),
+                     streak_kw=dict(streak_kw))
+    img[lo[0]:hi[0]] += cbct.streak_image(grid, metal_mu, (int(lo[0]), int(hi[0])), rng=rng, **streak_kw)
+    timings["streaks"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    shade, p["shading"] = cbct.shading_field(grid, amplitude_hu=p["shading_hu"], cupping_hu=p["cupping_hu"],
+                                            isocenter_xy=scan.center[:2], rng=rng)
+    img += shade
+    del shade
+    if p["rings"]:
+        rings, p["ring_list"] = cbct.ring_field(grid, isocenter_xy=scan.center[:2], rng=rng)
+        img += rings[None]
+    out2d = None
+    if p["fov_cylinder"]:  # reconstructed field: a cylinder about the rotation axis, constant outside
+        r = np.sqrt((grid.xs - scan.center[0])[None, :] ** 2 + (grid.ys - scan.center[1])[:, None] ** 2)
+        size = (grid.shape[2], grid.shape[1]) if scan.target is None else scan.target.size[:2]
+        radius = 0.5 * min(size[0] * sp[0], size[1] * sp[1])
+        out2d = r > radius
+        # projections truncated by the small field brighten its edge
+        img += (np.float32(p["truncation_rim_hu"]) * np.exp(-(radius - np.minimum(r, radius)) / 2.0))[None]
+    img *= np.float32(p["gain"])  # ... and offset
+    img += np.float32(p["offset_hu"])
+    np.clip(img, -1024.0, p["saturation_hu"], out=img)
+    if out2d is not None:
+        img[:, out2d] = np.float32(p["outside_fov_hu"])
+        P.tissue[:, out2d] = an.OUTSIDE
+    timings["shading_saturation"] = time.perf_counter() - t0
+    return img, m, lo
+
+
+def _truth(fld: ArrayFields, m: np.ndarray, lo: np.ndarray, img: np.ndarray, p: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Label (what an annotator paints) and metal (at least half platinum) on the scanner grid."""
+    k, j, i = fld.kji.T
+    mb = m[k - lo[0], j - lo[1], i - lo[2]]
+    in_band = fld.dist <= fld.radius + LABEL_BAND_MM
+    bright = img[k, j, i] >= p["offset_hu"] + p["gain"] * LABEL_IMAGE_HU
+    lab_sparse = (in_band & (mb >= LABEL_METAL_HU) & bright) | (fld.contact >= 0.5)
+    label = np.zeros(img.shape, dtype=np.uint8)
+    label[k[lab_sparse], j[lab_sparse], i[lab_sparse]] = 1
+    metal = np.zeros(img.shape, dtype=np.uint8)
+    cm = fld.contact >= 0.5
+    metal[k[cm], j[cm], i[cm]] = 1
+    return label, metal
+
+
+def _acquire(img: np.ndarray, label: np.ndarray, metal: np.ndarray, tissue: np.ndarray, fld: ArrayFields,
+             scan: _Scan, orientation: str) -> tuple[list[np.ndarray], tuple]:
+    """Image, label, metal and tissue on the output grid, and that grid's (spacing, origin, direction)."""
+    grid = scan.grid
+    scan_vol = Volume(img, grid.spacing_mm, grid.origin_mm, np.eye(3))
+    if orientation == "oblique":
+        ref = scan.target.reference_image()
+
+        def rs(arr, interp, default, out_type):
+            return sitk.GetArrayFromImage(sitk.Resample(scan_vol.with_array(arr).to_sitk(), ref, sitk.Transform(),
+                                                        interp, default, out_type))
+
+        k, j, i = fld.kji.T
+        cfrac = np.zeros(grid.shape, dtype=np.float32)
+        cfrac[k, j, i] = fld.contact
+        metal_o = (rs(cfrac, sitk.sitkLinear, 0.0, sitk.sitkFloat32) >= 0.5).astype(np.uint8)
+        label_o = (rs(label.astype(np.float32), sitk.sitkLinear, 0.0, sitk.sitkFloat32) >= 0.5).astype(np.uint8)
+        label_o |= metal_o
+        arrays = [rs(img, sitk.sitkLinear, -1024.0, sitk.sitkFloat32), label_o, metal_o,
+                  rs(tissue, sitk.sitkNearestNeighbor, float(an.AIR), sitk.sitkUInt8)]
+        return arrays, (scan.target.spacing_mm, scan.target.origin_mm, scan.target.direction_matrix)
+    arrays, geo = [], None
+    for arr in (img, label, metal, tissue):
+        o = sitk.DICOMOrient(scan_vol.with_array(arr).to_sitk(), _ORIENT_CODES[orientation])
+        arrays.append(sitk.GetArrayFromImage(o))
+        if geo is None:
+            geo = (o.GetSpacing(), _exact(o.GetOrigin()), np.round(np.asarray(o.GetDirection()).reshape(3, 3)))
+    return arrays, geo
 
 
 def generate_patient(seed: int, *, preset: str = "small", orientation: str = "axial", keep_intermediate: bool = False,
@@ -191,11 +497,12 @@ def generate_patient(seed: int, *, preset: str = "small", orientation: str = "ax
         preset: "small" (96^3 at 0.4 mm) or "clinical" (200^3 at 0.2 mm).
         orientation: "axial" (IOP 1,0,0,0,1,0), "coronal" (1,0,0,0,0,-1), "sagittal" (0,1,0,0,0,-1),
             "oblique" (a rotated grid, image and truth resampled onto it) or "mixed" (drawn).
-        **overrides: any of ``OVERRIDES`` (vendor, model, side, spacing_mm (float or (i, j, k)),
-            shape, noise_hu, offset_hu, streak_strength, saturation_hu, psf_sigma_mm, aid_deg,
-            mastoidectomy, rings, case_id, oblique_deg, mu_platinum_per_mm, fov_center_ear_mm: the
-            field-of-view centre in the ear frame, mm lateral / anterior / superior of the cochlea).
         keep_intermediate: keep intermediate arrays in ``PhantomCase.intermediate``.
+        **overrides: any of ``OVERRIDES``: vendor, model, side ("left" / "right"), spacing_mm (float
+            or (i, j, k) mm), shape (int or (i, j, k)), noise_hu, offset_hu, streak_strength,
+            saturation_hu, psf_sigma_mm, aid_deg, mastoidectomy, rings, case_id, oblique_deg,
+            mu_platinum_per_mm, fov_center_ear_mm (field-of-view centre, mm lateral / anterior /
+            superior of the cochlea), gain (grey value = gain * HU + offset_hu).
 
     Returns:
         The :class:`PhantomCase`; image in HU-like grey values on the acquisition grid.
@@ -220,280 +527,38 @@ def generate_patient(seed: int, *, preset: str = "small", orientation: str = "ax
     case_id = sanitize_case_id(p.get("case_id") or f"phantom{int(seed):06d}")
     p["case_id"] = case_id
 
-    # --- geometry ---------------------------------------------------------------------------
     t0 = time.perf_counter()
-    C, E = _ear_frame(p)
-
-    def ear(v) -> np.ndarray:
-        return C + E @ np.asarray(v, float)
-
-    def far(v) -> np.ndarray:  # structures away from the labyrinth scale with the skull
-        return C + E @ (np.asarray(v, float) * p["skull_scale"])
-
-    def rows_ear(rows) -> np.ndarray:
-        return np.asarray(rows, float) @ E.T
-
-    sp, shape_ijk = _grid_for(p, preset)
-    fov_c = ear(p["fov_center_ear_mm"])
-    scan_center = fov_c
-    target = None
-    if orientation == "oblique":
-        axis = np.asarray(p["oblique_axis"], float)
-        D = an.rotation(axis, np.radians(p["oblique_deg"]))
-        ext = (np.asarray(shape_ijk) - 1) * np.asarray(sp)
-        origin = fov_c - D @ (ext / 2)
-        target = Grid(tuple(shape_ijk), sp, _exact(origin), tuple(D.ravel()))
-        corners = np.array([[a, b, c] for a in (0, 1) for b in (0, 1) for c in (0, 1)]) * ext
-        lps = corners @ D.T + origin
-        lo, hi = lps.min(0), lps.max(0)
-        scan_shape = tuple(int(np.ceil((h - l) / s)) + 1 for l, h, s in zip(lo, hi, sp))
-        scan_origin = _exact(lo)
-    else:
-        scan_shape = shape_ijk
-        scan_origin = _exact(fov_c - (np.asarray(shape_ijk) - 1) / 2 * np.asarray(sp))
-    if int(np.prod(scan_shape)) > 100_000_000:
-        raise ValueError(f"a {'x'.join(map(str, scan_shape))} grid is too large to simulate; "
-                         "pass a smaller shape or a coarser spacing_mm")
-    grid = an.ScanGrid(tuple(scan_shape[::-1]), sp, scan_origin)
-
-    # --- anatomy ----------------------------------------------------------------------------
-    hu = p["hu"]
-    P = an.Painter(grid, hu["soft"], an.SOFT)
-    tex = an.smooth_field(grid.shape, sp, scale_mm=1.6, rng=rng)
-    lumpy = (an.smooth_field(grid.shape, sp, scale_mm=5.0, rng=rng), 1.5)  # irregular bone outlines
-
-    def bone(base):
-        return lambda sl: np.float32(base) + np.float32(120) * tex[sl]
-
-    I = np.eye(3)
-    petrous_axis = np.array([-0.7, 0.7, 0.0])
-    pr = an.frame_from_axis([0, 0, 1], petrous_axis)
-    P.ellipsoid(far([-4, 2, -1]), rows_ear(pr), [15, 30, 12], bone(hu["bone"]), an.BONE, jitter=lumpy)
-    P.ellipsoid(far([10, -2, 0]), rows_ear(I), [16, 14, 13], bone(hu["bone"]), an.BONE, jitter=lumpy)
-    P.ellipsoid(far([13, -14, -3]), rows_ear(I), [15, 15, 17], bone(hu["bone"]), an.BONE, jitter=lumpy)
-    # middle and posterior cranial fossae, sigmoid sinus
-    P.ellipsoid(far([0, 5, 36]), rows_ear(I), [45, 45, 26], hu["soft"], an.SOFT, jitter=lumpy)
-    P.ellipsoid(far([-19, -23, -2]), rows_ear(I), [15, 17, 25], hu["soft"], an.SOFT, jitter=lumpy)
-    P.capsule(far([9, -25, 10]), far([3, -15, -15]), 4.0, hu["soft"] + 10, an.SOFT)
-    # mastoid air cells: Worley cells (3-5 mm) with thin bony septa, a drawn fraction aerated
-    pc = far([12, -12, 0])
-    pr_ = np.array([13.0, 13.0, 14.0])
-    half_pc = np.sqrt(((pr_[:, None] * rows_ear(I)) ** 2).sum(axis=0)) + 2 * grid.h  # the ellipsoid's own box
-    wc = an.worley_cells(grid, pc, half_pc, cell_mm=p["air_cell_mm"], coarse_mm=0.7, rng=rng)
-    if wc is not None:
-        wsl, gap, cell = wc
-        aerated = rng.random(int(cell.max()) + 1) < p["pneumatisation"]
-
-        def aircells(sl):
-            air = aerated[cell] & (gap > np.float32(p["septum_mm"]))
-            return np.where(air, np.float32(hu["air"]), np.float32(hu["bone"]) + 150 * tex[sl])
-
-        P.ellipsoid(pc, rows_ear(I), pr_, aircells, an.BONE, only=(an.BONE,))
-    P.tissue[(P.tissue == an.BONE) & (P.hu < -300)] = an.AIR
-
-    # cochlea frame: modiolar axis ~52 deg from left-right, tilted inferiorly; e1 towards the RW
-    a = np.radians(p["axis_to_lr_deg"])
-    b = np.radians(p["axis_inferior_tilt_deg"])
-    axis_ear = np.array([np.cos(a), np.sin(a) * np.cos(b), -np.sin(a) * np.sin(b)])
-    rows_c_ear = an.frame_from_axis(axis_ear, np.array([0.35, -0.8, -0.5]))
-    sense = 1.0 if rows_c_ear[1][1] >= 0 else -1.0
-    coch = an.cochlea_spiral(C, rows_ear(rows_c_ear), sense, a_value_mm=p["a_value_mm"], turns=p["turns"],
-                             height_mm=p["cochlea_height_mm"], canal_base_mm=p["canal_base_mm"],
-                             canal_apex_mm=p["canal_apex_mm"])
-    # otic capsules around cochlea and vestibule / canals
-    # otic capsule: dense bone blending into the petrous bone over ~1.5 mm
-    P.ellipsoid(C + coch.rows[2] * coch.height_mm / 2, coch.rows,
-                [coch.r0 + 1.9, coch.r0 + 1.9, coch.height_mm / 2 + 2.4],
-                bone(hu["capsule"]), an.CAPSULE, soft_mm=1.5, jitter=(lumpy[0], 0.6), only=(an.BONE, an.SOFT))
-    P.ellipsoid(ear([1.0, -8.0, 4.5]), rows_ear(I), [6.5, 7.5, 7.0], bone(hu["capsule"]), an.CAPSULE, soft_mm=1.5,
-                jitter=(lumpy[0], 0.6), only=(an.BONE, an.SOFT))
-    # where the lateral wall of the basal turn bulges into the middle ear (promontory)
-    th = np.linspace(0, 2 * np.pi, 200)
-    lw = (coch.point(th, coch.r_lateral(th)) - C) @ E
-    u_prom = float(lw[:, 0].max() + coch.canal_base_mm * 0.2)
-    u_me = u_prom + 0.8 + 2.0
-    rw = coch.point(0.0, coch.r_lateral(0.0) - coch.canal_base_mm)[0]
-    rw_ear = (rw - C) @ E
-    # middle ear, attic, ossicles, external canal, tympanic membrane
-    P.ellipsoid(ear([u_me, 0.5, 0.5]), rows_ear(I), [p["middle_ear_halfwidth_mm"], 6.5, 7.0], hu["air"], an.AIR,
-                jitter=(lumpy[0], 0.5))
-    P.ellipsoid(ear([u_me + 0.5, -1.0, 6.0]), rows_ear(I), [3.0, 4.0, 3.0], hu["air"], an.AIR)
-    P.ellipsoid(ear([u_me + 1.0, -2.0, 5.5]), rows_ear(I), [1.2, 1.5, 1.5], hu["ossicle"], an.BONE)
-    P.ellipsoid(ear([u_me + 1.2, 0.5, 6.0]), rows_ear(I), [1.1, 1.1, 1.6], hu["ossicle"], an.BONE)
-    P.capsule(ear([u_me + 1.2, 0.5, 5.0]), ear([u_me + 2.6, 0.8, 0.5]), 0.45, hu["ossicle"], an.BONE)
-    P.capsule(ear([u_me + 3.5, 0.5, 0.0]), ear([u_me + 40, 1.5, -2.0]), p["eac_radius_mm"], hu["air"], an.AIR)
-    P.ellipsoid(ear([u_me + 3.0, 0.5, 0.0]), rows_ear(an.frame_from_axis([0.3, 0.1, 0.95], [0, 1, 0])),
-                [4.5, 4.5, 0.15], hu["soft"], an.SOFT)
-    # round-window niche: from the basal turn at theta=0 out to the middle ear
-    P.capsule(rw, ear([u_me - 1.0, rw_ear[1] - 0.5, rw_ear[2]]), 0.8, hu["air"], an.AIR)
-    # mastoidectomy + posterior tympanotomy
-    jit = np.asarray(p["lead_jitter_mm"])
-    cav = np.array([13.0, -12.0, 3.0]) + jit[1] * 0.5
-    if p["mastoidectomy"]:
-        fill = hu["air"] if p["cavity_fill"] == "air" else hu["fluid"] + 20
-        ftis = an.AIR if p["cavity_fill"] == "air" else an.SOFT
-        P.ellipsoid(far(cav), rows_ear(I), np.array([6.5, 7.5, 6.5]) * p["cavity_scale"], fill, ftis)
-        P.capsule(ear([u_me + 0.8, -4.5, 0.5]), far(cav), 1.5, hu["air"], an.AIR)
-    # labyrinth fluid: vestibule, semicircular canals, internal auditory canal
-    P.ellipsoid(ear([1.5, -5.5, 2.0]), rows_ear(I), [1.6, 2.4, 2.0], hu["fluid"], an.FLUID)
-    # semicircular canals (lateral, superior, posterior): ~6.5 mm loops, 0.9 mm lumen
-    for centre, normal, ref, major in (([2.5, -8.5, 4.0], [0, 0.5, 0.87], [1, 0, 0], 3.2),
-                                       ([-0.5, -6.0, 7.5], [-0.7, 0.7, 0], [0, 0, 1], 3.3),
-                                       ([0.5, -10.5, 3.0], [0.7, 0.7, 0], [0, 0, 1], 3.1)):
-        P.torus(ear(centre), rows_ear(an.frame_from_axis(normal, ref)), major, 0.45, hu["fluid"], an.FLUID)
-    iac0 = C - coch.rows[2] * (coch.canal_base_mm + 0.3 + p["iac_radius_mm"])  # fundus below the basal turn
-    P.capsule(iac0, iac0 - coch.rows[2] * 10.0, p["iac_radius_mm"], hu["fluid"], an.FLUID)
-    # vessels and facial nerve
-    P.capsule(far([-3, 7, -16]), far([-5, 9, -3]), 2.6, hu["soft"] + 10, an.SOFT)
-    P.capsule(far([-5, 9, -3]), far([-12, 14, -1]), 2.6, hu["soft"] + 10, an.SOFT)
-    P.ellipsoid(far([1, -6, -10]), rows_ear(I), [4.5, 5.0, 4.0], hu["soft"] + 10, an.SOFT)
-    P.capsule(ear([u_prom + 0.6, 3, 4]), ear([u_prom + 0.8, -5, 3.5]), 0.7, hu["soft"], an.SOFT)
-    P.capsule(ear([u_prom + 0.8, -5, 3.5]), ear([u_prom + 2.5, -7.5, -14]), 0.75, hu["soft"], an.SOFT)
-    an.paint_cochlea(P, coch, fluid_hu=hu["fluid"], modiolus_hu=hu["modiolus"])
+    f = _Ear(*_ear_frame(p), p["skull_scale"])
+    scan = _scan_geometry(p, preset, orientation, f)
+    P = an.Painter(scan.grid, p["hu"]["soft"], an.SOFT)
+    anat = _paint_anatomy(P, p, f, rng)
     timings["anatomy"] = time.perf_counter() - t0
 
-    # --- implant ----------------------------------------------------------------------------
     t0 = time.perf_counter()
-    lead_pts = [ear(np.array([u_me + 0.8, -5.0, 0.5]) + jit[0] * 0.3), far(cav + jit[1] * 0.6),
-                far(np.array([30.0, -30.0, 24.0]) + jit[2] * 2)]
-    path, aid = build_path(coch, model, p["aid_deg"], lead_pts)
-    p["aid_deg"] = aid
-    if not p["mastoidectomy"]:  # the lead runs in a drilled groove through the mastoid
-        outer = path.points[path.s > path.s_round_window + 3.0][::20]
-        for a0, a1 in zip(outer[:-1], outer[1:]):
-            P.capsule(a0, a1, 0.9, hu["soft"], an.SOFT)
-    P.ellipsoid(rw, rows_ear(I), [1.0, 1.0, 1.0], hu["soft"], an.SOFT)  # fascia plug at the RW
-    band_mm = float(path.radius.max() + LABEL_BAND_MM + 0.2)
-    fld = array_fields(grid, path, band_mm=band_mm)
-    if len(fld.dist) == 0:  # the array lies outside this field of view: keep one inert voxel
-        fld = type(fld)(np.zeros((1, 3), int), np.full(1, 99.0, np.float32), np.ones(1, np.float32),
-                        *(np.zeros(1, np.float32) for _ in range(3)))
-    k, j, i = fld.kji.T
-    true = P.hu
-    keep = 1.0 - fld.metal - fld.silicone
-    true[k, j, i] = true[k, j, i] * keep + fld.silicone * np.float32(hu["silicone"])
-    P.tissue[k, j, i] = np.where(fld.contact >= 0.5, an.METAL,
-                                 np.where(fld.silicone >= 0.5, an.SILICONE, P.tissue[k, j, i]))
+    path, fld = _place_implant(P, p, f, anat, model)
     timings["implant"] = time.perf_counter() - t0
 
-    # --- scanner ----------------------------------------------------------------------------
-    # quantum noise enters before the reconstruction blur, so the PSF also sets its grain; its
-    # level grows with the local density (rays through the petrous bone carry fewer photons)
-    t0 = time.perf_counter()
-    sig = [p["psf_sigma_mm"] / s for s in sp[::-1]]
-    dens = np.clip((true[::4, ::4, ::4] + 200.0) / 2000.0, 0, 1)
-    dens = ndimage.gaussian_filter(dens, 1.5)
-    coords = [np.clip(np.arange(n, dtype=np.float32) / 4, 0, s - 1) for n, s in zip(grid.shape, dens.shape)]
-    noisy = an.trilinear(dens, coords)
-    noisy *= np.float32(0.4 * p["noise_hu"] / cbct.gaussian_noise_gain(sig))
-    noisy += np.float32(0.8 * p["noise_hu"] / cbct.gaussian_noise_gain(sig))
-    noisy *= rng.standard_normal(grid.shape, dtype=np.float32)
-    noisy += true
-    timings["noise"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    img = ndimage.gaussian_filter(noisy, sig, truncate=3.0)
-    del noisy
-    hu_pt = float(cbct.hu_from_mu(p["mu_platinum_per_mm"]))
-    pad = int(np.ceil(3 * p["psf_tail_sigma_mm"] / min(sp))) + 1
-    lo = np.maximum(fld.kji.min(0) - pad, 0)
-    hi = np.minimum(fld.kji.max(0) + pad + 1, np.array(grid.shape))
-    sub = tuple(slice(a_, b_) for a_, b_ in zip(lo, hi))
-    fm = np.zeros(tuple(hi - lo), dtype=np.float32)
-    fm[k - lo[0], j - lo[1], i - lo[2]] = fld.metal
-    w = p["psf_tail_weight"]
-    m = ndimage.gaussian_filter(fm, sig, truncate=3.0) * np.float32((1 - w) * hu_pt)
-    tail = [p["psf_tail_sigma_mm"] / s for s in sp[::-1]]
-    m += ndimage.gaussian_filter(fm, tail, truncate=3.0) * np.float32(w * hu_pt)
-    img[sub] += m
-    timings["psf"] = time.perf_counter() - t0
+    inter: dict | None = {} if keep_intermediate else None
+    img, m, lo = _scanner(P, fld, p, scan, f, rng, timings, inter)
 
     t0 = time.perf_counter()
-    metal_mu = np.zeros((hi[0] - lo[0], grid.shape[1], grid.shape[2]), dtype=np.float32)
-    metal_mu[:, lo[1]:hi[1], lo[2]:hi[2]] = fm * np.float32(p["mu_platinum_per_mm"])
-    head_c = ear([-60.0, -5.0, 0.0])
-    streak_kw = dict(isocenter_xy=tuple(scan_center[:2]), head_center_xy=tuple(head_c[:2]), head_axes_mm=(72.0, 92.0),
-                     n0=p["photons_per_bin"], floor=p["count_floor"], bh=p["beam_hardening"],
-                     strength=p["streak_strength"], n_angles=90)
-    if keep_intermediate:
-        inter = {"grid": grid, "true_hu": true.copy(), "metal_mu": metal_mu, "z_range": (int(lo[0]), int(hi[0])),
-                 "streak_kw": dict(streak_kw)}
-    img[lo[0]:hi[0]] += cbct.streak_image(grid, metal_mu, (int(lo[0]), int(hi[0])), rng=rng, **streak_kw)
-    timings["streaks"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    shade, p["shading"] = cbct.shading_field(grid, amplitude_hu=p["shading_hu"], cupping_hu=p["cupping_hu"],
-                                            isocenter_xy=scan_center[:2], rng=rng)
-    img += shade
-    del shade
-    if p["rings"]:
-        rings, p["ring_list"] = cbct.ring_field(grid, isocenter_xy=scan_center[:2], rng=rng)
-        img += rings[None]
-    img += np.float32(p["offset_hu"])
-    np.clip(img, -1024.0, p["saturation_hu"], out=img)
-    if p["fov_cylinder"]:  # reconstructed field: a cylinder about the rotation axis, constant outside
-        r2 = (grid.xs - scan_center[0])[None, :] ** 2 + (grid.ys - scan_center[1])[:, None] ** 2
-        radius = 0.5 * min(grid.shape[1] * sp[1], grid.shape[2] * sp[0]) if target is None else \
-            0.5 * min(target.size[0] * sp[0], target.size[1] * sp[1])
-        out2d = r2 > radius**2
-        img[:, out2d] = np.float32(p["outside_fov_hu"])
-        P.tissue[:, out2d] = an.OUTSIDE
-    timings["shading_saturation"] = time.perf_counter() - t0
-
-    # --- truth ------------------------------------------------------------------------------
-    t0 = time.perf_counter()
-    mb = m[k - lo[0], j - lo[1], i - lo[2]]
-    in_band = fld.dist <= fld.radius + LABEL_BAND_MM
-    bright = img[k, j, i] >= p["offset_hu"] + LABEL_IMAGE_HU
-    lab_sparse = (in_band & (mb >= LABEL_METAL_HU) & bright) | (fld.contact >= 0.5)
-    label = np.zeros(grid.shape, dtype=np.uint8)
-    label[k[lab_sparse], j[lab_sparse], i[lab_sparse]] = 1
-    metal = np.zeros(grid.shape, dtype=np.uint8)
-    cm = fld.contact >= 0.5
-    metal[k[cm], j[cm], i[cm]] = 1
+    label, metal = _truth(fld, m, lo, img, p)
     timings["truth"] = time.perf_counter() - t0
 
-    # --- acquisition grid -------------------------------------------------------------------
     t0 = time.perf_counter()
-    scan_vol = Volume(img, sp, grid.origin_mm, np.eye(3))
-    if orientation == "oblique":
-        ref = target.reference_image()
-
-        def rs(arr, interp, default, out_type):
-            return sitk.GetArrayFromImage(sitk.Resample(scan_vol.with_array(arr).to_sitk(), ref, sitk.Transform(),
-                                                        interp, default, out_type))
-
-        img_o = rs(img, sitk.sitkLinear, -1024.0, sitk.sitkFloat32)
-        cfrac = np.zeros(grid.shape, dtype=np.float32)
-        cfrac[k, j, i] = fld.contact
-        metal_o = (rs(cfrac, sitk.sitkLinear, 0.0, sitk.sitkFloat32) >= 0.5).astype(np.uint8)
-        label_o = (rs(label.astype(np.float32), sitk.sitkLinear, 0.0, sitk.sitkFloat32) >= 0.5).astype(np.uint8)
-        label_o |= metal_o
-        tissue_o = rs(P.tissue, sitk.sitkNearestNeighbor, float(an.AIR), sitk.sitkUInt8)
-        geo = (target.spacing_mm, target.origin_mm, target.direction_matrix)
-        arrays = (img_o, label_o, metal_o, tissue_o)
-    else:
-        code = _ORIENT_CODES[orientation]
-        arrays = []
-        geo = None
-        for arr in (img, label, metal, P.tissue):
-            o = sitk.DICOMOrient(scan_vol.with_array(arr).to_sitk(), code)
-            arrays.append(sitk.GetArrayFromImage(o))
-            if geo is None:
-                d = np.round(np.asarray(o.GetDirection()).reshape(3, 3))
-                geo = (o.GetSpacing(), _exact(o.GetOrigin()), d)
-    image_arr = np.rint(arrays[0]).astype(np.int16)
+    arrays, geo = _acquire(img, label, metal, P.tissue, fld, scan, orientation)
 
     def vol(arr, **meta):
         return Volume(arr, geo[0], geo[1], geo[2], {"case_id": case_id, **meta})
 
-    image = vol(image_arr, modality="CT", orientation=orientation)
+    image = vol(np.rint(arrays[0]).astype(np.int16), modality="CT", orientation=orientation)
     label_v, metal_v, tissue_v = vol(arrays[1]), vol(arrays[2]), vol(arrays[3])
     timings["reorient"] = time.perf_counter() - t0
 
-    # --- contacts ---------------------------------------------------------------------------
+    coch = anat.coch
     contacts = {
         "case_id": case_id, "vendor": model.vendor, "model": model.model, "side": p["side"],
-        "n_contacts": model.n_contacts, "pitch_mm": model.pitch_mm, "insertion_angle_deg": round(aid, 3),
+        "n_contacts": model.n_contacts, "pitch_mm": model.pitch_mm, "insertion_angle_deg": round(p["aid_deg"], 3),
         "contacts_lps_mm": np.round(path.contacts_lps, 4).tolist(),
         "inside_cochlea": [bool(v) for v in path.inside_cochlea],
         "contact_angles_deg": _unwrapped_angles(coch, path.contacts_lps).round(3).tolist(),
@@ -501,13 +566,13 @@ def generate_patient(seed: int, *, preset: str = "small", orientation: str = "ax
     }
     p["electrode"] = model.to_dict()
     p["cochlea"] = coch.to_dict()
-    p["round_window_lps_mm"] = rw.tolist()
-    p["scanner_grid"] = {"shape_kji": list(grid.shape), "spacing_mm": list(sp), "origin_mm": list(grid.origin_mm)}
-    p["hu_platinum"] = hu_pt
+    p["round_window_lps_mm"] = anat.rw.tolist()
+    grid = scan.grid
+    p["scanner_grid"] = {"shape_kji": list(grid.shape), "spacing_mm": list(grid.spacing_mm),
+                         "origin_mm": list(grid.origin_mm)}
     p["label_rule"] = {"band_mm": LABEL_BAND_MM, "metal_hu": LABEL_METAL_HU, "image_hu_above_offset": LABEL_IMAGE_HU}
     timings["total"] = time.perf_counter() - t_all
-    return PhantomCase(case_id, image, label_v, metal_v, contacts, _jsonable(p), tissue_v, timings,
-                       inter if keep_intermediate else {})
+    return PhantomCase(case_id, image, label_v, metal_v, contacts, _jsonable(p), tissue_v, timings, inter or {})
 
 
 def _exact(xyz) -> tuple[float, float, float]:
