@@ -297,6 +297,23 @@ def _set_nested(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+def _check_override_key(dotted: str, text: str) -> None:
+    """Raise naming the override if ``dotted`` is not a config field."""
+    cls: Any = Config
+    parts = dotted.split(".")
+    for n, part in enumerate(parts):
+        names = {f.name for f in dataclasses.fields(cls) if f.init and f.name != "source"}
+        if part not in names:
+            raise ConfigError(f"unknown config key {'.'.join(parts[:n + 1])!r} in --set {text} "
+                              f"(known: {', '.join(sorted(names))})")
+        tp = typing.get_type_hints(cls)[part]
+        if not dataclasses.is_dataclass(tp):
+            if n < len(parts) - 1 and tp is not dict and typing.get_origin(tp) is not dict:
+                raise ConfigError(f"--set {text}: {'.'.join(parts[:n + 1])!r} is a value, not a section")
+            return
+        cls = tp
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """``"train.epochs=5"`` -> ``("train.epochs", 5)`` (the value is parsed as YAML)."""
     if "=" not in text:
@@ -319,6 +336,7 @@ def config_from_dict(tree: dict[str, Any], *, source: str | None = None,
     tree.pop("source", None)
     for ov in overrides:
         key, value = parse_override(ov)
+        _check_override_key(key, ov)
         _set_nested(tree, key, value)
     cfg = _build(Config, tree, "", source)
     cfg.source = source

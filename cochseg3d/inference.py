@@ -87,6 +87,7 @@ def predict_canonical(
     device: str | torch.device = "cpu",
     progress: bool = False,
     chunk_slices: int = 32,
+    roi_size: tuple[int, int] | None = None,
 ) -> np.ndarray:
     """Electrode probability for every voxel of the canonical (coronal-stack) volume.
 
@@ -108,6 +109,8 @@ def predict_canonical(
         device: where the network runs ("cpu", "cuda", "cuda:1" ...).
         progress: show a progress bar over chunks of slices.
         chunk_slices: coronal slices per SliceInferer call.
+        roi_size: sliding-window patch (rows, cols) at ``spacing_mm``; default
+            ``preprocessing.roi_size``. A patch as large as the slice means one window per slice.
 
     Returns:
         float32 array shaped like ``canonical(volume).array`` ([posterior, inferior, left]) with the
@@ -125,7 +128,8 @@ def predict_canonical(
     # a slice smaller than the roi is padded by MONAI: shrink the roi to the slice, rounded up to
     # what the U-Net's downsampling needs
     multiple = _size_multiple(model)
-    roi = tuple(min(int(r), int(math.ceil(n / multiple) * multiple)) for r, n in zip(preprocessing.roi_size, net_size))
+    roi = tuple(min(int(r), int(math.ceil(n / multiple) * multiple))
+                for r, n in zip(roi_size or preprocessing.roi_size, net_size))
     inferer = SliceInferer(
         spatial_dim=0,
         roi_size=roi,
@@ -288,7 +292,8 @@ def load_model(
 
     Returns:
         ``(model, preprocessing, checkpoint_info)``; the model is in eval mode on ``device`` and
-        also carries its preprocessing as ``model.cochseg3d_preprocessing`` so that
+        also carries its preprocessing as ``model.cochseg3d_preprocessing`` (and the checkpoint's
+        ``inference.roi_size``, if any, as ``model.cochseg3d_roi_size``) so that
         ``segment(volume, model)`` needs nothing else.
     """
     from cochseg3d.models import load_checkpoint
@@ -302,6 +307,9 @@ def load_model(
         raise ValueError(f"{path}: checkpoint has no 'preprocessing' entry; is it a cochseg3d checkpoint?")
     pre = Preprocessing.from_dict(info["preprocessing"])
     model.cochseg3d_preprocessing = pre  # type: ignore[attr-defined]
+    # a checkpoint may ask for larger inference windows than its training patches (fully convolutional)
+    roi = (info.get("inference") or {}).get("roi_size")
+    model.cochseg3d_roi_size = tuple(int(r) for r in roi) if roi else None  # type: ignore[attr-defined]
     info = {**info, "path": str(path)}
     return model.to(device).eval(), pre, info
 
@@ -320,6 +328,7 @@ def run_segmentation(
     keep_distance_mm: float = 3.0,
     probabilities: bool = False,
     progress: bool = False,
+    roi_size: tuple[int, int] | None = None,
 ) -> SegmentationResult:
     """Segment the electrode array of one CT volume; see :func:`segment` for the arguments.
 
@@ -330,9 +339,10 @@ def run_segmentation(
     pre = preprocessing or getattr(model, "cochseg3d_preprocessing", None)
     if pre is None:
         raise ValueError("no preprocessing given and the model carries none; load it with load_model()")
+    roi_size = roi_size or getattr(model, "cochseg3d_roi_size", None)
     can = volume if _is_canonical(volume) and "source_grid" in volume.meta else canonical(volume)
     prob = predict_canonical(model, can, pre, batch_size=batch_size, overlap=overlap, device=device,
-                             progress=progress)
+                             progress=progress, roi_size=roi_size)
     mask = prob >= float(threshold)
     raw = int(mask.sum())
     if postprocessing:
@@ -532,6 +542,21 @@ def _first_dicom_header(folder: Path) -> tuple[str, str] | None:
     return None
 
 
+def _is_dicom_file(path: Path) -> bool:
+    """True for a DICOM Part 10 file (or a readable preamble-less one); README.txt etc. are not."""
+    import pydicom
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(132)
+        if head[128:132] == b"DICM":
+            return True
+        pydicom.dcmread(path, stop_before_pixels=True)
+        return True
+    except Exception:  # anything unreadable as DICOM is not a patient's image
+        return False
+
+
 def is_image_path(path: Path) -> bool:
     from cochseg3d.volume import is_image_file
 
@@ -558,7 +583,7 @@ def find_inputs(path: str | Path) -> list[Path]:
         return [path / e["dicom"] for e in entries]
     children = sorted(p for p in path.iterdir() if not p.name.startswith("."))
     files = [p for p in children if p.is_file()]
-    if any(not is_image_path(p) for p in files):
+    if any(_is_dicom_file(p) for p in files if not is_image_path(p)):
         return [path]  # DICOM files right here: one patient
     images = [p for p in files if is_image_path(p)]
     folders = [p for p in children if p.is_dir()]

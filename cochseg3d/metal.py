@@ -4,8 +4,8 @@ CBCT grey values are not calibrated HU: a scanner may shift every value by sever
 (and scale them a little). A fixed threshold therefore paints either dense bone or nothing. The
 automatic threshold here is derived from the image's own histogram:
 
-* the soft-tissue level ``t`` is the histogram peak of the lower Otsu class, or of the upper one when
-  the lower is air (below -500 HU);
+* the soft-tissue level ``t`` is the histogram peak of the lower Otsu class without air (below
+  -500 HU), or of the upper class when the lower one is (almost) only air;
 * the dense-bone level ``b`` is a high percentile of the body voxels (the otic capsule is the
   densest bone; the electrode is far too small to move that percentile);
 * the metal level ``m`` is the mean of the brightest voxels (the electrode core, often saturated);
@@ -71,17 +71,18 @@ def _mode(values: np.ndarray) -> float:
 
 
 def _tissue_peak(v: np.ndarray, cut: float) -> float:
-    """The soft-tissue / fluid level: the mode of the lower Otsu class unless that class is air.
+    """The soft-tissue / fluid level: the histogram mode of the lower Otsu class without its air.
 
     Otsu splits air from tissue in a wide field of view, but tissue from bone in a tight
     temporal-bone crop. Air sits near -1000 HU and soft tissue near 0 HU; CBCT offsets of a few
-    hundred HU keep them on either side of -500 HU, which decides which class is tissue.
+    hundred HU keep them on either side of -500 HU. When the lower class holds (almost) only air,
+    tissue is the upper class's mode.
     """
-    low, high = v[v <= cut], v[v > cut]
-    if low.size == 0 or high.size == 0:
-        return _mode(v)
-    m_low = _mode(low)
-    return _mode(high) if m_low < _AIR_BELOW_HU else m_low
+    low = v[(v <= cut) & (v > _AIR_BELOW_HU)]
+    if low.size >= 0.05 * v.size:
+        return _mode(low)
+    high = v[v > cut]
+    return _mode(high) if high.size else _mode(v)
 
 
 def threshold_levels(volume: Volume | np.ndarray) -> dict[str, float]:

@@ -8,8 +8,10 @@ truth's grid when they differ.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -21,6 +23,14 @@ from cochseg3d.volume import Volume
 
 log = logging.getLogger(__name__)
 
+
+
+@contextlib.contextmanager
+def _quiet_monai():
+    # MONAI 1.5+ warns about its own internal use of a deprecated argument on every call
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*always_return_as_numpy.*")
+        yield
 
 
 def _arr(mask: Any) -> np.ndarray:
@@ -114,7 +124,8 @@ def hd95_mm(pred: Any, truth: Any, *, spacing_mm: Sequence[float] | None = None)
 
     sp = _spacing_numpy_order(pred if isinstance(pred, Volume) else truth, spacing_mm)
     p, t = _crop_pair(p, t, 2)
-    return float(compute_hausdorff_distance(_onehot(p), _onehot(t), percentile=95, spacing=list(sp))[0, 0])
+    with _quiet_monai():
+        return float(compute_hausdorff_distance(_onehot(p), _onehot(t), percentile=95, spacing=list(sp))[0, 0])
 
 
 def surface_dice(
@@ -130,9 +141,10 @@ def surface_dice(
 
     sp = _spacing_numpy_order(pred if isinstance(pred, Volume) else truth, spacing_mm)
     p, t = _crop_pair(p, t, 2)
-    return float(
-        compute_surface_dice(_onehot(p), _onehot(t), class_thresholds=[float(tolerance_mm)], spacing=list(sp))[0, 0]
-    )
+    with _quiet_monai():
+        return float(
+            compute_surface_dice(_onehot(p), _onehot(t), class_thresholds=[float(tolerance_mm)], spacing=list(sp))[0, 0]
+        )
 
 
 def fp_volume_far_mm3(

@@ -138,12 +138,19 @@ def package_checkpoint(best: Path, *, provenance: dict[str, Any]) -> Path:
     return dest
 
 
-def evaluate_sets(work: Path, sets: dict[str, list], *, electrode_hint: bool) -> dict[str, Any]:
-    """Segment each held-out set with the shipped model and compare with the truth."""
+def evaluate_sets(work: Path, sets: dict[str, list]) -> dict[str, Any]:
+    """Segment each held-out set with the shipped model and compare with the truth.
+
+    Contacts are measured twice: found blind (``auto``) and with the implanted electrode model
+    given (``hint``, as a clinician knows it), from the same label.
+    """
     from tqdm.auto import tqdm
 
+    from cochseg3d.contacts import find_contacts
+    from cochseg3d.dicom import load_input
     from cochseg3d.inference import load_model, segment_path
     from cochseg3d.metrics import evaluate_folders, format_table, summarize
+    from cochseg3d.volume import read_image
 
     model, pre, info = load_model(WEIGHTS / "default.pt")
     results: dict[str, Any] = {}
@@ -152,17 +159,25 @@ def evaluate_sets(work: Path, sets: dict[str, list], *, electrode_hint: bool) ->
         if not (cohort / "cohort.json").is_file():
             make_cohort(cohort, specs)
         entries = json.loads((cohort / "cohort.json").read_text())
-        pred = work / "pred" / name
+        pred, pred_hint = work / "pred" / name, work / "pred_hint" / name
         t0 = time.perf_counter()
         for e in tqdm(entries, desc=f"segment {name}", unit="patient"):
-            hint = e["model"] if electrode_hint else None
-            segment_path(cohort / e["dicom"], pred, model, preprocessing=pre, case_id=e["case_id"],
-                         electrode=hint, png=False)
+            segment_path(cohort / e["dicom"], pred, model, preprocessing=pre, case_id=e["case_id"], png=False)
         seconds = (time.perf_counter() - t0) / max(1, len(entries))
-        rows = evaluate_folders(pred, cohort)
-        summary = summarize(rows)
-        log.info("%s\n%s", name, format_table(rows + summary))
-        results[name] = {"cases": rows, "summary": summary, "seconds_per_patient": round(seconds, 2)}
+        for e in entries:
+            label = read_image(pred / f"{e['case_id']}.nii.gz")
+            image = load_input(cohort / e["dicom"])
+            c = find_contacts(label, image, electrode=e["model"])
+            pred_hint.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(pred / f"{e['case_id']}.nii.gz", pred_hint / f"{e['case_id']}.nii.gz")
+            rec = c.to_json(case_id=e["case_id"], electrode_hint=e["model"])
+            atomic_write(pred_hint / f"{e['case_id']}.contacts.json", lambda t: Path(t).write_text(json.dumps(rec)))
+        results[name] = {"seconds_per_patient": round(seconds, 2)}
+        for key, folder in (("auto", pred), ("hint", pred_hint)):
+            rows = evaluate_folders(folder, cohort)
+            summary = summarize(rows)
+            log.info("%s (contacts %s)\n%s", name, key, format_table(rows + summary))
+            results[name][key] = {"cases": rows, "summary": summary}
     return results
 
 
@@ -187,8 +202,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--evaluate-only", action="store_true", help="measure the shipped model only")
     ap.add_argument("--package-run", type=Path, default=None,
                     help="package RUN/best.pt of an earlier (possibly stopped) run instead of training")
-    ap.add_argument("--electrode-hint", action="store_true",
-                    help="give the contact finder the implanted model (as a clinician would)")
     args = ap.parse_args(argv)
     if args.weights is not None:
         globals()["WEIGHTS"] = args.weights
@@ -232,20 +245,24 @@ def main(argv: list[str] | None = None) -> int:
         meta = {"file": dest.name, "size_mb": round(dest.stat().st_size / 2**20, 2), "provenance": provenance}
         atomic_write(meta_path, lambda t: Path(t).write_text(json.dumps(_clean(meta), indent=1)))
         log.info("wrote %s (%.2f MB)", dest, meta["size_mb"])
-    results = evaluate_sets(work, held_out_sets(args.seed, args.test_patients), electrode_hint=args.electrode_hint)
+    results = evaluate_sets(work, held_out_sets(args.seed, args.test_patients))
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    key = "evaluation_with_electrode_hint" if args.electrode_hint else "evaluation"
-    meta[key] = {name: {"summary": r["summary"], "seconds_per_patient": r["seconds_per_patient"]}
-                 for name, r in results.items()}
-    meta[key]["date"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    meta["evaluation"] = {
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "sets": {name: {"seconds_per_patient": r["seconds_per_patient"],
+                        "summary_contacts_blind": r["auto"]["summary"],
+                        "summary_contacts_with_electrode_model": r["hint"]["summary"]}
+                 for name, r in results.items()},
+    }
     atomic_write(meta_path, lambda t: Path(t).write_text(json.dumps(_clean(meta), indent=1)))
+    atomic_write(work / "evaluation_cases.json", lambda t: Path(t).write_text(json.dumps(_clean(results), indent=1)))
     # the held-out numbers also go into the checkpoint's provenance
     import torch
 
     from cochseg3d.models import save_checkpoint
 
     ck = torch.load(WEIGHTS / "default.pt", map_location="cpu", weights_only=False)
-    ck.setdefault("provenance", {})[key] = _clean(meta[key])
+    ck.setdefault("provenance", {})["evaluation"] = _clean(meta["evaluation"])
     save_checkpoint(WEIGHTS / "default.pt", ck)
     return 0
 

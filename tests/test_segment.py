@@ -203,3 +203,11 @@ def test_segment_cli_shards_patients_across_torchrun_ranks(tmp_path, monkeypatch
     # rank 1 of 2 takes every second patient starting with the second
     assert sorted(p.name for p in (tmp_path / "out").glob("*.nii.gz")) == ["p1.nii.gz"]
     assert (tmp_path / "out" / "summary.rank1.json").is_file()
+
+
+def test_find_inputs_ignores_stray_text_files(tmp_path):
+    vol = Volume(np.zeros((3, 4, 5), np.int16), (0.3, 0.3, 0.3))
+    write_image(vol, tmp_path / "batch" / "a.nii.gz")
+    write_image(vol, tmp_path / "batch" / "b.nii.gz")
+    (tmp_path / "batch" / "README.txt").write_text("cases from the clinic")
+    assert find_inputs(tmp_path / "batch") == [tmp_path / "batch" / "a.nii.gz", tmp_path / "batch" / "b.nii.gz"]
