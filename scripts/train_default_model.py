@@ -181,6 +181,34 @@ def evaluate_sets(work: Path, sets: dict[str, list]) -> dict[str, Any]:
     return results
 
 
+def evaluation_markdown(results: dict[str, Any], meta: dict[str, Any]) -> str:
+    """The held-out results as markdown tables (one row per set and vendor)."""
+    def f(v: Any, nd: int = 3) -> str:
+        return "-" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{v:.{nd}f}"
+
+    lines = [
+        "# Default model: held-out phantom evaluation",
+        "",
+        f"Written by `{meta.get('provenance', {}).get('command', 'scripts/train_default_model.py')}`; "
+        f"{meta.get('evaluation', {}).get('date', '')}. Synthetic phantoms only (see default.json for provenance).",
+        "Contacts: *blind* = no electrode model given; *model* = the implanted model given (contact count, pitch).",
+        "",
+        "| set | rows | n | Dice | surface Dice 1 mm | HD95 mm | FP far mm^3 | contact recall blind / model | "
+        "contact error mm blind / model | s/patient |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in results.items():
+        hint = {row["case_id"]: row for row in r["hint"]["summary"]}
+        for row in r["auto"]["summary"]:
+            h = hint.get(row["case_id"], {})
+            lines.append(
+                f"| {name} | {row['case_id']} | {row.get('n', 0)} | {f(row.get('dice'))} | "
+                f"{f(row.get('surface_dice_1mm'))} | {f(row.get('hd95_mm'), 2)} | {f(row.get('fp_volume_far_mm3'), 1)} | "
+                f"{f(row.get('contact_recall'), 2)} / {f(h.get('contact_recall'), 2)} | "
+                f"{f(row.get('contact_error_mm'))} / {f(h.get('contact_error_mm'))} | {r['seconds_per_patient']} |")
+    return "\n".join(lines) + "\n"
+
+
 def _clean(x: Any) -> Any:
     if isinstance(x, dict):
         return {k: _clean(v) for k, v in x.items()}
@@ -256,6 +284,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     atomic_write(meta_path, lambda t: Path(t).write_text(json.dumps(_clean(meta), indent=1)))
     atomic_write(work / "evaluation_cases.json", lambda t: Path(t).write_text(json.dumps(_clean(results), indent=1)))
+    md = evaluation_markdown(results, meta)
+    atomic_write(WEIGHTS / "EVALUATION.md", lambda t: Path(t).write_text(md))
+    print(md)
     # the held-out numbers also go into the checkpoint's provenance
     import torch
 
