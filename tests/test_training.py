@@ -144,3 +144,16 @@ def test_resume_after_real_sigkill(cohort, tmp_path):
     b = torch.load(run / "last.pt", weights_only=False)["model_state"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert _rows(full) == _rows(run)
+
+
+@pytest.mark.parametrize("loss", ["dicece", "dicefocal", "ce"])
+def test_losses_reward_the_right_answer(cohort, loss):
+    from cochseg3d.training import _loss
+
+    fn = _loss(tiny_config(cohort, train={"loss": loss}))
+    label = torch.zeros(2, 1, 8, 8)
+    label[:, :, 2:5, 3:6] = 1
+    good = torch.cat([1 - label, label], 1) * 10 - 5  # confident and right
+    bad = -good
+    assert float(fn(good, label)) < float(fn(bad, label))
+    assert torch.isfinite(fn(good, label))
