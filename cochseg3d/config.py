@@ -302,7 +302,7 @@ def _check_override_key(dotted: str, text: str) -> None:
     cls: Any = Config
     parts = dotted.split(".")
     for n, part in enumerate(parts):
-        names = {f.name for f in dataclasses.fields(cls) if f.init and f.name != "source"}
+        names = {f.name for f in dataclasses.fields(cls) if f.init and not (cls is Config and f.name == "source")}
         if part not in names:
             raise ConfigError(f"unknown config key {'.'.join(parts[:n + 1])!r} in --set {text} "
                               f"(known: {', '.join(sorted(names))})")

@@ -116,7 +116,7 @@ def training_config(cohort: Path, *, epochs: int, seed: int) -> Any:
     return load_config(ROOT / "configs" / "unet25d.yaml", overrides), overrides
 
 
-def package_checkpoint(best: Path, *, provenance: dict[str, Any]) -> Path:
+def package_checkpoint(best: Path, *, provenance: dict[str, Any], inference_roi: int | None = None) -> Path:
     """Copy the best checkpoint into the package with its provenance (model weights only)."""
     import torch
 
@@ -127,6 +127,9 @@ def package_checkpoint(best: Path, *, provenance: dict[str, Any]) -> Path:
                                  "trainer") if k in ckpt}
     keep["model_state"] = {k: v.to(torch.float32) for k, v in keep["model_state"].items()}
     keep["provenance"] = provenance
+    if inference_roi:
+        # fully convolutional: larger windows at inference cover a slice in one pass (much faster on CPU)
+        keep["inference"] = {"roi_size": [int(inference_roi)] * 2}
     WEIGHTS.mkdir(parents=True, exist_ok=True)
     dest = WEIGHTS / "default.pt"
     if dest.exists():
@@ -229,7 +232,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--weights", type=Path, default=None, help="where default.pt/json go (default: cochseg3d/weights)")
     ap.add_argument("--evaluate-only", action="store_true", help="measure the shipped model only")
     ap.add_argument("--package-run", type=Path, default=None,
-                    help="package RUN/best.pt of an earlier (possibly stopped) run instead of training")
+                    help="package a checkpoint of an earlier (possibly stopped) run instead of training")
+    ap.add_argument("--package-file", default="best.pt", help="which checkpoint of --package-run (best.pt, last.pt)")
+    ap.add_argument("--inference-roi", type=int, default=None,
+                    help="square sliding-window size (pixels) stored for inference (default: training patch)")
     args = ap.parse_args(argv)
     if args.weights is not None:
         globals()["WEIGHTS"] = args.weights
@@ -269,7 +275,9 @@ def main(argv: list[str] | None = None) -> int:
             "epochs_run": max(0, len(history) - 1), "epochs_planned": args.epochs,
             "limits": "trained on synthetic phantoms only; not validated on patient scans; research use",
         }
-        dest = package_checkpoint(run / "best.pt", provenance=provenance)
+        chosen = run / (args.package_file if args.package_run is not None else "best.pt")
+        provenance["checkpoint"] = chosen.name
+        dest = package_checkpoint(chosen, provenance=provenance, inference_roi=args.inference_roi)
         meta = {"file": dest.name, "size_mb": round(dest.stat().st_size / 2**20, 2), "provenance": provenance}
         atomic_write(meta_path, lambda t: Path(t).write_text(json.dumps(_clean(meta), indent=1)))
         log.info("wrote %s (%.2f MB)", dest, meta["size_mb"])
