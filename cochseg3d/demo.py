@@ -38,16 +38,16 @@ class DemoPlan:
     patients: int
     test_patients: int
     seed: int
-    epochs: int
+    epochs: int | None  # None: the demo config's own
     orientation: str = "mixed"
 
     @classmethod
     def make(cls, *, patients: int | None, quick: bool, seed: int, epochs: int | None = None) -> "DemoPlan":
-        n = patients or (6 if quick else 16)
+        n = patients or (8 if quick else 16)
         if n < 4:
             raise ValueError(f"--patients must be at least 4 (train, validation and test patients), got {n}")
         test = max(1, round(n * 0.25))
-        return cls(patients=n, test_patients=test, seed=seed, epochs=epochs or (4 if quick else 14))
+        return cls(patients=n, test_patients=test, seed=seed, epochs=epochs or (12 if quick else None))
 
 
 @dataclass
@@ -158,11 +158,12 @@ class Demo:
             can = canonical(image)
             truth = canonical(read_image(self.cohort_dir / case["label"]), is_label=True).array > 0
             threshold = auto_threshold_hu(can)
-            show = sorted(set(metal_slices(can)) | set(np.flatnonzero(truth.any(axis=(1, 2))).tolist()))
+            # the slices showing the array, as an annotator scrolling the stack would pick them
+            show = np.flatnonzero(truth.any(axis=(1, 2))).tolist()
             pre = prefill_canonical(can.array, threshold_hu=threshold, min_size_voxels=4) > 0
             # an annotator reviews the metal-bearing slices and a few without metal
             others = np.setdiff1d(np.arange(can.array.shape[0]), show)
-            negatives = rng.choice(others, size=min(len(others), max(2, len(show) // 4)), replace=False)
+            negatives = rng.choice(others, size=min(len(others), max(2, len(show) // 5)), replace=False)
             annotated = sorted(set(show) | set(negatives.tolist()))
             label = np.zeros(can.array.shape, np.uint8)
             label[annotated] = truth[annotated]  # the user's corrections bring the pre-fill to the truth
@@ -173,7 +174,8 @@ class Demo:
                             image_path=self.cohort_dir / case["dicom"], threshold_hu=threshold,
                             extra={"corrected_from": "phantom truth (demo)"})
             rows.append({"case_id": case["case_id"], "vendor": case["vendor"], "slices": len(annotated),
-                         "metal_slices": len(show), "threshold_hu": round(float(threshold), 1),
+                         "metal_slices": len(show), "detected_metal_slices": len(metal_slices(can)),
+                         "threshold_hu": round(float(threshold), 1),
                          "prefill_dice": round(dice(pre_on[show], truth[show]), 3),
                          "voxels_corrected": changed})
         first = train[0]
@@ -186,9 +188,10 @@ class Demo:
         config = REPO_CONFIGS / "demo.yaml"
         if not config.exists():
             raise FileNotFoundError(f"{config}: the demo config is missing (install the repository in editable mode)")
-        return ["train", "--config", config, "--out", run, "--set", "data.source=annotations",
+        argv = ["train", "--config", config, "--out", run, "--set", "data.source=annotations",
                 "--set", f"data.path={self.out / 'annotations'}", "--set", "data.split=[0.8,0.2,0.0]",
-                "--set", f"train.epochs={self.plan.epochs}", "--set", f"train.device={self.device}"]
+                "--set", f"train.device={self.device}"]
+        return argv + (["--set", f"train.epochs={self.plan.epochs}"] if self.plan.epochs else [])
 
     def stage_train(self) -> dict[str, Any]:
         run = self.out / "run"
@@ -254,7 +257,7 @@ def run_demo(out: str | Path = "demo_out", *, patients: int | None = None, quick
 
     Args:
         out: output folder (reused: finished stages are skipped).
-        patients: cohort size (default 16, or 6 with ``quick``); a quarter are held out for testing.
+        patients: cohort size (default 16, or 8 with ``quick``); a quarter are held out for testing.
         quick: a smaller cohort and fewer epochs (about 2 minutes on 2 CPU cores).
         seed: the cohort's and the split's seed.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.

@@ -167,11 +167,13 @@ def write_report(demo: "Demo") -> Path:
         lines += ["## Training curves", "", "![training curves](report_files/curves.png)", ""]
     ann = stages.get("annotate", {}).get("cases", [])
     if ann:
-        lines += ["## Annotation", "", "Auto pre-fill (threshold from each image's histogram) on the metal-bearing "
-                  "coronal slices, then corrected to the phantom truth as an annotator would; a few slices "
-                  "without metal are marked annotated too.", "",
+        lines += ["## Annotation", "", "Auto pre-fill (threshold from each image's histogram) on the coronal slices "
+                  "that show the array, then corrected to the phantom truth as an annotator would; a few "
+                  "slices without metal are marked annotated too.", "",
                   _table(ann, [("case_id", "case"), ("vendor", "vendor"), ("slices", "annotated slices"),
-                               ("metal_slices", "metal slices"), ("threshold_hu", "auto threshold HU"),
+                               ("metal_slices", "slices showing the array"),
+                               ("detected_metal_slices", "slices flagged by the metal detector"),
+                               ("threshold_hu", "auto threshold HU"),
                                ("prefill_dice", "pre-fill Dice vs truth"),
                                ("voxels_corrected", "voxels corrected")]), ""]
     lines += ["## Timings", "", "| stage | seconds | |", "|---|---:|---|"]

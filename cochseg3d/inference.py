@@ -259,12 +259,27 @@ def _postprocess_crop(mask: np.ndarray, sampling: tuple[float, ...], *, min_comp
     # volume / radius^2 ~ a tube's length: the longest thin component is the array
     main = max(tubes or candidates, key=lambda c: sizes[c - 1] / max(thickness[c], 1e-3) ** 2)
     # pieces within keep_distance_mm of each other touch once each grows by half that distance, so
-    # the grown mask's component holding the main one collects its chain of nearby pieces
+    # the grown mask's component holding the main one collects its chain of nearby pieces. Growing
+    # is done on a grid of ~0.5 mm blocks (max-pooled): distances stay right to a block while the
+    # distance transform's memory shrinks by the block volume.
     kept_mask = np.isin(labels, candidates)
-    grown = ndimage.distance_transform_edt(~kept_mask, sampling=sampling) <= keep_distance_mm / 2.0
+    block = tuple(max(1, int(0.5 / s)) for s in sampling)
+    coarse = _block_any(kept_mask, block)
+    csampling = tuple(s * b for s, b in zip(sampling, block))
+    grown = ndimage.distance_transform_edt(~coarse, sampling=csampling) <= keep_distance_mm / 2.0
     grown_labels, _ = ndimage.label(grown, structure=np.ones((3, 3, 3), bool))
-    group = grown_labels[labels == main][0]
-    return kept_mask & (grown_labels == group)
+    k, j, i = (np.argwhere(labels == main)[0] // np.array(block)).tolist()
+    group_coarse = grown_labels == grown_labels[k, j, i]
+    fine = np.repeat(np.repeat(np.repeat(group_coarse, block[0], 0), block[1], 1), block[2], 2)
+    return kept_mask & fine[: mask.shape[0], : mask.shape[1], : mask.shape[2]]
+
+
+def _block_any(mask: np.ndarray, block: tuple[int, ...]) -> np.ndarray:
+    """True where any voxel of a ``block``-sized tile is set (the array padded up to whole tiles)."""
+    pad = [(0, (-n) % b) for n, b in zip(mask.shape, block)]
+    m = np.pad(mask, pad)
+    shape = [m.shape[0] // block[0], block[0], m.shape[1] // block[1], block[1], m.shape[2] // block[2], block[2]]
+    return m.reshape(shape).any(axis=(1, 3, 5))
 
 
 # --- whole pipeline -----------------------------------------------------------------------------
@@ -482,6 +497,7 @@ def write_dicom_seg(label: Volume, source_folder: str | Path, series_uid: str, p
     from cochseg3d import __version__
     from cochseg3d.dicom import discover
 
+    logging.getLogger("highdicom").setLevel(max(logging.WARNING, logging.getLogger("highdicom").level))
     found = [s for s in discover(source_folder) if s.series_uid == series_uid]
     if not found:
         raise ValueError(f"{source_folder}: series {series_uid} not found; cannot reference it in a DICOM SEG")

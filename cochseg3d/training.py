@@ -102,10 +102,12 @@ def _device(cfg: Config, dist: _Dist | None = None) -> torch.device:
 def _loss(cfg: Config) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     from monai.losses import DiceCELoss, DiceFocalLoss
 
+    # the electrode fills under 1% of a patch: a background Dice term and per-sample Dice on
+    # electrode-free patches would reward predicting nothing, so Dice is over the batch, electrode only
     if cfg.train.loss == "dicece":
-        return DiceCELoss(to_onehot_y=True, softmax=True)
+        return DiceCELoss(to_onehot_y=True, softmax=True, include_background=False, batch=True)
     if cfg.train.loss == "dicefocal":
-        return DiceFocalLoss(to_onehot_y=True, softmax=True)
+        return DiceFocalLoss(to_onehot_y=True, softmax=True, include_background=False, batch=True)
     ce = torch.nn.CrossEntropyLoss()
     return lambda logits, label: ce(logits, label[:, 0].long())
 

@@ -115,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         # network part: batched SliceInferer vs a naive per-slice loop on the same canonical volume
         can = canonical(vol)
         t0 = time.perf_counter()
-        p_batched = predict_canonical(net, can, pre)
+        roi = getattr(net, "cochseg3d_roi_size", None) or tuple(pre.roi_size)
+        p_batched = predict_canonical(net, can, pre, roi_size=roi)
         t_batched = time.perf_counter() - t0
         t0 = time.perf_counter()
         p_naive = predict_naive(net, can, pre)
@@ -129,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     best = min(times)
     body = f"""Patient: phantom seed {args.seed}, preset `{args.preset}`: {shape[2]}x{shape[1]}x{shape[0]} voxels at
 {vol.spacing_mm[0]:.2f} mm, {n_files} files in the DICOM folder (with clutter); model `{Path(info['path']).name}`
-({pre.context * 2 + 1} input slice(s), {pre.spacing_mm} mm pixels, roi {list(pre.roi_size)}); {args.threads} CPU threads.
+({pre.context * 2 + 1} input slice(s), {pre.spacing_mm} mm pixels, trained on {list(pre.roi_size)} patches, inference
+window {list(roi)} (one window covers a slice), batch 16); {args.threads} CPU threads.
 
 | measure | value |
 |---|---|

@@ -211,3 +211,29 @@ def test_find_inputs_ignores_stray_text_files(tmp_path):
     write_image(vol, tmp_path / "batch" / "b.nii.gz")
     (tmp_path / "batch" / "README.txt").write_text("cases from the clinic")
     assert find_inputs(tmp_path / "batch") == [tmp_path / "batch" / "a.nii.gz", tmp_path / "batch" / "b.nii.gz"]
+
+
+def test_shipped_default_model_loads_with_provenance():
+    from cochseg3d.inference import DEFAULT_MODEL, load_model
+
+    if not DEFAULT_MODEL.is_file():
+        pytest.skip("no default model built (scripts/train_default_model.py)")
+    assert DEFAULT_MODEL.stat().st_size <= 10 * 2**20
+    model, pre, info = load_model()
+    assert "synthetic" in info["provenance"]["training_data"]
+    assert pre.in_channels == model.cochseg3d_preprocessing.in_channels
+    x = torch.zeros((1, pre.in_channels, 64, 64))
+    assert tuple(model(x).shape) == (1, 2, 64, 64)
+
+
+@pytest.mark.slow
+def test_default_model_segments_a_phantom_on_its_grid():
+    from cochseg3d.inference import load_model, run_segmentation
+    from cochseg3d.metrics import dice
+    from cochseg3d.phantom import generate_patient
+
+    case = generate_patient(123456, preset="small", orientation="sagittal")
+    model, pre, _ = load_model()
+    res = run_segmentation(case.image, model)
+    assert res.label.grid.allclose(case.image.grid, atol_mm=1e-6)
+    assert dice(res.label.array, case.label.array) > 0.6

@@ -12,7 +12,7 @@ HELP = "end-to-end demo on synthetic phantoms: DICOM -> annotate -> train -> seg
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default ./demo_out); "
                         "rerunning reuses finished stages")
-    parser.add_argument("--patients", type=int, default=None, help="cohort size (default 16; 6 with --quick)")
+    parser.add_argument("--patients", type=int, default=None, help="cohort size (default 16; 8 with --quick)")
     parser.add_argument("--quick", action="store_true", help="small cohort, few epochs (about 2 minutes)")
     parser.add_argument("--seed", type=int, default=0, help="cohort and split seed")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
