@@ -47,7 +47,7 @@ class DemoPlan:
         if n < 4:
             raise ValueError(f"--patients must be at least 4 (train, validation and test patients), got {n}")
         test = max(1, round(n * 0.25))
-        return cls(patients=n, test_patients=test, seed=seed, epochs=epochs or (12 if quick else None))
+        return cls(patients=n, test_patients=test, seed=seed, epochs=epochs or (16 if quick else None))
 
 
 @dataclass
