@@ -174,7 +174,7 @@ def write_series(
     ds.ReferringPhysicianName = ""
     ds.StudyDescription = "synthetic"
     ds.SeriesDescription = series_description
-    ds.PatientName = "ANONYMOUS"
+    ds.PatientName = "ANONYMOUS^"  # family^given: a single component is ambiguous
     ds.PatientID = str(patient_id)
     ds.PatientBirthDate = ""
     ds.PatientSex = "O"

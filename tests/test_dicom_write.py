@@ -59,7 +59,7 @@ def test_headers_are_valid_ct_and_deidentified(tmp_path):
         assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
         assert (ds.Modality, ds.BitsAllocated, ds.PixelRepresentation) == ("CT", 16, 1)
         assert ds.InstanceNumber == k + 1 and ds.SeriesNumber == 3 and ds.SeriesDescription == "cbct"
-        assert ds.PatientID == "case-7" and str(ds.PatientName) == "ANONYMOUS"
+        assert ds.PatientID == "case-7" and str(ds.PatientName) == "ANONYMOUS^"
         assert ds.PatientIdentityRemoved == "YES"
         assert float(ds.RescaleIntercept) == -1024 and float(ds.RescaleSlope) == 1
         assert [float(x) for x in ds.PixelSpacing] == [0.42, 0.31] and float(ds.SliceThickness) == 0.5

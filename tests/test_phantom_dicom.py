@@ -48,7 +48,7 @@ def test_dicom_round_trip_is_bit_identical_and_truth_shares_the_grid(tmp_path, o
     ds = pydicom.dcmread(series[main_uid][0])
     assert ds.Modality == "CT" and ds.BitsAllocated == 16 and ds.PixelRepresentation == 1
     assert float(ds.RescaleSlope) == 1.0 and float(ds.RescaleIntercept) == -1024.0
-    assert ds.PatientID == case.case_id and str(ds.PatientName) == "ANONYMOUS"
+    assert ds.PatientID == case.case_id and str(ds.PatientName) == "ANONYMOUS^"
     for key in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID",
                 "ImagePositionPatient", "PixelSpacing", "SliceThickness"):
         assert key in ds
