@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from cochseg3d.volume import Volume, atomic_write, canonical
+from cochseg3d.volume import atomic_write, canonical
 
 log = logging.getLogger(__name__)
 

@@ -31,18 +31,13 @@ def overlay_png(image: Volume, pred: Volume, truth: Volume, path: Path, *, title
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
+    from cochseg3d.inference import electrode_slab
+
     can = canonical(image)
     p = canonical(pred, is_label=True).array > 0
     t = canonical(truth, is_label=True).array > 0
     sx, sy, sz = can.spacing_mm
-    both = p | t
-    ks = np.flatnonzero(both.any(axis=(1, 2)))
-    if ks.size:
-        pad = int(math.ceil(1.0 / sz))
-        k0, k1 = max(0, ks.min() - pad), min(both.shape[0], ks.max() + pad + 1)
-    else:
-        k0 = both.shape[0] // 2
-        k1 = k0 + 1
+    k0, k1 = electrode_slab(p | t, slice_spacing_mm=sz)
     mip = can.array[k0:k1].max(axis=0).astype(np.float32)
     pm, tm = p[k0:k1].any(axis=0), t[k0:k1].any(axis=0)
     rows, cols = np.nonzero(pm | tm)

@@ -419,6 +419,16 @@ def segment(
 
 
 # --- outputs ------------------------------------------------------------------------------------
+def electrode_slab(mask: np.ndarray, *, slice_spacing_mm: float, pad_mm: float = 1.0) -> tuple[int, int]:
+    """Coronal slices ``[k0, k1)`` spanning a canonical mask plus ``pad_mm`` (the middle one if empty)."""
+    ks = np.flatnonzero(np.asarray(mask).any(axis=(1, 2)))
+    if not ks.size:
+        k0 = mask.shape[0] // 2
+        return k0, k0 + 1
+    pad = int(math.ceil(pad_mm / slice_spacing_mm))
+    return max(0, int(ks.min()) - pad), min(mask.shape[0], int(ks.max()) + pad + 1)
+
+
 def preview_png(
     image: Volume,
     label: Volume,
@@ -442,13 +452,7 @@ def preview_png(
     can = canonical(image)
     lab = canonical(label, is_label=True).array > 0
     sx, sy, sz = can.spacing_mm  # cols (R->L), rows (S->I), slices (A->P)
-    if lab.any():
-        ks = np.nonzero(lab.any(axis=(1, 2)))[0]
-        pad = int(math.ceil(1.0 / sz))
-        k0, k1 = max(0, ks.min() - pad), min(lab.shape[0], ks.max() + pad + 1)
-    else:
-        k0 = lab.shape[0] // 2
-        k1 = k0 + 1
+    k0, k1 = electrode_slab(lab, slice_spacing_mm=sz)
     mip = can.array[k0:k1].max(axis=0).astype(np.float32)
     lab_mip = lab[k0:k1].any(axis=0)
     extent = (-0.5 * sx, (mip.shape[1] - 0.5) * sx, (mip.shape[0] - 0.5) * sy, -0.5 * sy)

@@ -40,7 +40,6 @@ def _rss_mb(field: str) -> float:
 
 def memory_probe(dicom: str, model: str | None, threads: int) -> None:
     """Child process: peak RSS growth of run_segmentation over the loaded volume (prints JSON)."""
-    import numpy as np
     import torch
 
     torch.set_num_threads(threads)

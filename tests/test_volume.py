@@ -43,7 +43,6 @@ def test_coronal_slice_rows_go_inferior_and_columns_left():
     vol = _volume(AXIAL, shape=(4, 5, 6), spacing=(1, 1, 1), origin=(0, 0, 0))
     sl = coronal_slices(vol)
     assert len(sl) == vol.array.shape[1]  # axial j axis is posterior
-    can = canonical(vol)
     # first row of a coronal slice is the most superior axial slice (largest k in LPS axial)
     np.testing.assert_array_equal(sl[0].array[0], vol.array[-1, 0, :])
 
