@@ -59,7 +59,7 @@ def test_dicom_round_trip_is_bit_identical_and_truth_shares_the_grid(tmp_path, o
         assert not np.allclose(np.abs(iop), np.round(np.abs(iop)), atol=1e-3)
     # clutter: a 1-3 slice localizer with its own series UID, a macOS "._" file and a README
     loc = [u for u in series if u != main_uid][0]
-    assert 1 <= len(series[loc]) <= 3
+    assert len(series[loc]) in (1, 2, 3)
     assert "LOCALIZER" in pydicom.dcmread(series[loc][0]).ImageType
     assert any(p.name.startswith("._") for p in dicom.iterdir())
     assert (dicom / "README.txt").is_file()
