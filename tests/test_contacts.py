@@ -12,8 +12,10 @@ from cochseg3d.metrics import match_contacts
 from cochseg3d.volume import Volume
 
 
-def _array_phantom(n, pitch, tip, *, spacing=0.2, contact_len=0.5, noise=30.0, seed=0):
+def _array_phantom(n, pitch, tip, *, spacing=0.2, contact_len=0.5, noise=30.0, seed=0, dark=()):
     """A 1.3-turn spiral carrier with a straight lead; contacts 3000 HU, wires 1500 HU, blurred.
+
+    ``dark``: indices of contacts drawn no brighter than the wires (lost in the CT).
 
     Returns (image, label, contacts apex -> base in LPS mm).
     """
@@ -36,7 +38,8 @@ def _array_phantom(n, pitch, tip, *, spacing=0.2, contact_len=0.5, noise=30.0, s
     a = np.where(np.isfinite(d), arc[np.minimum(idx, len(arc) - 1)], -10)
     img = np.full(len(lps), 40.0)
     img[d <= 0.3] = 1500.0
-    on_contact = (np.abs(a[:, None] - s[None, :]) <= contact_len / 2).any(axis=1) & (d <= 0.4)
+    bright = np.setdiff1d(np.arange(n), list(dark))
+    on_contact = (np.abs(a[:, None] - s[None, bright]) <= contact_len / 2).any(axis=1) & (d <= 0.4)
     img[on_contact] = 3000.0
     img = ndimage.gaussian_filter(img.reshape(vol.array.shape), 0.15 / spacing)
     img += rng.normal(0, noise, img.shape)
@@ -67,6 +70,17 @@ def test_merged_contacts_placed_with_known_pitch():
     assert m["recall"] >= 0.9
     assert m["mean_error_mm"] < 0.35
     assert np.linalg.norm(c.lps_mm[0] - truth[0]) < 0.6
+
+
+def test_blind_mode_takes_medel_layout_from_few_widely_spaced_peaks():
+    # only the 7 apical contacts show as peaks: too few to take as they are, but their 2.1 mm spacing
+    # names a MED-EL array, whose 12-contact comb covers the whole array (Cochlear's would not)
+    img, lab, truth = _array_phantom(12, 2.1, 0.6, spacing=0.25, dark=range(7, 12))
+    c = find_contacts(lab, img)
+    assert c.method == "pitch" and len(c.lps_mm) == 12
+    assert c.info["electrode"].startswith("MED-EL")
+    m = match_contacts(c.lps_mm, truth)
+    assert m["recall"] >= 0.9
 
 
 def test_contacts_json_has_lps_and_ras():
