@@ -18,7 +18,7 @@ import logging
 import shlex
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -50,11 +50,7 @@ class DemoPlan:
         return cls(patients=n, test_patients=test, seed=seed, epochs=epochs or (16 if quick else None))
 
 
-@dataclass
-class StageLog:
-    """Timings and commands of every stage, for the report."""
-
-    rows: list[dict[str, Any]] = field(default_factory=list)
+_VERBS_WITH_PROGRESS = ("phantom", "convert", "train")
 
 
 def _cli(argv: list[str]) -> tuple[int, str]:
@@ -103,6 +99,8 @@ class Demo:
         return info
 
     def _run_cli(self, argv: list[str], *, allow_fail: bool = False) -> str:
+        if not self.progress and argv[0] in _VERBS_WITH_PROGRESS:
+            argv = [*argv, "--no-progress"]
         status, text = _cli(argv)
         if status != 0 and not allow_fail:
             raise RuntimeError(f"`{_command(argv)}` failed with status {status}:\n{text[-2000:]}")

@@ -30,12 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-
-def _rss_mb(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return float(line.split()[1]) / 1024.0
-    return float("nan")
+from benchlib import proc_status_mb as _rss_mb  # noqa: E402
 
 
 def memory_probe(dicom: str, model: str | None, threads: int) -> None:

@@ -37,6 +37,17 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB, {gpu}; {_dt.date.today().isoformat()}"
 
 
+def proc_status_mb(key: str) -> float:
+    """A memory line of /proc/self/status (e.g. ``VmRSS``, ``VmHWM``) in MiB; NaN where absent."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
 def git_rev() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
