@@ -12,10 +12,13 @@ from cochseg3d.metrics import match_contacts
 from cochseg3d.volume import Volume
 
 
-def _array_phantom(n, pitch, tip, *, spacing=0.2, contact_len=0.5, noise=30.0, seed=0, dark=()):
+def _array_phantom(n, pitch, tip, *, spacing=0.2, contact_len=0.5, noise=30.0, seed=0, dark=(),
+                   lead_at_apex=False):
     """A 1.3-turn spiral carrier with a straight lead; contacts 3000 HU, wires 1500 HU, blurred.
 
     ``dark``: indices of contacts drawn no brighter than the wires (lost in the CT).
+    ``lead_at_apex``: the lead's last stretch is missing from the label and the lead instead
+    touches the spiral near its apex (a lead passing over the turns, merged by the blooming).
 
     Returns (image, label, contacts apex -> base in LPS mm).
     """
@@ -27,6 +30,16 @@ def _array_phantom(n, pitch, tip, *, spacing=0.2, contact_len=0.5, noise=30.0, s
     lead = spiral[0] + np.outer(np.arange(5.0, 0.0, -0.01), lead_dir)
     curve = np.vstack([lead, spiral])[::-1]  # apex -> base -> lead end
     arc = np.concatenate([[0], np.cumsum(np.linalg.norm(np.diff(curve, axis=0), axis=1))])
+    if lead_at_apex:
+        # the spiral alone carries the contacts; a 9 mm lead comes in from outside and ends where
+        # it passes 0.5 mm from the spiral's inner turn, 1 mm from the apical tip
+        curve = spiral[::-1]
+        arc = np.concatenate([[0], np.cumsum(np.linalg.norm(np.diff(curve, axis=0), axis=1))])
+        touch = curve[int(np.searchsorted(arc, 1.0))]
+        out = touch - curve.mean(axis=0)
+        out[2] = 0.0
+        out /= np.linalg.norm(out)
+        lead = touch + np.outer(np.arange(9.0, 0.5, -0.01), out + np.array([0.0, 0.0, 0.3]))
     s = tip + pitch * np.arange(n)
     contacts = np.stack([np.interp(s, arc, curve[:, c]) for c in range(3)], 1)
     lo = curve.min(0) - 1.5
@@ -36,6 +49,10 @@ def _array_phantom(n, pitch, tip, *, spacing=0.2, contact_len=0.5, noise=30.0, s
     lps = vol.index_to_lps(np.stack([ii, jj, kk], -1).reshape(-1, 3))
     d, idx = cKDTree(curve).query(lps, distance_upper_bound=1.0)
     a = np.where(np.isfinite(d), arc[np.minimum(idx, len(arc) - 1)], -10)
+    if lead_at_apex:
+        d_lead, _ = cKDTree(lead).query(lps, distance_upper_bound=1.0)
+        a = np.where(d_lead < d, -10, a)
+        d = np.minimum(d, d_lead)
     img = np.full(len(lps), 40.0)
     img[d <= 0.3] = 1500.0
     bright = np.setdiff1d(np.arange(n), list(dark))
@@ -43,7 +60,7 @@ def _array_phantom(n, pitch, tip, *, spacing=0.2, contact_len=0.5, noise=30.0, s
     img[on_contact] = 3000.0
     img = ndimage.gaussian_filter(img.reshape(vol.array.shape), 0.15 / spacing)
     img += rng.normal(0, noise, img.shape)
-    label = (d <= 0.4).reshape(vol.array.shape)
+    label = (d <= (0.7 if lead_at_apex else 0.4)).reshape(vol.array.shape)  # blooming merges lead and turn
     return vol.with_array(img.astype(np.float32)), vol.with_array(label.astype(np.uint8)), contacts
 
 
@@ -79,6 +96,18 @@ def test_blind_mode_takes_medel_layout_from_few_widely_spaced_peaks():
     c = find_contacts(lab, img)
     assert c.method == "pitch" and len(c.lps_mm) == 12
     assert c.info["electrode"].startswith("MED-EL")
+    m = match_contacts(c.lps_mm, truth)
+    assert m["recall"] >= 0.9
+
+
+@pytest.mark.parametrize("electrode", [None, "given"])
+def test_lead_joined_near_the_apex_does_not_flip_the_array(electrode):
+    # the label runs lead -> inner turn -> ... -> basal end: the longest path from the lead ends at
+    # the base and calls it the apex; the bright run's curled end puts the apex back
+    img, lab, truth = _array_phantom(16, 1.1, 0.4, spacing=0.3, contact_len=0.4, lead_at_apex=True)
+    kw = {"n_contacts": 16, "pitch_mm": 1.1, "tip_to_first_mm": 0.4} if electrode else {}
+    c = find_contacts(lab, img, **kw)
+    assert np.linalg.norm(c.lps_mm[0] - truth[0]) < 0.6, "first contact is not the apical one"
     m = match_contacts(c.lps_mm, truth)
     assert m["recall"] >= 0.9
 
