@@ -8,8 +8,8 @@ resolution) the array's known contact count and pitch place an evenly spaced com
 centreline, phased to the profile's ripple. Contacts are ordered apex -> base: the apex is the end
 of the centreline curled into the spiral (closer to its centroid). A skeleton branch the centreline
 skipped (a deep insertion's apical turn touching the turn below) is put back as the apical end.
-Where the lead passes close to the basal turn and the label joins them there, the centreline is
-tracked from the apex of the bright run instead of from the lead.
+The centreline is tracked from the apex, found as the curled end of the label's brightest stretch,
+so a lead passing close to the basal turn (the label joins them there) cannot flip or cut it.
 Without a named electrode, separate peaks far behind the apical tip (lead wires) are not taken as
 contacts, and a few widely spaced peaks pick MED-EL's layouts instead of Cochlear's.
 """
@@ -85,15 +85,11 @@ APICAL_SPUR = False
 SPUR_MIN_SPACING_MM = 0.25
 #: smallest comb pitch (mm) whose contacts are moved to their intensity centroid
 REFINE_PITCH_MIN_MM = 0.95
-#: a track from the base ending farther than this (mm) from the apex of the bright run missed it
-APEX_REACHED_MM = 1.5
 #: skeleton points at least this far (fraction) from the skeleton's dim to its bright level are on
 #: the contacts
 BRIGHT_FRACTION = 0.75
-#: shortest track from the apex (mm) taken instead of the base's
-APEX_TRACK_MIN_MM = 8.0
-#: how much more (ratio of turning angles over 3 mm) the apical end curls than the basal one
-APEX_TURN_RATIO = 2.0
+#: arc length (mm) over which an end's curl is measured (:func:`_straightness`)
+CURL_MM = 6.0
 
 _LPS_TO_RAS = np.array([-1.0, -1.0, 1.0])
 
@@ -528,12 +524,15 @@ def _centreline(lab: Volume, m: np.ndarray, step_mm: float, field: np.ndarray | 
                 brightness: np.ndarray | None = None) -> np.ndarray:
     """The array's centreline (LPS mm, apex -> base, every ``step_mm``) from its mask ``m``.
 
-    Skeleton -> longest path through it (gaps bridged) -> its basal end (the end farther from the
-    path's centroid: the lead runs away from the spiral, the apex curls into it). From there the
-    array is tracked (:func:`_track`) on ``field`` (the label's distance ridge) to its apical tip;
-    the skeleton path is the fallback when tracking stops early. Where the track ends away from
-    the apex of the bright run in ``brightness`` (smoothed CT), the array is tracked from that apex
-    instead (:func:`_bright_apex`). Smoothing spline, sampled every ``step_mm``.
+    The contacts are the brightest stretch of the label's skeleton (``brightness``: smoothed CT):
+    the longest path through its bright points (:func:`_bright_run`) gives the apex (its curled
+    end). From there the array is tracked (:func:`_track`) on ``field`` (the label's distance
+    ridge) toward the base and on into the lead. Tracking from the apex does not depend on where the lead
+    runs: a lead passing close to the basal turn joins the label there, and a track or skeleton
+    path from the lead's end can then run the turn backwards and leave the apex aside.
+
+    Fallbacks, in order: the track from the skeleton's basal end (the end of its longest path
+    farther from the apex), then the skeleton path itself. Smoothing spline, every ``step_mm``.
     """
     from skimage.morphology import skeletonize
 
@@ -543,33 +542,33 @@ def _centreline(lab: Volume, m: np.ndarray, step_mm: float, field: np.ndarray | 
         skel = m
     kji = np.argwhere(skel)
     pts = lab.index_to_lps(kji[:, ::-1])
-    if brightness is not None:
-        brightness = brightness[tuple(kji.T)]
-    path = pts[_longest_path(pts, link_mm=1.75 * float(sp.max()))]
-    centroid = path.mean(axis=0)
-    if np.linalg.norm(path[0] - centroid) > np.linalg.norm(path[-1] - centroid):
-        path = path[::-1]  # now apex (roughly) -> base
-    skel_len = float(np.linalg.norm(np.diff(path, axis=0), axis=1).sum())
+    link = 1.75 * float(sp.max())
+    path = pts[_longest_path(pts, link_mm=link)]
+    run = _bright_run(pts, brightness[tuple(kji.T)], link) if brightness is not None else None
+    if run is not None:
+        if np.linalg.norm(path[-1] - run[0]) < np.linalg.norm(path[0] - run[0]):
+            path = path[::-1]
+    else:
+        centroid = path.mean(axis=0)
+        if np.linalg.norm(path[0] - centroid) > np.linalg.norm(path[-1] - centroid):
+            path = path[::-1]  # now apex (roughly) -> base
+    skel_len = _length(path)
     smooth = max(CURVE_SMOOTH_MM, 2.0 * float(sp.max()) if field is None else CURVE_SMOOTH_MM)
     if field is not None and skel_len > 3.0:
+        if run is not None:
+            ahead = run[min(len(run) - 1, int(np.searchsorted(np.cumsum(np.linalg.norm(np.diff(run, axis=0), axis=1)),
+                                                               1.0)))]
+            if np.linalg.norm(ahead - run[0]) > 0:
+                out = _track(field, lab, m, run[0], ahead - run[0])
+                log.debug("centreline: bright run %.1f mm, tracked from its apex %.1f mm", _length(run), _length(out))
+                # taken where it follows the whole bright run (it stops at a label gap)
+                if _length(out) >= _length(run) - 2.0:
+                    return _extend_tips(_resample_curve(out, step_mm, smooth), lab, m, step_mm)
         base = path[-1]
         back = path[-1 - int(np.searchsorted(np.cumsum(np.linalg.norm(np.diff(path[::-1], axis=0), axis=1)), 1.0))]
-        tracked = _track(field, lab, m, base, back - base)
-        t_len = float(np.linalg.norm(np.diff(tracked, axis=0), axis=1).sum()) if len(tracked) > 1 else 0.0
+        tracked = _track(field, lab, m, base, back - base) if np.linalg.norm(back - base) > 0 else path[::-1]
+        t_len = _length(tracked)
         log.debug("centreline: skeleton path %.1f mm, tracked %.1f mm", skel_len, t_len)
-        apex = _bright_apex(pts, brightness, 1.75 * float(sp.max())) if brightness is not None else None
-        if apex is not None and len(tracked) > 1 and np.linalg.norm(apex[0] - tracked[-1]) > APEX_REACHED_MM:
-            # where the lead passes close to the basal turn the skeleton joins them, and the longest
-            # path (and the track) can run lead -> basal turn backwards -> round window, leaving
-            # the apex aside. The bright run (the contacts) has the apex at its curled end; from
-            # there the spiral is unambiguous and holds every contact.
-            from_apex = _track(field, lab, m, apex[0], apex[1] - apex[0])
-            a_len = float(np.linalg.norm(np.diff(from_apex, axis=0), axis=1).sum()) if len(from_apex) > 1 else 0.0
-            log.debug("centreline: track missed the apex by %.1f mm; from the apex %.1f mm",
-                      np.linalg.norm(apex[0] - tracked[-1]), a_len)
-            # taken only where it follows the whole bright run (it stops at a label gap)
-            if a_len > max(APEX_TRACK_MIN_MM, apex[2] - 2.0):
-                return _extend_tips(_resample_curve(from_apex, step_mm, smooth), lab, m, step_mm)
         if t_len > 0.8 * skel_len:
             curve = _resample_curve(tracked[::-1], step_mm, smooth)
             return _extend_tips(curve, lab, m, step_mm)
@@ -577,25 +576,26 @@ def _centreline(lab: Volume, m: np.ndarray, step_mm: float, field: np.ndarray | 
     return _extend_tips(curve, lab, m, step_mm)
 
 
-def _end_turning(path: np.ndarray, chord_mm: float = 1.5) -> float:
-    """Turning angle (degrees) between the path's first two chords of ``chord_mm`` from ``path[0]``."""
-    arc = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(path, axis=0), axis=1))])
-    if arc[-1] < 2 * chord_mm:
-        return 0.0
-    a, b, c = (path[min(len(path) - 1, int(np.searchsorted(arc, d)))] for d in (0.0, chord_mm, 2 * chord_mm))
-    u, v = b - a, c - b
-    cos = float(u @ v / (np.linalg.norm(u) * np.linalg.norm(v) + 1e-12))
-    return float(np.degrees(np.arccos(np.clip(cos, -1, 1))))
+def _length(points: np.ndarray) -> float:
+    return float(np.linalg.norm(np.diff(points, axis=0), axis=1).sum()) if len(points) > 1 else 0.0
 
 
-def _bright_apex(pts: np.ndarray, brightness: np.ndarray, link_mm: float
-                 ) -> tuple[np.ndarray, np.ndarray, float] | None:
-    """The apical end of the skeleton's bright run (the contacts), a point 1 mm along it, its length.
+def _straightness(curve: np.ndarray, length_mm: float = CURL_MM) -> float:
+    """Chord / arc length of the curve's first ``length_mm`` (1: straight; the apex's ~0.4-0.8)."""
+    arc = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(curve, axis=0), axis=1))])
+    if arc[-1] < 1.0:
+        return 1.0
+    j = min(len(curve) - 1, int(np.searchsorted(arc, length_mm)))
+    return float(np.linalg.norm(curve[j] - curve[0]) / max(arc[j], 1e-9))
+
+
+def _bright_run(pts: np.ndarray, brightness: np.ndarray, link_mm: float) -> np.ndarray | None:
+    """The skeleton's bright run (the contacts), apex -> base; None when it is not clear.
 
     The longest path through the skeleton points brighter than ``BRIGHT_FRACTION`` of the way from
-    their 10th to their 95th percentile (the lead's wires are dimmer); its apical end is the one that
-    turns ``APEX_TURN_RATIO`` times more sharply over its last 3 mm (the array curls into the
-    spiral). None when the run is shorter than 3 mm or its ends do not differ that clearly.
+    their 10th to their 95th percentile (the lead's wires are dimmer). Its apical end lies inside
+    the spiral: nearer the run's centroid, and curled (:func:`_straightness`) more tightly than the
+    basal end. Both must agree; the run must be at least 3 mm long.
     """
     lo, hi = np.percentile(brightness, [10, 95])
     keep = brightness >= lo + BRIGHT_FRACTION * (hi - lo)
@@ -603,17 +603,14 @@ def _bright_apex(pts: np.ndarray, brightness: np.ndarray, link_mm: float
         return None
     sub = pts[keep]
     run = sub[_longest_path(sub, link_mm)]
-    seg = np.linalg.norm(np.diff(run, axis=0), axis=1)
-    if seg.sum() < 3.0:
+    if _length(run) < 3.0:
         return None
-    a, b = _end_turning(run), _end_turning(run[::-1])
-    if b > a:
-        run, seg, a, b = run[::-1], seg[::-1], b, a
-    # the apex curls more tightly than anything at the basal end; without a clear difference the
-    # run's ends say nothing
-    if a < APEX_TURN_RATIO * max(b, 5.0):
+    centroid = run.mean(axis=0)
+    nearer = np.linalg.norm(run[0] - centroid) < np.linalg.norm(run[-1] - centroid)
+    curled = _straightness(run) < _straightness(run[::-1])
+    if nearer != curled:
         return None
-    return run[0], run[min(len(run) - 1, int(np.searchsorted(np.cumsum(seg), 1.0)))], float(seg.sum())
+    return run if nearer else run[::-1]
 
 
 def _extend_tips(curve: np.ndarray, lab: Volume, m: np.ndarray, step_mm: float) -> np.ndarray:
