@@ -88,6 +88,25 @@ REFINE_PITCH_MIN_MM = 0.95
 #: skeleton points at least this far (fraction) from the skeleton's dim to its bright level are on
 #: the contacts
 BRIGHT_FRACTION = 0.75
+#: place a merged array's first contact from where its band begins (else: from the label's tip)
+ANCHOR_TO_BAND = True
+#: fraction of the way from the tip's grey value to the band's plateau that marks its start
+BAND_LEVEL = 0.9
+#: band start -> first contact centre along the array (mm), by vendor: median over 30
+#: calibration phantoms (seeds 800000-800029, never used for training or the held-out tests;
+#: scripts/calibrate_contacts.py) segmented by the shipped model; it depends on the scanner's
+#: blur and the contact's length, so other scanners may want their own figure
+BAND_TO_FIRST_MM = {"Cochlear": 0.33, "AB": 0.27, "MED-EL": 0.35, "default": 0.3}
+#: comb phase search (fraction of a pitch) around the band-anchored place
+ANCHORED_COMB_WINDOW = 0.0
+#: add separate contacts the centreline missed from the label's saturated blobs
+BLOB_COMPLETION = True
+#: smallest pitch (mm) at which a comb is checked against the blobs (separate contacts)
+BLOB_MIN_PITCH_MM = 1.5
+#: most contacts a blind search adds up to (MED-EL's 12 separate contacts)
+MAX_SEPARATE_CONTACTS = 12
+#: blob threshold: fraction of the way from the label's 10th to its 99.5th grey-value percentile
+BLOB_LEVEL = 0.9
 #: arc length (mm) over which an end's curl is measured (:func:`_straightness`)
 CURL_MM = 6.0
 
@@ -100,7 +119,8 @@ class Contacts:
 
     Attributes:
         lps_mm: (N, 3) contact centres in LPS mm, apex -> base.
-        method: "peaks" (separate intensity peaks) or "pitch" (comb of the known pitch).
+        method: "peaks" (separate intensity peaks), "pitch" (comb of the known pitch) or "blobs"
+            (separate contacts as the CT's bright blobs, where the centreline's peaks failed).
         centreline_lps_mm: (M, 3) the array's centreline, apex -> base, every ``step_mm``.
         profile: CT intensity along the centreline (HU), same length.
         pitch_mm: contact spacing used or measured (mm).
@@ -277,6 +297,30 @@ def _peaks(profile: np.ndarray, step_mm: float, min_sep_mm: float) -> np.ndarray
     return np.asarray(out)
 
 
+def _band_start(profile: np.ndarray, step_mm: float, span_mm: float) -> float | None:
+    """Arc position (mm) where the contact band begins: the profile first reaches ``BAND_LEVEL`` of
+    the way from its value at the label's apical tip to the band's level (its median over
+    ``span_mm``). None when the profile has no band (flat, or brighter at the tip than after)."""
+    if len(profile) < 4:
+        return None
+    profile = np.asarray(profile, dtype=float)
+    head = profile[: max(2, int(round(0.3 / step_mm)))]
+    bottom = float(head.min())
+    # the band's median: its saturated plateau, or the middle of its ripple where it is not saturated
+    top = float(np.median(profile[: max(4, int(span_mm / step_mm))]))
+    if top - bottom < 200.0:
+        return None
+    level = bottom + BAND_LEVEL * (top - bottom)
+    above = np.nonzero(profile >= level)[0]
+    if not len(above):
+        return None
+    i = int(above[0])
+    if i == 0:
+        return 0.0
+    frac = (level - profile[i - 1]) / max(float(profile[i] - profile[i - 1]), 1e-6)
+    return float((i - 1 + frac) * step_mm)
+
+
 def _comb(profile: np.ndarray, step_mm: float, n: int, pitch_mm: float, tip_to_first_mm: float, *,
           window: float = 0.5) -> tuple[np.ndarray, float]:
     """Sample positions (in steps) of ``n`` contacts ``pitch_mm`` apart, phased to the profile.
@@ -289,7 +333,7 @@ def _comb(profile: np.ndarray, step_mm: float, n: int, pitch_mm: float, tip_to_f
     scale = float(np.std(detrended)) + 1e-6
     best, best_score = None, -np.inf
     half = window * pitch_mm
-    for s0 in np.arange(max(0.0, tip_to_first_mm - half), tip_to_first_mm + half + 1e-9, step_mm / 2):
+    for s0 in np.arange(max(0.0, tip_to_first_mm - half), tip_to_first_mm + half + step_mm / 4, step_mm / 2):
         pos = (s0 + pitch_mm * np.arange(n)) / step_mm
         if pos[-1] > len(profile) - 1:
             pos = pos[pos <= len(profile) - 1]
@@ -443,9 +487,15 @@ def find_contacts(
             info["electrode"] = "Cochlear (assumed: contacts not separable)"
         best = None
         for l in layouts:
-            cand, score = _comb(profile, step_mm, int(l["n_contacts"]), float(l["pitch_mm"]),
-                                bloom_mm + float(l.get("tip_to_first_mm", 0.5 * l["pitch_mm"])),
-                                window=COMB_WINDOW)
+            n_l, pitch_l = int(l["n_contacts"]), float(l["pitch_mm"])
+            edge = _band_start(profile, step_mm, (n_l - 1) * pitch_l + 3.0) if ANCHOR_TO_BAND else None
+            if edge is not None:
+                first = edge + BAND_TO_FIRST_MM.get(str(l.get("vendor")), BAND_TO_FIRST_MM["default"])
+                window = ANCHORED_COMB_WINDOW
+            else:
+                first = bloom_mm + float(l.get("tip_to_first_mm", 0.5 * pitch_l))
+                window = COMB_WINDOW
+            cand, score = _comb(profile, step_mm, n_l, pitch_l, first, window=window)
             if best is None or score > best[1]:
                 best, chosen = (cand, score), l
         pos = best[0]
@@ -462,7 +512,85 @@ def find_contacts(
             and len(pts):
         radius = min(0.45 * pitch_used, 0.6)
         pts = _refine(img, smoothed, pts, radius)
+    if BLOB_COMPLETION and len(pts) >= 3 and (method == "peaks" or pitch_used >= BLOB_MIN_PITCH_MM):
+        blobs = _blobs(img, smoothed, m)
+        expected = int(chosen["n_contacts"]) if chosen is not None else MAX_SEPARATE_CONTACTS
+        if method == "pitch" and len(blobs[0]):
+            # a comb of separate contacts where the peaks failed: keep its contacts that sit on a
+            # blob (moved to it), then fill in from the blobs; the comb stays if too few do
+            from scipy.spatial import cKDTree
+
+            d, j = cKDTree(blobs[0]).query(pts)
+            on = np.unique(j[d <= 0.5 * pitch_used])
+            snapped = blobs[0][on]
+            if len(snapped) >= 3:
+                merged = np.vstack([snapped, _missing_blobs(blobs, snapped, pitch_used, expected - len(snapped))])
+                if len(merged) >= 0.75 * expected:
+                    info["from_blobs"] = int(len(merged))
+                    pts, method = _order_along(merged, curve), "blobs"
+        else:
+            extra = _missing_blobs(blobs, pts, pitch_used, expected - len(pts))
+            if len(extra):
+                info["added_from_blobs"] = int(len(extra))
+                pts = _order_along(np.vstack([pts, extra]), curve)
     return Contacts(pts, method, curve, profile.astype(np.float32), pitch_used, info)
+
+
+def _blobs(image: Volume, smoothed: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Separate bright blobs of the label: centroids (LPS mm) and volumes (mm^3).
+
+    Separate contacts show as blobs of the CT near its top grey value (``BLOB_LEVEL`` of the way
+    from the label's 10th to its 99.5th percentile); merged ones as one long band.
+    """
+    vals = smoothed[m]
+    if vals.size < 10:
+        return np.zeros((0, 3)), np.zeros(0)
+    lo, top = np.percentile(vals, [10, 99.5])
+    hi = (smoothed >= lo + BLOB_LEVEL * (top - lo)) & ndimage.binary_dilation(m, iterations=1)
+    lab, n = ndimage.label(hi)
+    if n == 0:
+        return np.zeros((0, 3)), np.zeros(0)
+    idx = np.arange(1, n + 1)
+    cents = np.array(ndimage.center_of_mass(np.where(hi, smoothed - lo, 0), lab, idx))
+    vol = ndimage.sum(hi, lab, idx) * float(np.prod(image.spacing_mm))
+    return image.index_to_lps(cents[:, ::-1]), np.asarray(vol, dtype=float)
+
+
+def _missing_blobs(blobs: tuple[np.ndarray, np.ndarray], found: np.ndarray, pitch_mm: float, room: int) -> np.ndarray:
+    """Up to ``room`` contacts the centreline missed, from the label's blobs (:func:`_blobs`).
+
+    Where the centreline cuts across a deep insertion's touching turns (or stops short of the
+    apex) the peaks along it miss some contacts. A blob at least ``0.6 * pitch`` from every contact
+    found and about as big as the blobs on found contacts (0.4-2.5 times their median) is one of
+    those; closest in size first, never two within ``0.6 * pitch`` of each other.
+    """
+    from scipy.spatial import cKDTree
+
+    lps, vol = blobs
+    if room <= 0 or len(lps) < 2 or len(found) < 3:
+        return np.zeros((0, 3))
+    d, _ = cKDTree(found).query(lps)
+    on_found = d <= 0.5 * pitch_mm
+    if on_found.sum() < 3:
+        return np.zeros((0, 3))
+    ref = float(np.median(vol[on_found]))
+    cand = np.nonzero((d >= 0.6 * pitch_mm) & (vol >= 0.4 * ref) & (vol <= 2.5 * ref))[0]
+    cand = cand[np.argsort(np.abs(np.log(vol[cand] / ref)))]
+    keep: list[int] = []
+    for c in cand:
+        if len(keep) >= room:
+            break
+        if all(np.linalg.norm(lps[c] - lps[k]) >= 0.6 * pitch_mm for k in keep):
+            keep.append(int(c))
+    return lps[keep] if keep else np.zeros((0, 3))
+
+
+def _order_along(points: np.ndarray, curve: np.ndarray) -> np.ndarray:
+    """Points sorted by the arc position of their nearest centreline sample (apex -> base)."""
+    from scipy.spatial import cKDTree
+
+    _, j = cKDTree(curve).query(points)
+    return points[np.argsort(j, kind="stable")]
 
 
 def _perpendicular_basis(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
