@@ -96,7 +96,12 @@ BAND_LEVEL = 0.9
 #: calibration phantoms (seeds 800000-800029, never used for training or the held-out tests;
 #: scripts/calibrate_contacts.py) segmented by the shipped model; it depends on the scanner's
 #: blur and the contact's length, so other scanners may want their own figure
-BAND_TO_FIRST_MM = {"Cochlear": 0.33, "AB": 0.27, "MED-EL": 0.35, "default": 0.3}
+BAND_TO_FIRST_MM = {"Cochlear": 0.33, "AB": 0.30, "MED-EL": 0.35, "default": 0.32}
+#: last contact centre -> band end (mm), by vendor, calibrated the same way (the wires running on
+#: from the last contact make it longer than at the tip)
+BAND_TO_LAST_MM = {"Cochlear": 0.49, "AB": 0.39, "MED-EL": 0.39, "default": 0.44}
+#: how far (fraction) the array's length along the centreline may differ from the datasheet's
+PITCH_SCALE_RANGE = 0.08
 #: comb phase search (fraction of a pitch) around the band-anchored place
 ANCHORED_COMB_WINDOW = 0.0
 #: add separate contacts the centreline missed from the label's saturated blobs
@@ -321,6 +326,27 @@ def _band_start(profile: np.ndarray, step_mm: float, span_mm: float) -> float | 
     return float((i - 1 + frac) * step_mm)
 
 
+def _band_end(profile: np.ndarray, step_mm: float, start_mm: float, n: int, pitch_mm: float) -> float | None:
+    """Arc position (mm) where the contact band ends: the first fall below the band-start level
+    (held for 0.5 mm) within ``PITCH_SCALE_RANGE`` of the band's nominal length after
+    ``start_mm``. None when no such fall (a lead as bright as the contacts, a band cut short)."""
+    profile = np.asarray(profile, dtype=float)
+    head = profile[: max(2, int(round(0.3 / step_mm)))]
+    bottom = float(head.min())
+    span = (n - 1) * pitch_mm
+    top = float(np.median(profile[: max(4, int((span + 3.0) / step_mm))]))
+    level = bottom + BAND_LEVEL * (top - bottom)
+    lo = int((start_mm + span * (1 - PITCH_SCALE_RANGE)) / step_mm)
+    hi = int((start_mm + span * (1 + PITCH_SCALE_RANGE) + 1.0) / step_mm)
+    hold = max(1, int(round(0.5 / step_mm)))
+    below = profile < level
+    for i in range(max(lo, 1), min(hi, len(profile) - hold)):
+        if below[i] and not below[i - 1] and below[i:i + hold].all():
+            frac = (profile[i - 1] - level) / max(float(profile[i - 1] - profile[i]), 1e-6)
+            return float((i - 1 + frac) * step_mm)
+    return None
+
+
 def _comb(profile: np.ndarray, step_mm: float, n: int, pitch_mm: float, tip_to_first_mm: float, *,
           window: float = 0.5) -> tuple[np.ndarray, float]:
     """Sample positions (in steps) of ``n`` contacts ``pitch_mm`` apart, phased to the profile.
@@ -488,18 +514,26 @@ def find_contacts(
         best = None
         for l in layouts:
             n_l, pitch_l = int(l["n_contacts"]), float(l["pitch_mm"])
-            edge = _band_start(profile, step_mm, (n_l - 1) * pitch_l + 3.0) if ANCHOR_TO_BAND else None
-            if edge is not None:
-                first = edge + BAND_TO_FIRST_MM.get(str(l.get("vendor")), BAND_TO_FIRST_MM["default"])
+            start = _band_start(profile, step_mm, (n_l - 1) * pitch_l + 3.0) if ANCHOR_TO_BAND else None
+            if start is not None:
+                # the band's two ends place the first and last contacts; the spacing between them
+                # absorbs the few per cent by which the centreline's length differs from the array's
+                vendor = str(l.get("vendor"))
+                first = start + BAND_TO_FIRST_MM.get(vendor, BAND_TO_FIRST_MM["default"])
+                end = _band_end(profile, step_mm, start, n_l, pitch_l)
+                if end is not None and n_l > 1:
+                    last = end - BAND_TO_LAST_MM.get(vendor, BAND_TO_LAST_MM["default"])
+                    pitch_l = float(np.clip((last - first) / (n_l - 1), pitch_l * (1 - PITCH_SCALE_RANGE),
+                                            pitch_l * (1 + PITCH_SCALE_RANGE)))
                 window = ANCHORED_COMB_WINDOW
             else:
                 first = bloom_mm + float(l.get("tip_to_first_mm", 0.5 * pitch_l))
                 window = COMB_WINDOW
             cand, score = _comb(profile, step_mm, n_l, pitch_l, first, window=window)
             if best is None or score > best[1]:
-                best, chosen = (cand, score), l
+                best, chosen = (cand, score, pitch_l), l
         pos = best[0]
-        method, pitch_used = "pitch", float(chosen["pitch_mm"])
+        method, pitch_used = "pitch", float(best[2])
     if chosen is not None:
         info["model"] = chosen.get("model")
     s_idx = np.arange(len(curve))
