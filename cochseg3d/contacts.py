@@ -1,17 +1,21 @@
 """Electrode contact centres in patient mm from an electrode label and its CT image.
 
-Method: the label's skeleton gives the array's centreline (longest path through the skeleton graph,
-gaps bridged, ends extended to the label's tips), smoothed by a spline and sampled every 0.05 mm.
-The CT intensity along it is a profile whose peaks are the contacts (platinum is brighter than the
-wires between them). Where contacts merge (Cochlear's 22 closely spaced contacts at CBCT
-resolution) the array's known contact count and pitch place an evenly spaced comb along the
-centreline, phased to the profile's ripple. Contacts are ordered apex -> base: the apex is the end
-of the centreline curled into the spiral (closer to its centroid). A skeleton branch the centreline
-skipped (a deep insertion's apical turn touching the turn below) is put back as the apical end.
-The centreline is tracked from the apex, found as the curled end of the label's brightest stretch,
-so a lead passing close to the basal turn (the label joins them there) cannot flip or cut it.
+Centreline: the contacts are the brightest stretch of the label's skeleton; its curled end (the
+array curls into the spiral; the lead runs off nearly straight) is the apex. From there the array
+is tracked along the label's distance ridge toward the base and on into the lead, smoothed by a
+spline and sampled every 0.05 mm. Tracking from the apex keeps a lead that passes close to the
+basal turn (the label joins them there) from flipping or cutting the array.
+
+Contacts: the CT intensity along the centreline is a profile.
+- Separate contacts (MED-EL; others at fine voxels) are its peaks, each moved to its intensity
+  centroid. Contacts the centreline missed (it can cut across a deep insertion's touching turns
+  or stop short of the apex) are taken from the label's saturated blobs.
+- Merged contacts (Cochlear, AB at CBCT resolution) form one saturated band with no ripple left to
+  phase a comb on. The array's contact count places them evenly between the band's two ends, each
+  end a calibrated distance from the end contact (scripts/calibrate_contacts.py), so the spacing
+  also absorbs the centreline's few per cent of length error.
 Without a named electrode, separate peaks far behind the apical tip (lead wires) are not taken as
-contacts, and a few widely spaced peaks pick MED-EL's layouts instead of Cochlear's.
+contacts, a few widely spaced peaks pick MED-EL's layouts, and a merged band gets Cochlear's 22.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -78,11 +82,6 @@ def electrode_spec(electrode: str) -> dict[str, Any]:
 COMB_WINDOW = 0.5
 CURVE_SMOOTH_MM = 0.3
 REFINE_PITCH = True
-#: follow a skeleton branch the centreline skipped at the apex (deep insertions); off: it gained
-#: held-out recall 0.90 -> 0.92 but cost 0.84 -> 0.68 on noisy, streaky phantoms
-APICAL_SPUR = False
-#: finest voxel size (mm, largest axis) at which that branch is looked for
-SPUR_MIN_SPACING_MM = 0.25
 #: smallest comb pitch (mm) whose contacts are moved to their intensity centroid
 REFINE_PITCH_MIN_MM = 0.95
 #: skeleton points at least this far (fraction) from the skeleton's dim to its bright level are on
@@ -92,17 +91,19 @@ BRIGHT_FRACTION = 0.75
 ANCHOR_TO_BAND = True
 #: fraction of the way from the tip's grey value to the band's plateau that marks its start
 BAND_LEVEL = 0.9
-#: band start -> first contact centre along the array (mm), by vendor: median over 30
-#: calibration phantoms (seeds 800000-800029, never used for training or the held-out tests;
-#: scripts/calibrate_contacts.py) segmented by the shipped model; it depends on the scanner's
-#: blur and the contact's length, so other scanners may want their own figure
-BAND_TO_FIRST_MM = {"Cochlear": 0.33, "AB": 0.30, "MED-EL": 0.35, "default": 0.32}
-#: last contact centre -> band end (mm), by vendor, calibrated the same way (the wires running on
-#: from the last contact make it longer than at the tip)
-BAND_TO_LAST_MM = {"Cochlear": 0.49, "AB": 0.39, "MED-EL": 0.39, "default": 0.44}
+#: band start -> first contact centre and last contact centre -> band end, along the array (mm),
+#: by vendor: medians over calibration phantoms (seeds 800000-800029, never used for training or
+#: the held-out tests) segmented by the shipped model, from scripts/calibrate_contacts.py (sd
+#: 0.07 / 0.10 mm for AB, n = 10 / 7; 0.09 / 0.29 mm for Cochlear, n = 7 / 9). The band runs on
+#: past the last contact along its wires. They depend on the scanner's blur and the contacts'
+#: length: other scanners may want their own. MED-EL's contacts nearly always show separately
+#: (peaks, blobs): the default serves.
+BAND_TO_FIRST_MM = {"Cochlear": 0.33, "AB": 0.30, "default": 0.32}
+BAND_TO_LAST_MM = {"Cochlear": 0.49, "AB": 0.39, "default": 0.44}
 #: how far (fraction) the array's length along the centreline may differ from the datasheet's
 PITCH_SCALE_RANGE = 0.08
-#: comb phase search (fraction of a pitch) around the band-anchored place
+#: comb phase search (fraction of a pitch) around the band-anchored place: none, as saturation
+#: leaves no ripple to phase on (searching it made the held-out error worse)
 ANCHORED_COMB_WINDOW = 0.0
 #: add separate contacts the centreline missed from the label's saturated blobs
 BLOB_COMPLETION = True
@@ -451,10 +452,6 @@ def find_contacts(
     edt = ndimage.distance_transform_edt(m, sampling=sp[::-1]).astype(np.float32)
     ridge = ndimage.gaussian_filter(edt, 0.7)
     curve = _centreline(lab, m, step_mm, ridge, smoothed)
-    if APICAL_SPUR:
-        curve, spur = _add_apical_spur(curve, lab, m, step_mm, lambda p: _sample(img, p, smoothed))
-        if spur:
-            log.debug("centreline: apical branch added")
     # the label reaches past the metal by the blooming; at the tip about as far as at the sides,
     # so the label's half-width near the tip estimates how far its tip lies beyond the array's
     bloom_mm = float(np.median(_sample(lab, curve[: max(2, int(3.0 / step_mm))], edt)))
@@ -509,6 +506,8 @@ def find_contacts(
             layouts = pitch_guess
             info["electrode"] = f"{pitch_guess[0]['vendor']} (assumed from the peaks' spacing)"
         elif not layouts:
+            # Cochlear's 22 contacts: an AB array's 16 lie among them (the band's ripple, which
+            # could tell the pitch, is flattened by saturation)
             layouts = electrode_layouts("Cochlear")
             info["electrode"] = "Cochlear (assumed: contacts not separable)"
         best = None
@@ -782,74 +781,3 @@ def _extend_tips(curve: np.ndarray, lab: Volume, m: np.ndarray, step_mm: float) 
 
     curve = _extend_to_tip(curve, inside, step_mm, 2.0)
     return _extend_to_tip(curve[::-1], inside, step_mm, 2.0)[::-1]
-
-
-def _add_apical_spur(curve: np.ndarray, lab: Volume, m: np.ndarray, step_mm: float,
-                     brightness: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, bool]:
-    """Put back an apical stretch of the array that the centreline skipped.
-
-    A deep insertion's apical turn touches the turn below it at CBCT resolution, and the longest path
-    through the skeleton then cuts across, leaving the apex as a skeleton branch the centreline does
-    not visit. The longest such branch (2-10 mm, no dimmer than the centreline's median, attached
-    within 2 mm of the centreline; voxels >= ``SPUR_MIN_SPACING_MM``) becomes the apical end:
-    branch tip -> attachment, then the centreline on the side whose first 10 mm are brighter
-    (contacts lie on the array; the lead's wires are dimmer).
-
-    Args:
-        curve: centreline (M, 3) LPS mm, apex -> base, every ``step_mm``.
-        lab: the (cropped) label volume; ``m`` its mask, array order (k, j, i).
-        brightness: callable mapping (K, 3) LPS mm points to CT values.
-
-    Returns:
-        (curve, changed).
-    """
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-    from scipy.spatial import cKDTree
-    from skimage.morphology import skeletonize
-
-    sp = np.asarray(lab.spacing_mm)
-    skel = skeletonize(m)
-    # turns touch only at coarse voxels; at fine ones side branches are label bumps, not the apex
-    if float(sp.max()) < SPUR_MIN_SPACING_MM or skel.sum() < 4 or len(curve) < 10:
-        return curve, False
-    pts = lab.index_to_lps(np.argwhere(skel)[:, ::-1])
-    ctree = cKDTree(curve)
-    d, _ = ctree.query(pts)
-    off = pts[d > 1.0]
-    if len(off) < 4:
-        return curve, False
-    pairs = cKDTree(off).query_pairs(1.75 * float(sp.max()), output_type="ndarray")
-    g = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(len(off), len(off)))
-    _, comp = connected_components(g, directed=False)
-    best = None
-    for c in np.unique(comp):
-        piece = off[comp == c]
-        if len(piece) < 3:
-            continue
-        path = piece[_longest_path(piece, 1.75 * float(sp.max()))]
-        length = float(np.linalg.norm(np.diff(path, axis=0), axis=1).sum())
-        da, ia = ctree.query(path[0])
-        db, ib = ctree.query(path[-1])
-        if min(da, db) > 2.0 or not 2.0 <= length <= 10.0:
-            continue
-        # attachment end last
-        path, k = (path[::-1], int(ia)) if da < db else (path, int(ib))
-        if best is None or length > best[0]:
-            best = (length, path, k)
-    if best is None:
-        return curve, False
-    _, spur, k = best
-    # the array is metal from end to end: a branch dimmer than most of the centreline is label noise
-    if float(np.mean(brightness(spur))) < float(np.percentile(brightness(curve), 50)):
-        return curve, False
-    n10 = int(10.0 / step_mm)
-    if k * step_mm < 2.0:
-        rest = curve[k:]
-    elif (len(curve) - k) * step_mm < 2.0:
-        rest = curve[k::-1]
-    else:
-        fwd, bwd = curve[k:k + n10], curve[max(0, k - n10):k + 1][::-1]
-        rest = curve[k:] if float(np.mean(brightness(fwd))) >= float(np.mean(brightness(bwd))) else curve[k::-1]
-    joined = np.vstack([spur, rest])
-    return _resample_curve(joined, step_mm, CURVE_SMOOTH_MM), True

@@ -7,7 +7,7 @@ import pytest
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from cochseg3d.contacts import electrode_layouts, find_contacts
+from cochseg3d.contacts import _blobs, _missing_blobs, electrode_layouts, find_contacts
 from cochseg3d.metrics import match_contacts
 from cochseg3d.volume import Volume
 
@@ -110,6 +110,51 @@ def test_lead_joined_near_the_apex_does_not_flip_the_array(electrode):
     assert np.linalg.norm(c.lps_mm[0] - truth[0]) < 0.6, "first contact is not the apical one"
     m = match_contacts(c.lps_mm, truth)
     assert m["recall"] >= 0.9
+
+
+def test_merged_arrays_placed_between_the_bands_ends_on_phantoms():
+    # CBCT phantoms (blooming, saturation) with merged contacts and their truth labels: the band's
+    # two ends place the contacts; the spacing follows the band, not exactly the datasheet pitch
+    from cochseg3d.phantom import generate_patient
+
+    errors, scales = [], []
+    for model in ("CI612 Contour Advance", "HiFocus 1J"):
+        for seed in (1, 2, 3):
+            case = generate_patient(seed, preset="small", model=model, spacing_mm=0.35)
+            truth = np.array(case.contacts["contacts_lps_mm"])
+            c = find_contacts(case.label, case.image, electrode=model)
+            assert c.method == "pitch" and len(c.lps_mm) == len(truth)
+            m = match_contacts(c.lps_mm, truth)
+            assert m["recall"] >= 0.95, (model, seed, m)
+            assert np.linalg.norm(c.lps_mm[0] - truth[0]) < 0.6  # apex first
+            errors.append(m["mean_error_mm"])
+            scales.append(c.pitch_mm / case.contacts["pitch_mm"])
+    assert np.mean(errors) < 0.2 and max(errors) < 0.3
+    assert 0.92 <= min(scales) and max(scales) <= 1.08 and np.ptp(scales) > 0.01
+
+
+def test_missing_contacts_taken_from_the_labels_blobs():
+    # 12 separate saturated contacts 2 mm apart along a bent line, one much bigger bright blob (not
+    # a contact); 9 contacts found: the three missing ones come back, the big blob does not
+    vol = Volume(np.zeros((40, 60, 90), np.float32), (0.25, 0.25, 0.25))
+    t = np.linspace(0, 1, 12)
+    centres = np.stack([2.0 + 18.0 * t, 5.0 + 6.0 * t ** 2, np.full(12, 5.0)], 1)
+    kk, jj, ii = np.indices(vol.array.shape)
+    lps = vol.index_to_lps(np.stack([ii, jj, kk], -1).reshape(-1, 3)).reshape(*vol.array.shape, 3)
+    img = np.full(vol.array.shape, 100.0, np.float32)
+    for c in centres:
+        img[np.linalg.norm(lps - c, axis=-1) <= 0.45] = 8000.0
+    img[np.linalg.norm(lps - np.array([12.0, 12.0, 5.0]), axis=-1) <= 1.4] = 8000.0
+    smoothed = np.minimum(ndimage.gaussian_filter(img, 1.0), 3071.0)  # blurred platinum, saturated
+    mask = smoothed > 600.0
+    blobs = _blobs(vol, smoothed, mask)
+    found = centres[[0, 1, 2, 4, 5, 6, 8, 10, 11]]
+    extra = _missing_blobs(blobs, found, 2.0, room=3)
+    assert len(extra) == 3
+    d = np.linalg.norm(extra[:, None] - centres[[3, 7, 9]][None], axis=2)
+    assert d.min(axis=1).max() < 0.2 and sorted(d.argmin(axis=1)) == [0, 1, 2]
+    # nothing to add where nothing is missing
+    assert len(_missing_blobs(blobs, centres, 2.0, room=0)) == 0
 
 
 def test_contacts_json_has_lps_and_ras():

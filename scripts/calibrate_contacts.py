@@ -1,0 +1,123 @@
+"""Calibrate where a merged electrode array's contacts sit inside its bright band.
+
+Where contacts merge (Cochlear, AB at CBCT resolution) the contact finder places the first and
+last contacts at fixed distances inside the band's two ends (``BAND_TO_FIRST_MM`` and
+``BAND_TO_LAST_MM`` in cochseg3d/contacts.py). Those distances depend on the scanner's blur and
+the contacts' length; this script measures them on phantoms the default model never saw
+(seeds 800000 + i, disjoint from training and from the held-out tests), segmented by the shipped
+model, exactly as `cochseg3d segment` would:
+
+    .venv/bin/python scripts/calibrate_contacts.py [--patients 30] [--work /tmp/calibration]
+
+It prints the median and spread per vendor and writes WORK/calibration.json. Rerun it (and copy
+the medians into contacts.py) after changing the phantom's CBCT model, the default model or the
+centreline tracking.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+log = logging.getLogger("calibrate_contacts")
+
+#: seeds of the calibration phantoms (training: seed * 1000 + i; held-out tests: 900000 + ...)
+SEED_BASE = 800_000
+RNG_SEED = 20261127
+
+
+def calibration_cohort(work: Path, n: int) -> Path:
+    """Phantoms randomised like the default model's training data, segmented by the shipped model."""
+    from train_default_model import WEIGHTS, make_cohort, random_overrides
+
+    from cochseg3d.inference import load_model, segment_path
+
+    rng = np.random.default_rng(RNG_SEED)
+    specs = [(SEED_BASE + i, *random_overrides(rng)) for i in range(n)]
+    cohort = work / "cohort"
+    if not (cohort / "cohort.json").is_file():
+        make_cohort(cohort, specs)
+    model, pre, _ = load_model(WEIGHTS / "default.pt")
+    pred = work / "pred"
+    for e in json.loads((cohort / "cohort.json").read_text()):
+        if not (pred / f"{e['case_id']}.nii.gz").is_file():
+            segment_path(cohort / e["dicom"], pred, model, preprocessing=pre, case_id=e["case_id"], png=False)
+    return cohort
+
+
+def measure(cohort: Path, pred: Path) -> list[dict]:
+    """Per merged-array case: band start -> first contact and last contact -> band end, in mm."""
+    from cochseg3d import contacts as C
+    from cochseg3d.dicom import load_input
+    from cochseg3d.volume import read_image
+
+    rows = []
+    for e in json.loads((cohort / "cohort.json").read_text()):
+        truth = json.loads((cohort / e["contacts"]).read_text())
+        label = read_image(pred / f"{e['case_id']}.nii.gz")
+        image = load_input(cohort / e["dicom"])
+        found = C.find_contacts(label, image, electrode=e["model"])
+        if found.method != "pitch":
+            continue  # separate contacts: peaks or blobs, no band to calibrate
+        curve, step = found.centreline_lps_mm, 0.05
+        layout = C.electrode_layouts(e["model"])[0]
+        n, pitch = int(layout["n_contacts"]), float(layout["pitch_mm"])
+        start = C._band_start(found.profile, step, (n - 1) * pitch + 3.0)
+        end = C._band_end(found.profile, step, start, n, pitch) if start is not None else None
+        tc = np.asarray(truth["contacts_lps_mm"])
+        dist = np.linalg.norm(curve[None] - tc[[0, -1], None], axis=2)
+        s_first, s_last = dist.argmin(axis=1) * step
+        ok_first, ok_last = dist.min(axis=1) < 0.5  # the true contact lies on the centreline
+        rows.append({
+            "case_id": e["case_id"], "vendor": truth["vendor"], "model": truth["model"],
+            "band_to_first_mm": float(s_first - start) if start is not None and ok_first else None,
+            "last_to_band_end_mm": float(end - s_last) if end is not None and ok_last else None,
+        })
+    return rows
+
+
+def summarise(rows: list[dict]) -> dict:
+    by_vendor: dict[str, dict[str, list[float]]] = collections.defaultdict(lambda: collections.defaultdict(list))
+    for r in rows:
+        for key in ("band_to_first_mm", "last_to_band_end_mm"):
+            if r[key] is not None:
+                by_vendor[r["vendor"]][key].append(r[key])
+    out = {}
+    for vendor, d in sorted(by_vendor.items()):
+        out[vendor] = {key: {"median": round(float(np.median(v)), 3), "sd": round(float(np.std(v)), 3), "n": len(v)}
+                       for key, v in d.items()}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--patients", type=int, default=30)
+    ap.add_argument("--work", type=Path, default=Path("/tmp/cochseg3d_calibration"))
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("cochseg3d").setLevel(logging.WARNING)
+    cohort = calibration_cohort(args.work, args.patients)
+    rows = measure(cohort, args.work / "pred")
+    summary = summarise(rows)
+    for vendor, d in summary.items():
+        for key, st in d.items():
+            log.info("%-9s %-20s median %.3f mm  sd %.3f  n %d", vendor, key, st["median"], st["sd"], st["n"])
+    (args.work / "calibration.json").write_text(json.dumps({"summary": summary, "cases": rows,
+                                                             "seeds": [SEED_BASE, SEED_BASE + args.patients - 1]},
+                                                            indent=1))
+    log.info("written %s", args.work / "calibration.json")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
