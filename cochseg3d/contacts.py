@@ -105,6 +105,9 @@ PITCH_SCALE_RANGE = 0.08
 #: comb phase search (fraction of a pitch) around the band-anchored place: none, as saturation
 #: leaves no ripple to phase on (searching it made the held-out error worse)
 ANCHORED_COMB_WINDOW = 0.0
+#: without a named electrode: how close (fraction) a layout's length must match the band's (best
+#: of 0.01-0.06 on the calibration phantoms)
+BLIND_LENGTH_FIT = 0.02
 #: add separate contacts the centreline missed from the label's saturated blobs
 BLOB_COMPLETION = True
 #: smallest pitch (mm) at which a comb is checked against the blobs (separate contacts)
@@ -348,6 +351,33 @@ def _band_end(profile: np.ndarray, step_mm: float, start_mm: float, n: int, pitc
     return None
 
 
+def _layout_from_band(profile: np.ndarray, step_mm: float) -> dict[str, Any]:
+    """The merged-contact layout (Cochlear, AB) whose length best matches the contact band.
+
+    Saturation flattens the ripple that could tell the pitch; the band's length (first to last
+    contact, from its ends) is left. A Cochlear layout within ``BLIND_LENGTH_FIT`` of it is taken
+    first (AB's 16 contacts would lie among its 22, the other way round six are lost), then an AB
+    one; failing both, or without a measurable band, the closest.
+    """
+    fits = []
+    for l in electrode_layouts("Cochlear") + electrode_layouts("AB"):
+        n, pitch = int(l["n_contacts"]), float(l["pitch_mm"])
+        start = _band_start(profile, step_mm, (n - 1) * pitch + 3.0)
+        end = _band_end(profile, step_mm, start, n, pitch) if start is not None else None
+        if end is None:
+            fits.append((np.inf, l))
+            continue
+        vendor = str(l.get("vendor"))
+        span = (end - BAND_TO_LAST_MM.get(vendor, BAND_TO_LAST_MM["default"])) - \
+            (start + BAND_TO_FIRST_MM.get(vendor, BAND_TO_FIRST_MM["default"]))
+        fits.append((abs(span / ((n - 1) * pitch) - 1.0), l))
+    for vendor in ("Cochlear", "AB"):
+        close = [t for t in fits if t[1]["vendor"] == vendor and t[0] <= BLIND_LENGTH_FIT]
+        if close:
+            return min(close, key=lambda t: t[0])[1]
+    return min(fits, key=lambda t: t[0])[1] if np.isfinite(min(t[0] for t in fits)) else fits[0][1]
+
+
 def _comb(profile: np.ndarray, step_mm: float, n: int, pitch_mm: float, tip_to_first_mm: float, *,
           window: float = 0.5) -> tuple[np.ndarray, float]:
     """Sample positions (in steps) of ``n`` contacts ``pitch_mm`` apart, phased to the profile.
@@ -506,10 +536,8 @@ def find_contacts(
             layouts = pitch_guess
             info["electrode"] = f"{pitch_guess[0]['vendor']} (assumed from the peaks' spacing)"
         elif not layouts:
-            # Cochlear's 22 contacts: an AB array's 16 lie among them (the band's ripple, which
-            # could tell the pitch, is flattened by saturation)
-            layouts = electrode_layouts("Cochlear")
-            info["electrode"] = "Cochlear (assumed: contacts not separable)"
+            layouts = [_layout_from_band(profile, step_mm)]
+            info["electrode"] = f"{layouts[0]['vendor']} (assumed from the band's length: contacts not separable)"
         best = None
         for l in layouts:
             n_l, pitch_l = int(l["n_contacts"]), float(l["pitch_mm"])
