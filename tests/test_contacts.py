@@ -133,6 +133,25 @@ def test_merged_arrays_placed_between_the_bands_ends_on_phantoms():
     assert 0.92 <= min(scales) and max(scales) <= 1.08 and np.ptp(scales) > 0.01
 
 
+def test_blind_merged_band_keeps_cochleas_22_and_names_ab_when_only_ab_fits():
+    # no electrode named: a Cochlear array must never be called AB (6 of its 22 contacts lost);
+    # an AB array whose band no Cochlear layout can span gets AB's 16
+    from cochseg3d.phantom import generate_patient
+
+    for seed in (1, 2, 3):
+        case = generate_patient(seed, preset="small", model="CI622 Slim Straight", spacing_mm=0.35)
+        c = find_contacts(case.label, case.image)
+        assert len(c.lps_mm) == 22 and c.info["electrode"].startswith("Cochlear")
+        assert match_contacts(c.lps_mm, case.contacts["contacts_lps_mm"])["recall"] >= 0.95
+    named_ab = 0
+    for seed in (2, 3):
+        case = generate_patient(seed, preset="small", model="HiFocus 1J", spacing_mm=0.35)
+        c = find_contacts(case.label, case.image)
+        assert match_contacts(c.lps_mm, case.contacts["contacts_lps_mm"])["recall"] >= 0.95
+        named_ab += c.info["electrode"].startswith("AB") and len(c.lps_mm) == 16
+    assert named_ab >= 1
+
+
 def test_missing_contacts_taken_from_the_labels_blobs():
     # 12 separate saturated contacts 2 mm apart along a bent line, one much bigger bright blob (not
     # a contact); 9 contacts found: the three missing ones come back, the big blob does not
