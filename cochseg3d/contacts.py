@@ -89,17 +89,25 @@ REFINE_PITCH_MIN_MM = 0.95
 BRIGHT_FRACTION = 0.75
 #: place a merged array's first contact from where its band begins (else: from the label's tip)
 ANCHOR_TO_BAND = True
+#: how far (mm) the profile is sampled on past the label's apical tip, and how much of that sets
+#: the band's low level
+APICAL_EXTENSION_MM = 1.5
+BAND_HEAD_MM = 1.0
 #: fraction of the way from the tip's grey value to the band's plateau that marks its start
 BAND_LEVEL = 0.9
 #: band start -> first contact centre and last contact centre -> band end, along the array (mm),
-#: by vendor: medians over calibration phantoms (seeds 800000-800029, never used for training or
-#: the held-out tests) segmented by the shipped model, from scripts/calibrate_contacts.py (sd
-#: 0.07 / 0.10 mm for AB, n = 10 / 7; 0.09 / 0.29 mm for Cochlear, n = 7 / 9). The band runs on
-#: past the last contact along its wires. They depend on the scanner's blur and the contacts'
-#: length: other scanners may want their own. MED-EL's contacts nearly always show separately
-#: (peaks, blobs): the default serves.
-BAND_TO_FIRST_MM = {"Cochlear": 0.33, "AB": 0.30, "default": 0.32}
-BAND_TO_LAST_MM = {"Cochlear": 0.49, "AB": 0.39, "default": 0.44}
+#: by model, else vendor: medians over 90 calibration phantoms (seeds 800000-800089, never used
+#: for training or the held-out tests) segmented by the shipped model, from
+#: scripts/calibrate_contacts.py; per model where it had 4 or more merged cases (spread 0.06-0.12
+#: mm at the start, 0.08-0.23 at the end). The band runs on past the last contact along its wires.
+#: They depend on the scanner's blur and the contacts' length: other scanners may want their own.
+#: MED-EL's contacts nearly always show separately (peaks, blobs): the default serves.
+BAND_TO_FIRST_MM = {"CI612 Contour Advance": 0.38, "CI622 Slim Straight": 0.48, "CI632 Slim Modiolar": 0.40,
+                    "HiFocus 1J": 0.53, "HiFocus Mid-Scala": 0.41, "HiFocus SlimJ": 0.43,
+                    "Cochlear": 0.41, "AB": 0.46, "default": 0.43}
+BAND_TO_LAST_MM = {"CI612 Contour Advance": 0.55, "CI622 Slim Straight": 0.54, "CI632 Slim Modiolar": 0.56,
+                   "HiFocus 1J": 0.55, "HiFocus Mid-Scala": 0.51, "HiFocus SlimJ": 0.54,
+                   "Cochlear": 0.55, "AB": 0.54, "default": 0.54}
 #: how far (fraction) the array's length along the centreline may differ from the datasheet's
 PITCH_SCALE_RANGE = 0.08
 #: comb phase search (fraction of a pitch) around the band-anchored place: none, as saturation
@@ -112,8 +120,9 @@ ANCHORED_COMB_WINDOW = 0.0
 BLIND_LENGTH_FIT = PITCH_SCALE_RANGE
 #: add separate contacts the centreline missed from the label's saturated blobs
 BLOB_COMPLETION = True
-#: smallest pitch (mm) at which a comb is checked against the blobs (separate contacts)
-BLOB_MIN_PITCH_MM = 1.5
+#: pitch (mm) from which contacts show separately at CBCT resolution: such a comb is checked
+#: against the blobs and phased on its ripple; closer ones merge into a band placed by its ends
+SEPARATE_PITCH_MM = 1.5
 #: most contacts a blind search adds up to (MED-EL's 12 separate contacts)
 MAX_SEPARATE_CONTACTS = 12
 #: blob threshold: fraction of the way from the label's 10th to its 99.5th grey-value percentile
@@ -310,13 +319,12 @@ def _peaks(profile: np.ndarray, step_mm: float, min_sep_mm: float) -> np.ndarray
 
 def _band_start(profile: np.ndarray, step_mm: float, span_mm: float) -> float | None:
     """Arc position (mm) where the contact band begins: the profile first reaches ``BAND_LEVEL`` of
-    the way from its value at the label's apical tip to the band's level (its median over
-    ``span_mm``). None when the profile has no band (flat, or brighter at the tip than after)."""
+    the way from its lowest value in the first ``BAND_HEAD_MM`` (the tissue past the apical tip)
+    to the band's level (its median over ``span_mm``). None when the profile has no band."""
     if len(profile) < 4:
         return None
     profile = np.asarray(profile, dtype=float)
-    head = profile[: max(2, int(round(0.3 / step_mm)))]
-    bottom = float(head.min())
+    bottom = float(profile[: max(2, int(round(BAND_HEAD_MM / step_mm)))].min())
     # the band's median: its saturated plateau, or the middle of its ripple where it is not saturated
     top = float(np.median(profile[: max(4, int(span_mm / step_mm))]))
     if top - bottom < 200.0:
@@ -337,8 +345,7 @@ def _band_end(profile: np.ndarray, step_mm: float, start_mm: float, n: int, pitc
     (held for 0.5 mm) within ``PITCH_SCALE_RANGE`` of the band's nominal length after
     ``start_mm``. None when no such fall (a lead as bright as the contacts, a band cut short)."""
     profile = np.asarray(profile, dtype=float)
-    head = profile[: max(2, int(round(0.3 / step_mm)))]
-    bottom = float(head.min())
+    bottom = float(profile[: max(2, int(round(BAND_HEAD_MM / step_mm)))].min())
     span = (n - 1) * pitch_mm
     top = float(np.median(profile[: max(4, int((span + 3.0) / step_mm))]))
     level = bottom + BAND_LEVEL * (top - bottom)
@@ -351,6 +358,14 @@ def _band_end(profile: np.ndarray, step_mm: float, start_mm: float, n: int, pitc
             frac = (profile[i - 1] - level) / max(float(profile[i - 1] - profile[i]), 1e-6)
             return float((i - 1 + frac) * step_mm)
     return None
+
+
+def _band_offsets(layout: dict[str, Any]) -> tuple[float, float]:
+    """Calibrated (band start -> first contact, last contact -> band end) in mm for a layout."""
+    keys = (str(layout.get("model")), str(layout.get("vendor")), "default")
+    first = next(BAND_TO_FIRST_MM[k] for k in keys if k in BAND_TO_FIRST_MM)
+    last = next(BAND_TO_LAST_MM[k] for k in keys if k in BAND_TO_LAST_MM)
+    return first, last
 
 
 def _layout_from_band(profile: np.ndarray, step_mm: float) -> dict[str, Any]:
@@ -369,9 +384,8 @@ def _layout_from_band(profile: np.ndarray, step_mm: float) -> dict[str, Any]:
         if end is None:
             fits.append((np.inf, l))
             continue
-        vendor = str(l.get("vendor"))
-        span = (end - BAND_TO_LAST_MM.get(vendor, BAND_TO_LAST_MM["default"])) - \
-            (start + BAND_TO_FIRST_MM.get(vendor, BAND_TO_FIRST_MM["default"]))
+        to_first, to_last = _band_offsets(l)
+        span = (end - to_last) - (start + to_first)
         fits.append((abs(span / ((n - 1) * pitch) - 1.0), l))
     for vendor in ("Cochlear", "AB"):
         close = [t for t in fits if t[1]["vendor"] == vendor and t[0] <= BLIND_LENGTH_FIT]
@@ -489,6 +503,12 @@ def find_contacts(
     bloom_mm = float(np.median(_sample(lab, curve[: max(2, int(3.0 / step_mm))], edt)))
     length = float(np.linalg.norm(np.diff(curve, axis=0), axis=1).sum())
     profile = _sample(img, curve, smoothed)
+    # the band's apical end lies near the label's tip: sample on past it along the tip's direction
+    n_ext = int(round(APICAL_EXTENSION_MM / step_mm)) if len(curve) > 10 else 0
+    t_apex = curve[0] - curve[min(10, len(curve) - 1)]
+    t_apex = t_apex / (np.linalg.norm(t_apex) + 1e-12)
+    curve_ext = np.vstack([curve[0] + t_apex * step_mm * np.arange(n_ext, 0, -1)[:, None], curve])
+    profile_ext = np.concatenate([_sample(img, curve_ext[:n_ext], smoothed) if n_ext else np.zeros(0), profile])
     info: dict[str, Any] = {"length_mm": round(length, 3), "electrode": electrode, "bloom_mm": round(bloom_mm, 3)}
 
     min_sep = 0.6 * min(l["pitch_mm"] for l in layouts) if layouts else 0.5
@@ -538,35 +558,41 @@ def find_contacts(
             layouts = pitch_guess
             info["electrode"] = f"{pitch_guess[0]['vendor']} (assumed from the peaks' spacing)"
         elif not layouts:
-            layouts = [_layout_from_band(profile, step_mm)]
+            layouts = [_layout_from_band(profile_ext, step_mm)]
             info["electrode"] = f"{layouts[0]['vendor']} (assumed from the band's length: contacts not separable)"
         best = None
         for l in layouts:
             n_l, pitch_l = int(l["n_contacts"]), float(l["pitch_mm"])
-            start = _band_start(profile, step_mm, (n_l - 1) * pitch_l + 3.0) if ANCHOR_TO_BAND else None
+            merged = ANCHOR_TO_BAND and pitch_l < SEPARATE_PITCH_MM
+            start = _band_start(profile_ext, step_mm, (n_l - 1) * pitch_l + 3.0) if merged else None
+            end = None
             if start is not None:
                 # the band's two ends place the first and last contacts; the spacing between them
                 # absorbs the few per cent by which the centreline's length differs from the array's
-                vendor = str(l.get("vendor"))
-                first = start + BAND_TO_FIRST_MM.get(vendor, BAND_TO_FIRST_MM["default"])
-                end = _band_end(profile, step_mm, start, n_l, pitch_l)
+                to_first, to_last = _band_offsets(l)
+                first = start + to_first
+                end = _band_end(profile_ext, step_mm, start, n_l, pitch_l)
                 if end is not None and n_l > 1:
-                    last = end - BAND_TO_LAST_MM.get(vendor, BAND_TO_LAST_MM["default"])
+                    last = end - to_last
                     pitch_l = float(np.clip((last - first) / (n_l - 1), pitch_l * (1 - PITCH_SCALE_RANGE),
                                             pitch_l * (1 + PITCH_SCALE_RANGE)))
                 window = ANCHORED_COMB_WINDOW
             else:
-                first = bloom_mm + float(l.get("tip_to_first_mm", 0.5 * pitch_l))
+                first = n_ext * step_mm + bloom_mm + float(l.get("tip_to_first_mm", 0.5 * pitch_l))
                 window = COMB_WINDOW
-            cand, score = _comb(profile, step_mm, n_l, pitch_l, first, window=window)
+            cand, score = _comb(profile_ext, step_mm, n_l, pitch_l, first, window=window)
+            cand = cand - n_ext
             if best is None or score > best[1]:
                 best, chosen = (cand, score, pitch_l), l
+                if start is not None:
+                    info["band_mm"] = [round(start - n_ext * step_mm, 3),
+                                       None if end is None else round(end - n_ext * step_mm, 3)]
         pos = best[0]
         method, pitch_used = "pitch", float(best[2])
     if chosen is not None:
         info["model"] = chosen.get("model")
-    s_idx = np.arange(len(curve))
-    pts = np.stack([np.interp(pos, s_idx, curve[:, c]) for c in range(3)], axis=1) if len(pos) else np.zeros((0, 3))
+    s_idx = np.arange(len(curve_ext)) - n_ext
+    pts = np.stack([np.interp(pos, s_idx, curve_ext[:, c]) for c in range(3)], axis=1) if len(pos) else np.zeros((0, 3))
     # a comb of closely spaced contacts is placed better than a centroid can: the neighbours' blur
     # pulls each centroid off; widely spaced ones, and a comb of an assumed layout (which may not
     # be the array's), gain from it
@@ -575,22 +601,16 @@ def find_contacts(
             and len(pts):
         radius = min(0.45 * pitch_used, 0.6)
         pts = _refine(img, smoothed, pts, radius)
-    if BLOB_COMPLETION and len(pts) >= 3 and (method == "peaks" or pitch_used >= BLOB_MIN_PITCH_MM):
+    if BLOB_COMPLETION and len(pts) >= 3 and (method == "peaks" or pitch_used >= SEPARATE_PITCH_MM):
         blobs = _blobs(img, smoothed, m)
         expected = int(chosen["n_contacts"]) if chosen is not None else MAX_SEPARATE_CONTACTS
         if method == "pitch" and len(blobs[0]):
-            # a comb of separate contacts where the peaks failed: keep its contacts that sit on a
-            # blob (moved to it), then fill in from the blobs; the comb stays if too few do
-            from scipy.spatial import cKDTree
-
-            d, j = cKDTree(blobs[0]).query(pts)
-            on = np.unique(j[d <= 0.5 * pitch_used])
-            snapped = blobs[0][on]
-            if len(snapped) >= 3:
-                merged = np.vstack([snapped, _missing_blobs(blobs, snapped, pitch_used, expected - len(snapped))])
-                if len(merged) >= 0.75 * expected:
-                    info["from_blobs"] = int(len(merged))
-                    pts, method = _order_along(merged, curve), "blobs"
+            # a comb of separate contacts where the peaks failed: the blobs themselves, if about
+            # the expected count of them look alike; the comb stays otherwise
+            chosen_blobs = _contact_blobs(blobs, pitch_used, expected)
+            if len(chosen_blobs) >= 0.75 * expected:
+                info["from_blobs"] = int(len(chosen_blobs))
+                pts, method = _order_along(chosen_blobs, curve), "blobs"
         else:
             extra = _missing_blobs(blobs, pts, pitch_used, expected - len(pts))
             if len(extra):
@@ -642,6 +662,24 @@ def _missing_blobs(blobs: tuple[np.ndarray, np.ndarray], found: np.ndarray, pitc
     keep: list[int] = []
     for c in cand:
         if len(keep) >= room:
+            break
+        if all(np.linalg.norm(lps[c] - lps[k]) >= 0.6 * pitch_mm for k in keep):
+            keep.append(int(c))
+    return lps[keep] if keep else np.zeros((0, 3))
+
+
+def _contact_blobs(blobs: tuple[np.ndarray, np.ndarray], pitch_mm: float, n: int) -> np.ndarray:
+    """Up to ``n`` blobs that look like one array's contacts: sizes within 0.4-2.5 times the median of
+    the ``n`` largest, none within ``0.6 * pitch`` of another (closest in size first)."""
+    lps, vol = blobs
+    if len(lps) == 0:
+        return np.zeros((0, 3))
+    ref = float(np.median(np.sort(vol)[::-1][:n]))
+    cand = np.nonzero((vol >= 0.4 * ref) & (vol <= 2.5 * ref))[0]
+    cand = cand[np.argsort(np.abs(np.log(vol[cand] / ref)))]
+    keep: list[int] = []
+    for c in cand:
+        if len(keep) >= n:
             break
         if all(np.linalg.norm(lps[c] - lps[k]) >= 0.6 * pitch_mm for k in keep):
             keep.append(int(c))

@@ -7,9 +7,10 @@ the contacts' length; this script measures them on phantoms the default model ne
 (seeds 800000 + i, disjoint from training and from the held-out tests), segmented by the shipped
 model, exactly as `cochseg3d segment` would:
 
-    .venv/bin/python scripts/calibrate_contacts.py [--patients 30] [--work /tmp/calibration]
+    .venv/bin/python scripts/calibrate_contacts.py [--patients 90] [--work /tmp/cochseg3d_calibration]
 
-It prints the median and spread per vendor and writes WORK/calibration.json. Rerun it (and copy
+It prints the median and spread per vendor and per model (4 cases or more) and writes
+WORK/calibration.json. Rerun it (and copy
 the medians into contacts.py) after changing the phantom's CBCT model, the default model or the
 centreline tracking.
 """
@@ -44,11 +45,11 @@ def calibration_cohort(work: Path, n: int) -> Path:
 
     rng = np.random.default_rng(RNG_SEED)
     specs = [(SEED_BASE + i, *random_overrides(rng)) for i in range(n)]
-    cohort = work / "cohort"
+    cohort = work / f"cohort_{n}"
     if not (cohort / "cohort.json").is_file():
         make_cohort(cohort, specs)
     model, pre, _ = load_model(WEIGHTS / "default.pt")
-    pred = work / "pred"
+    pred = work / f"pred_{n}"
     for e in json.loads((cohort / "cohort.json").read_text()):
         if not (pred / f"{e['case_id']}.nii.gz").is_file():
             segment_path(cohort / e["dicom"], pred, model, preprocessing=pre, case_id=e["case_id"], png=False)
@@ -70,10 +71,7 @@ def measure(cohort: Path, pred: Path) -> list[dict]:
         if found.method != "pitch":
             continue  # separate contacts: peaks or blobs, no band to calibrate
         curve, step = found.centreline_lps_mm, 0.05
-        layout = C.electrode_layouts(e["model"])[0]
-        n, pitch = int(layout["n_contacts"]), float(layout["pitch_mm"])
-        start = C._band_start(found.profile, step, (n - 1) * pitch + 3.0)
-        end = C._band_end(found.profile, step, start, n, pitch) if start is not None else None
+        start, end = found.info.get("band_mm") or (None, None)
         tc = np.asarray(truth["contacts_lps_mm"])
         dist = np.linalg.norm(curve[None] - tc[[0, -1], None], axis=2)
         s_first, s_last = dist.argmin(axis=1) * step
@@ -86,32 +84,36 @@ def measure(cohort: Path, pred: Path) -> list[dict]:
     return rows
 
 
-def summarise(rows: list[dict]) -> dict:
-    by_vendor: dict[str, dict[str, list[float]]] = collections.defaultdict(lambda: collections.defaultdict(list))
+def summarise(rows: list[dict], *, min_n: int = 4) -> dict:
+    """Median, spread and count per vendor and per model (models with at least ``min_n`` cases)."""
+    groups: dict[str, dict[str, list[float]]] = collections.defaultdict(lambda: collections.defaultdict(list))
     for r in rows:
         for key in ("band_to_first_mm", "last_to_band_end_mm"):
             if r[key] is not None:
-                by_vendor[r["vendor"]][key].append(r[key])
+                groups[r["vendor"]][key].append(r[key])
+                groups[r["model"]][key].append(r[key])
     out = {}
-    for vendor, d in sorted(by_vendor.items()):
-        out[vendor] = {key: {"median": round(float(np.median(v)), 3), "sd": round(float(np.std(v)), 3), "n": len(v)}
-                       for key, v in d.items()}
+    for name, d in sorted(groups.items()):
+        stats = {key: {"median": round(float(np.median(v)), 3), "sd": round(float(np.std(v)), 3), "n": len(v)}
+                 for key, v in d.items() if len(v) >= min_n or name in ("Cochlear", "AB", "MED-EL")}
+        if stats:
+            out[name] = stats
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--patients", type=int, default=30)
+    ap.add_argument("--patients", type=int, default=90)
     ap.add_argument("--work", type=Path, default=Path("/tmp/cochseg3d_calibration"))
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("cochseg3d").setLevel(logging.WARNING)
     cohort = calibration_cohort(args.work, args.patients)
-    rows = measure(cohort, args.work / "pred")
+    rows = measure(cohort, args.work / f"pred_{args.patients}")
     summary = summarise(rows)
     for vendor, d in summary.items():
         for key, st in d.items():
-            log.info("%-9s %-20s median %.3f mm  sd %.3f  n %d", vendor, key, st["median"], st["sd"], st["n"])
+            log.info("%-22s %-20s median %.3f mm  sd %.3f  n %d", vendor, key, st["median"], st["sd"], st["n"])
     (args.work / "calibration.json").write_text(json.dumps({"summary": summary, "cases": rows,
                                                              "seeds": [SEED_BASE, SEED_BASE + args.patients - 1]},
                                                             indent=1))
