@@ -212,11 +212,12 @@ def postprocess(
 ) -> np.ndarray:
     """Keep the electrode array: its main component and the pieces near it.
 
-    The main component is the longest tube-like one (no point deeper than ``max_tube_radius_mm``
-    inside it; length ~ volume / inner radius^2; bone and streak blobs are thicker and shorter).
-    Components smaller than ``min_component_mm3`` are dropped; the rest are kept if a chain of
-    gaps of at most ``keep_distance_mm`` joins them to the main component (an array broken into
-    pieces by partial-volume effects stays whole).
+    Components smaller than ``min_component_mm3`` are dropped. The rest are grouped into chains whose
+    gaps are at most ``keep_distance_mm`` (an array broken into pieces by partial-volume effects,
+    or separate contacts blooming into blobs, stays whole), and the chain with the most tube-like
+    length is kept: length ~ volume / inner radius^2 over its components no deeper than
+    ``max_tube_radius_mm`` inside (bone and streak blobs are thicker and shorter). One long lead
+    does not outweigh a spiral of separate contacts when the stretch joining them is missing.
 
     Args:
         mask: boolean array [k, j, i].
@@ -255,12 +256,11 @@ def _postprocess_crop(mask: np.ndarray, sampling: tuple[float, ...], *, min_comp
         sl = tuple(slice(max(0, s.start - 1), s.stop + 1) for s in boxes[c - 1])
         comp = np.pad(labels[sl] == c, 1)
         thickness[c] = float(ndimage.distance_transform_edt(comp, sampling=sampling).max())
-    tubes = [c for c in candidates if thickness[c] <= max_tube_radius_mm]
-    # volume / radius^2 ~ a tube's length: the longest thin component is the array
-    main = max(tubes or candidates, key=lambda c: sizes[c - 1] / max(thickness[c], 1e-3) ** 2)
+    tubes = [c for c in candidates if thickness[c] <= max_tube_radius_mm] or candidates
+    # volume / radius^2 ~ a tube's length
+    length = {c: sizes[c - 1] / max(thickness[c], 1e-3) ** 2 for c in tubes}
     # pieces within keep_distance_mm of each other touch once each grows by half that distance, so
-    # the grown mask's component holding the main one collects its chain of nearby pieces. Growing
-    # is done on a grid of ~0.5 mm blocks (max-pooled): distances stay right to a block while the
+    # each component of the grown mask collects one chain of nearby pieces. Growing is done on a grid of ~0.5 mm blocks (max-pooled): distances stay right to a block while the
     # distance transform's memory shrinks by the block volume.
     kept_mask = np.isin(labels, candidates)
     block = tuple(max(1, int(0.5 / s)) for s in sampling)
@@ -268,8 +268,15 @@ def _postprocess_crop(mask: np.ndarray, sampling: tuple[float, ...], *, min_comp
     csampling = tuple(s * b for s, b in zip(sampling, block))
     grown = ndimage.distance_transform_edt(~coarse, sampling=csampling) <= keep_distance_mm / 2.0
     grown_labels, _ = ndimage.label(grown, structure=np.ones((3, 3, 3), bool))
-    k, j, i = (np.argwhere(labels == main)[0] // np.array(block)).tolist()
-    group_coarse = grown_labels == grown_labels[k, j, i]
+    # the array is the chain of pieces with the most thin length in it: one long tube, or (separate
+    # contacts blooming into blobs, a lead whose last stretch is faint) many short ones together
+    group_length: dict[int, float] = {}
+    for c in tubes:
+        sl = boxes[c - 1]
+        first = np.argwhere(labels[sl] == c)[0] + np.array([x.start for x in sl])
+        g = int(grown_labels[tuple(first // np.array(block))])
+        group_length[g] = group_length.get(g, 0.0) + length[c]
+    group_coarse = grown_labels == max(group_length, key=group_length.get)
     fine = np.repeat(np.repeat(np.repeat(group_coarse, block[0], 0), block[1], 1), block[2], 2)
     return kept_mask & fine[: mask.shape[0], : mask.shape[1], : mask.shape[2]]
 

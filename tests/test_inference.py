@@ -143,6 +143,18 @@ def test_postprocess_keeps_array_and_near_pieces_drops_far_and_tiny():
     assert not out[5, 5, 75] and not out[35, 35, 10]
 
 
+def test_postprocess_keeps_a_chain_of_separate_contacts_over_a_longer_lone_lead():
+    # ten blooming contacts 2.4 mm apart (1.6 mm blobs) and, 3.6 mm away, a 0.8 mm thick lead
+    # longer than the chain's largest piece: the chain holds more thin length, so it is the array
+    m = np.zeros((40, 60, 140), bool)
+    for n in range(10):
+        m[16:24, 16:24, 5 + 12 * n: 13 + 12 * n] = True
+    m[18:22, 42:46, 20:80] = True  # the lead, 12 mm long
+    out = postprocess(m, (0.2, 0.2, 0.2), min_component_mm3=0.01, keep_distance_mm=3.0)
+    assert all(out[20, 20, 9 + 12 * n] for n in range(10))
+    assert not out[20, 44, 50]
+
+
 def test_segment_returns_label_on_source_grid():
     vol, truth = _bright_box_volume(direction=CORONAL)
     pre = Preprocessing(spacing_mm=0.3, roi_size=(32, 32))
