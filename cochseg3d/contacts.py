@@ -98,16 +98,17 @@ BAND_LEVEL = 0.9
 #: band start -> first contact centre and last contact centre -> band end, along the array (mm),
 #: by model, else vendor: medians over 90 calibration phantoms (seeds 800000-800089, never used
 #: for training or the held-out tests) segmented by the shipped model, from
-#: scripts/calibrate_contacts.py; per model where it had 4 or more merged cases (spread 0.06-0.12
-#: mm at the start, 0.08-0.23 at the end). The band runs on past the last contact along its wires.
+#: scripts/calibrate_contacts.py; per model where it had 4 or more cases with a measurable end
+#: (typical spread 0.05-0.13 mm; a few cases whose centreline misses an end contact lie far off,
+#: hence medians). The band runs on past the last contact along its wires.
 #: They depend on the scanner's blur and the contacts' length: other scanners may want their own.
-#: MED-EL's contacts nearly always show separately (peaks, blobs): the default serves.
-BAND_TO_FIRST_MM = {"CI612 Contour Advance": 0.38, "CI622 Slim Straight": 0.48, "CI632 Slim Modiolar": 0.40,
-                    "HiFocus 1J": 0.53, "HiFocus Mid-Scala": 0.41, "HiFocus SlimJ": 0.43,
-                    "Cochlear": 0.41, "AB": 0.46, "default": 0.43}
-BAND_TO_LAST_MM = {"CI612 Contour Advance": 0.55, "CI622 Slim Straight": 0.54, "CI632 Slim Modiolar": 0.56,
-                   "HiFocus 1J": 0.55, "HiFocus Mid-Scala": 0.51, "HiFocus SlimJ": 0.54,
-                   "Cochlear": 0.55, "AB": 0.54, "default": 0.54}
+#: Of MED-EL's arrays only FLEX20 (1.4 mm pitch) merges; the others show separately (peaks, blobs).
+BAND_TO_FIRST_MM = {"CI622 Slim Straight": 0.46, "CI632 Slim Modiolar": 0.36, "HiFocus 1J": 0.43,
+                    "HiFocus Mid-Scala": 0.47, "HiFocus SlimJ": 0.38, "FLEX20": 0.57,
+                    "Cochlear": 0.41, "AB": 0.43, "default": 0.42}
+BAND_TO_LAST_MM = {"CI612 Contour Advance": 0.49, "CI622 Slim Straight": 0.51, "CI632 Slim Modiolar": 0.56,
+                   "HiFocus 1J": 0.54, "HiFocus Mid-Scala": 0.50, "HiFocus SlimJ": 0.61, "FLEX20": 0.58,
+                   "Cochlear": 0.51, "AB": 0.55, "default": 0.53}
 #: how far (fraction) the array's length along the centreline may differ from the datasheet's
 PITCH_SCALE_RANGE = 0.08
 #: comb phase search (fraction of a pitch) around the band-anchored place: none, as saturation

@@ -233,9 +233,9 @@ def _clean(x: Any) -> Any:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=ROOT / "build" / "default_model", help="scratch folder")
-    ap.add_argument("--patients", type=int, default=24, help="training + validation phantom patients")
+    ap.add_argument("--patients", type=int, default=60, help="training + validation phantom patients")
     ap.add_argument("--test-patients", type=int, default=12, help="held-out in-distribution patients")
-    ap.add_argument("--epochs", type=int, default=16)
+    ap.add_argument("--epochs", type=int, default=24)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--weights", type=Path, default=None, help="where default.pt/json go (default: cochseg3d/weights)")
     ap.add_argument("--evaluate-only", action="store_true", help="measure the shipped model only")
