@@ -657,27 +657,25 @@ def _missing_blobs(blobs: tuple[np.ndarray, np.ndarray], found: np.ndarray, pitc
     on_found = d <= 0.5 * pitch_mm
     if on_found.sum() < 3:
         return np.zeros((0, 3))
-    ref = float(np.median(vol[on_found]))
-    cand = np.nonzero((d >= 0.6 * pitch_mm) & (vol >= 0.4 * ref) & (vol <= 2.5 * ref))[0]
-    cand = cand[np.argsort(np.abs(np.log(vol[cand] / ref)))]
-    keep: list[int] = []
-    for c in cand:
-        if len(keep) >= room:
-            break
-        if all(np.linalg.norm(lps[c] - lps[k]) >= 0.6 * pitch_mm for k in keep):
-            keep.append(int(c))
-    return lps[keep] if keep else np.zeros((0, 3))
+    return _alike_blobs(blobs, float(np.median(vol[on_found])), pitch_mm, room, d >= 0.6 * pitch_mm)
 
 
 def _contact_blobs(blobs: tuple[np.ndarray, np.ndarray], pitch_mm: float, n: int) -> np.ndarray:
     """Up to ``n`` blobs that look like one array's contacts: sizes within 0.4-2.5 times the median of
     the ``n`` largest, none within ``0.6 * pitch`` of another (closest in size first)."""
-    lps, vol = blobs
-    if len(lps) == 0:
+    if len(blobs[0]) == 0:
         return np.zeros((0, 3))
-    ref = float(np.median(np.sort(vol)[::-1][:n]))
-    cand = np.nonzero((vol >= 0.4 * ref) & (vol <= 2.5 * ref))[0]
-    cand = cand[np.argsort(np.abs(np.log(vol[cand] / ref)))]
+    return _alike_blobs(blobs, float(np.median(np.sort(blobs[1])[::-1][:n])), pitch_mm, n)
+
+
+def _alike_blobs(blobs: tuple[np.ndarray, np.ndarray], ref_mm3: float, pitch_mm: float, n: int,
+                 allowed: np.ndarray | None = None) -> np.ndarray:
+    """Up to ``n`` of the ``allowed`` blobs sized 0.4-2.5 times ``ref_mm3``, closest in size first,
+    never two within ``0.6 * pitch`` of each other (LPS mm)."""
+    lps, vol = blobs
+    ok = (vol >= 0.4 * ref_mm3) & (vol <= 2.5 * ref_mm3) & (True if allowed is None else allowed)
+    cand = np.nonzero(ok)[0]
+    cand = cand[np.argsort(np.abs(np.log(vol[cand] / ref_mm3)))]
     keep: list[int] = []
     for c in cand:
         if len(keep) >= n:

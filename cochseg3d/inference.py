@@ -260,8 +260,9 @@ def _postprocess_crop(mask: np.ndarray, sampling: tuple[float, ...], *, min_comp
     # volume / radius^2 ~ a tube's length
     length = {c: sizes[c - 1] / max(thickness[c], 1e-3) ** 2 for c in tubes}
     # pieces within keep_distance_mm of each other touch once each grows by half that distance, so
-    # each component of the grown mask collects one chain of nearby pieces. Growing is done on a grid of ~0.5 mm blocks (max-pooled): distances stay right to a block while the
-    # distance transform's memory shrinks by the block volume.
+    # each component of the grown mask collects one chain of nearby pieces. Growing is done on a
+    # grid of ~0.5 mm blocks (max-pooled): distances stay right to a block while the distance
+    # transform's memory shrinks by the block volume.
     kept_mask = np.isin(labels, candidates)
     block = tuple(max(1, int(0.5 / s)) for s in sampling)
     coarse = _block_any(kept_mask, block)
