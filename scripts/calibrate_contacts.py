@@ -7,12 +7,12 @@ the contacts' length; this script measures them on phantoms the default model ne
 (seeds 800000 + i, disjoint from training and from the held-out tests), segmented by the shipped
 model, exactly as `cochseg3d segment` would:
 
-    .venv/bin/python scripts/calibrate_contacts.py [--patients 90] [--work /tmp/cochseg3d_calibration]
+    .venv/bin/python scripts/calibrate_contacts.py [--patients 90] [--cohort DIR] [--model CKPT] [--work DIR]
 
 It prints the median and spread per vendor and per model (4 cases or more) and writes
-WORK/calibration.json. Rerun it (and copy
-the medians into contacts.py) after changing the phantom's CBCT model, the default model or the
-centreline tracking.
+WORK/calibration.json (WORK: build/calibration). Rerun it, and copy the medians into contacts.py,
+after changing the phantom's CBCT model, the default model or the centreline tracking; `--cohort`
+measures on scans of your own scanner whose contact positions are known.
 """
 
 from __future__ import annotations
@@ -38,22 +38,25 @@ RNG_SEED = 20261127
 
 
 def calibration_cohort(work: Path, n: int) -> Path:
-    """Phantoms randomised like the default model's training data, segmented by the shipped model."""
-    from train_default_model import WEIGHTS, make_cohort, random_overrides
-
-    from cochseg3d.inference import load_model, segment_path
+    """Phantoms randomised like the default model's training data (WORK/cohort_N)."""
+    from train_default_model import make_cohort, random_overrides
 
     rng = np.random.default_rng(RNG_SEED)
     specs = [(SEED_BASE + i, *random_overrides(rng)) for i in range(n)]
     cohort = work / f"cohort_{n}"
     if not (cohort / "cohort.json").is_file():
         make_cohort(cohort, specs)
-    model, pre, _ = load_model(WEIGHTS / "default.pt")
-    pred = work / f"pred_{n}"
+    return cohort
+
+
+def segment_cohort(cohort: Path, pred: Path, model_path: Path) -> None:
+    """Every case of ``cohort`` segmented as `cochseg3d segment` would (kept between runs)."""
+    from cochseg3d.inference import load_model, segment_path
+
+    model, pre, _ = load_model(model_path)
     for e in json.loads((cohort / "cohort.json").read_text()):
         if not (pred / f"{e['case_id']}.nii.gz").is_file():
             segment_path(cohort / e["dicom"], pred, model, preprocessing=pre, case_id=e["case_id"], png=False)
-    return cohort
 
 
 def measure(cohort: Path, pred: Path) -> list[dict]:
@@ -102,22 +105,32 @@ def summarise(rows: list[dict], *, min_n: int = 4) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from train_default_model import WEIGHTS
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--patients", type=int, default=90)
-    ap.add_argument("--work", type=Path, default=Path("/tmp/cochseg3d_calibration"))
+    ap.add_argument("--patients", type=int, default=90, help="calibration phantoms to generate")
+    ap.add_argument("--cohort", type=Path, default=None,
+                    help="measure on this cohort instead (cohort.json with dicom / contacts per case, as "
+                         "`cochseg3d phantom` writes; e.g. your scanner's scans with known contact positions)")
+    ap.add_argument("--model", type=Path, default=WEIGHTS / "default.pt", help="checkpoint that segments")
+    ap.add_argument("--work", type=Path, default=ROOT / "build" / "calibration")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("cochseg3d").setLevel(logging.WARNING)
-    cohort = calibration_cohort(args.work, args.patients)
-    rows = measure(cohort, args.work / f"pred_{args.patients}")
+    cohort = args.cohort or calibration_cohort(args.work, args.patients)
+    pred = args.work / (f"pred_{cohort.name}" if args.cohort else f"pred_{args.patients}")
+    segment_cohort(cohort, pred, args.model)
+    rows = measure(cohort, pred)
     summary = summarise(rows)
-    for vendor, d in summary.items():
+    for name, d in summary.items():
         for key, st in d.items():
-            log.info("%-22s %-20s median %.3f mm  sd %.3f  n %d", vendor, key, st["median"], st["sd"], st["n"])
-    (args.work / "calibration.json").write_text(json.dumps({"summary": summary, "cases": rows,
-                                                             "seeds": [SEED_BASE, SEED_BASE + args.patients - 1]},
-                                                            indent=1))
-    log.info("written %s", args.work / "calibration.json")
+            log.info("%-22s %-20s median %.3f mm  sd %.3f  n %d", name, key, st["median"], st["sd"], st["n"])
+    source = str(args.cohort) if args.cohort else {"seeds": [SEED_BASE, SEED_BASE + args.patients - 1]}
+    out = args.work / "calibration.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"summary": summary, "cases": rows, "cohort": source, "model": str(args.model)},
+                              indent=1))
+    log.info("written %s", out)
     return 0
 
 
