@@ -318,47 +318,40 @@ def _peaks(profile: np.ndarray, step_mm: float, min_sep_mm: float) -> np.ndarray
     return np.asarray(out)
 
 
-def _band_start(profile: np.ndarray, step_mm: float, span_mm: float) -> float | None:
-    """Arc position (mm) where the contact band begins: the profile first reaches ``BAND_LEVEL`` of
-    the way from its lowest value in the first ``BAND_HEAD_MM`` (the tissue past the apical tip)
-    to the band's level (its median over ``span_mm``). None when the profile has no band."""
-    if len(profile) < 4:
-        return None
+def _band(profile: np.ndarray, step_mm: float, n: int, pitch_mm: float) -> tuple[float | None, float | None]:
+    """Arc positions (mm) where the contact band of ``n`` contacts ``pitch_mm`` apart begins and ends.
+
+    Level: ``BAND_LEVEL`` of the way from the profile's lowest value in its first ``BAND_HEAD_MM``
+    (the tissue past the apical tip) to the band's median over its nominal length plus 3 mm (its
+    saturated plateau, or the middle of its ripple where it is not saturated). Start: where the
+    profile first reaches it. End: its first fall below it (held for 0.5 mm) within
+    ``PITCH_SCALE_RANGE`` of the band's nominal length after the start. Either is None where the
+    profile has no band, or no such fall (a lead as bright as the contacts, a band cut short).
+    """
     profile = np.asarray(profile, dtype=float)
+    if len(profile) < 4:
+        return None, None
+    span = (n - 1) * pitch_mm
     bottom = float(profile[: max(2, int(round(BAND_HEAD_MM / step_mm)))].min())
-    # the band's median: its saturated plateau, or the middle of its ripple where it is not saturated
-    top = float(np.median(profile[: max(4, int(span_mm / step_mm))]))
+    top = float(np.median(profile[: max(4, int((span + 3.0) / step_mm))]))
     if top - bottom < 200.0:
-        return None
+        return None, None
     level = bottom + BAND_LEVEL * (top - bottom)
     above = np.nonzero(profile >= level)[0]
     if not len(above):
-        return None
+        return None, None
     i = int(above[0])
-    if i == 0:
-        return 0.0
-    frac = (level - profile[i - 1]) / max(float(profile[i] - profile[i - 1]), 1e-6)
-    return float((i - 1 + frac) * step_mm)
-
-
-def _band_end(profile: np.ndarray, step_mm: float, start_mm: float, n: int, pitch_mm: float) -> float | None:
-    """Arc position (mm) where the contact band ends: the first fall below the band-start level
-    (held for 0.5 mm) within ``PITCH_SCALE_RANGE`` of the band's nominal length after
-    ``start_mm``. None when no such fall (a lead as bright as the contacts, a band cut short)."""
-    profile = np.asarray(profile, dtype=float)
-    bottom = float(profile[: max(2, int(round(BAND_HEAD_MM / step_mm)))].min())
-    span = (n - 1) * pitch_mm
-    top = float(np.median(profile[: max(4, int((span + 3.0) / step_mm))]))
-    level = bottom + BAND_LEVEL * (top - bottom)
-    lo = int((start_mm + span * (1 - PITCH_SCALE_RANGE)) / step_mm)
-    hi = int((start_mm + span * (1 + PITCH_SCALE_RANGE) + 1.0) / step_mm)
+    start = 0.0 if i == 0 else float((i - 1 + (level - profile[i - 1]) / max(float(profile[i] - profile[i - 1]), 1e-6))
+                                     * step_mm)
+    lo = int((start + span * (1 - PITCH_SCALE_RANGE)) / step_mm)
+    hi = int((start + span * (1 + PITCH_SCALE_RANGE) + 1.0) / step_mm)
     hold = max(1, int(round(0.5 / step_mm)))
     below = profile < level
     for i in range(max(lo, 1), min(hi, len(profile) - hold)):
         if below[i] and not below[i - 1] and below[i:i + hold].all():
             frac = (profile[i - 1] - level) / max(float(profile[i - 1] - profile[i]), 1e-6)
-            return float((i - 1 + frac) * step_mm)
-    return None
+            return start, float((i - 1 + frac) * step_mm)
+    return start, None
 
 
 def _band_offsets(layout: dict[str, Any]) -> tuple[float, float]:
@@ -380,8 +373,7 @@ def _layout_from_band(profile: np.ndarray, step_mm: float) -> dict[str, Any]:
     fits = []
     for l in electrode_layouts("Cochlear") + electrode_layouts("AB"):
         n, pitch = int(l["n_contacts"]), float(l["pitch_mm"])
-        start = _band_start(profile, step_mm, (n - 1) * pitch + 3.0)
-        end = _band_end(profile, step_mm, start, n, pitch) if start is not None else None
+        start, end = _band(profile, step_mm, n, pitch)
         if end is None:
             fits.append((np.inf, l))
             continue
@@ -502,7 +494,7 @@ def find_contacts(
     # the label reaches past the metal by the blooming; at the tip about as far as at the sides,
     # so the label's half-width near the tip estimates how far its tip lies beyond the array's
     bloom_mm = float(np.median(_sample(lab, curve[: max(2, int(3.0 / step_mm))], edt)))
-    length = float(np.linalg.norm(np.diff(curve, axis=0), axis=1).sum())
+    length = _length(curve)
     profile = _sample(img, curve, smoothed)
     # the band's apical end lies near the label's tip: sample on past it along the tip's direction
     n_ext = int(round(APICAL_EXTENSION_MM / step_mm)) if len(curve) > 10 else 0
@@ -565,14 +557,12 @@ def find_contacts(
         for l in layouts:
             n_l, pitch_l = int(l["n_contacts"]), float(l["pitch_mm"])
             merged = ANCHOR_TO_BAND and pitch_l < SEPARATE_PITCH_MM
-            start = _band_start(profile_ext, step_mm, (n_l - 1) * pitch_l + 3.0) if merged else None
-            end = None
+            start, end = _band(profile_ext, step_mm, n_l, pitch_l) if merged else (None, None)
             if start is not None:
                 # the band's two ends place the first and last contacts; the spacing between them
                 # absorbs the few per cent by which the centreline's length differs from the array's
                 to_first, to_last = _band_offsets(l)
                 first = start + to_first
-                end = _band_end(profile_ext, step_mm, start, n_l, pitch_l)
                 if end is not None and n_l > 1:
                     last = end - to_last
                     pitch_l = float(np.clip((last - first) / (n_l - 1), pitch_l * (1 - PITCH_SCALE_RANGE),
@@ -598,16 +588,15 @@ def find_contacts(
     # pulls each centroid off; widely spaced ones, and a comb of an assumed layout (which may not
     # be the array's), gain from it
     assumed = electrode is None and not (n_contacts and pitch_mm)
+    radius = min(0.45 * pitch_used, 0.6)
     if refine and (method == "peaks" or (REFINE_PITCH and (pitch_used >= REFINE_PITCH_MIN_MM or assumed))) \
             and len(pts):
-        radius = min(0.45 * pitch_used, 0.6)
         pts = _refine(img, smoothed, pts, radius)
     if BLOB_COMPLETION and len(pts) >= 3 and (method == "peaks" or pitch_used >= SEPARATE_PITCH_MM):
         blobs = _blobs(img, smoothed, m)
         expected = int(chosen["n_contacts"]) if chosen is not None else MAX_SEPARATE_CONTACTS
         # blob contacts go to their intensity centroid like the peaks (a blob's thresholded core is
         # a little off it: calibration set 0.157 -> 0.155 mm, no held-out set worse)
-        radius = min(0.45 * pitch_used, 0.6)
         if method == "pitch" and len(blobs[0]):
             # a comb of separate contacts where the peaks failed: the blobs themselves, if about
             # the expected count of them look alike; the comb stays otherwise
@@ -791,8 +780,7 @@ def _centreline(lab: Volume, m: np.ndarray, step_mm: float, field: np.ndarray | 
     smooth = max(CURVE_SMOOTH_MM, 2.0 * float(sp.max()) if field is None else CURVE_SMOOTH_MM)
     if field is not None and skel_len > 3.0:
         if run is not None:
-            ahead = run[min(len(run) - 1, int(np.searchsorted(np.cumsum(np.linalg.norm(np.diff(run, axis=0), axis=1)),
-                                                               1.0)))]
+            ahead = _point_along(run, 1.0)
             if np.linalg.norm(ahead - run[0]) > 0:
                 out = _track(field, lab, m, run[0], ahead - run[0])
                 log.debug("centreline: bright run %.1f mm, tracked from its apex %.1f mm", _length(run), _length(out))
@@ -800,7 +788,7 @@ def _centreline(lab: Volume, m: np.ndarray, step_mm: float, field: np.ndarray | 
                 if _length(out) >= _length(run) - 2.0:
                     return _extend_tips(_resample_curve(out, step_mm, smooth), lab, m, step_mm)
         base = path[-1]
-        back = path[-1 - int(np.searchsorted(np.cumsum(np.linalg.norm(np.diff(path[::-1], axis=0), axis=1)), 1.0))]
+        back = _point_along(path[::-1], 1.0)
         tracked = _track(field, lab, m, base, back - base) if np.linalg.norm(back - base) > 0 else path[::-1]
         t_len = _length(tracked)
         log.debug("centreline: skeleton path %.1f mm, tracked %.1f mm", skel_len, t_len)
@@ -813,6 +801,12 @@ def _centreline(lab: Volume, m: np.ndarray, step_mm: float, field: np.ndarray | 
 
 def _length(points: np.ndarray) -> float:
     return float(np.linalg.norm(np.diff(points, axis=0), axis=1).sum()) if len(points) > 1 else 0.0
+
+
+def _point_along(path: np.ndarray, mm: float) -> np.ndarray:
+    """The path's last point short of ``mm`` of arc length from its start (its end if shorter)."""
+    arc = np.cumsum(np.linalg.norm(np.diff(path, axis=0), axis=1))
+    return path[min(len(path) - 1, int(np.searchsorted(arc, mm)))]
 
 
 def _straightness(curve: np.ndarray, length_mm: float = CURL_MM) -> float:
