@@ -92,23 +92,26 @@ ANCHOR_TO_BAND = True
 #: how far (mm) the profile is sampled on past the label's apical tip, and how much of that sets
 #: the band's low level
 APICAL_EXTENSION_MM = 1.5
+#: and past its basal end: where the label stops just past the last contact (a faint lead left
+#: out, common with AB) the band's end is otherwise never seen
+BASAL_EXTENSION_MM = 1.5
 BAND_HEAD_MM = 1.0
 #: fraction of the way from the tip's grey value to the band's plateau that marks its start
 BAND_LEVEL = 0.9
 #: band start -> first contact centre and last contact centre -> band end, along the array (mm),
-#: by model, else vendor: medians over 90 calibration phantoms (seeds 800000-800089, never used
+#: by model, else vendor: medians over 240 calibration phantoms (seeds 800000-800239, never used
 #: for training or the held-out tests) segmented by the shipped model, from
 #: scripts/calibrate_contacts.py; per model where it had 4 or more cases with a measurable end
-#: (typical spread 0.05-0.13 mm; a few cases whose centreline misses an end contact lie far off,
-#: hence medians). The band runs on past the last contact along its wires.
+#: (median absolute deviation 0.05-0.17 mm; a few cases whose centreline misses an end contact lie
+#: far off, hence medians). The band runs on past the last contact along its wires.
 #: They depend on the scanner's blur and the contacts' length: other scanners may want their own.
 #: Of MED-EL's arrays only FLEX20 (1.4 mm pitch) merges; the others show separately (peaks, blobs).
-BAND_TO_FIRST_MM = {"CI622 Slim Straight": 0.46, "CI632 Slim Modiolar": 0.36, "HiFocus 1J": 0.43,
-                    "HiFocus Mid-Scala": 0.47, "HiFocus SlimJ": 0.38, "FLEX20": 0.57,
-                    "Cochlear": 0.41, "AB": 0.43, "default": 0.42}
-BAND_TO_LAST_MM = {"CI612 Contour Advance": 0.49, "CI622 Slim Straight": 0.51, "CI632 Slim Modiolar": 0.56,
-                   "HiFocus 1J": 0.54, "HiFocus Mid-Scala": 0.50, "HiFocus SlimJ": 0.61, "FLEX20": 0.58,
-                   "Cochlear": 0.51, "AB": 0.55, "default": 0.53}
+BAND_TO_FIRST_MM = {"AB": 0.455, "CI612 Contour Advance": 0.367, "CI622 Slim Straight": 0.475,
+                    "CI632 Slim Modiolar": 0.327, "Cochlear": 0.379, "FLEX20": 0.518, "HiFocus 1J": 0.49,
+                    "HiFocus Mid-Scala": 0.474, "HiFocus SlimJ": 0.417, "MED-EL": 0.518, "default": 0.429}
+BAND_TO_LAST_MM = {"AB": 0.584, "CI612 Contour Advance": 0.565, "CI622 Slim Straight": 0.507,
+                   "CI632 Slim Modiolar": 0.566, "Cochlear": 0.553, "FLEX20": 0.608, "HiFocus 1J": 0.652,
+                   "HiFocus Mid-Scala": 0.456, "HiFocus SlimJ": 0.602, "MED-EL": 0.608, "default": 0.567}
 #: how far (fraction) the array's length along the centreline may differ from the datasheet's
 PITCH_SCALE_RANGE = 0.08
 #: comb phase search (fraction of a pitch) around the band-anchored place: none, as saturation
@@ -121,6 +124,14 @@ ANCHORED_COMB_WINDOW = 0.0
 BLIND_LENGTH_FIT = PITCH_SCALE_RANGE
 #: add separate contacts the centreline missed from the label's saturated blobs
 BLOB_COMPLETION = True
+#: separate contacts whose saturated tops give no peaks are placed between the profile's dips
+#: (held-out FLEX24 case 0.234 -> 0.132 mm) unless the blobs find about as many
+SATURATED_DIPS = True
+#: how far (mm) the label's centreline runs inside the array's spiral, by model: the modiolar wall
+#: beside a perimodiolar array blooms into the label (medians over the calibration phantoms, where
+#: 0.02 mm or more; spread 0.01-0.02 mm). The centreline is moved out by it before contacts are placed
+RADIAL_OFFSET_MM = {"CI612 Contour Advance": 0.085, "CI632 Slim Modiolar": 0.067, "FLEX20": -0.022,
+                    "HiFocus Mid-Scala": 0.037}
 #: pitch (mm) from which contacts show separately at CBCT resolution: such a comb is checked
 #: against the blobs and phased on its ripple; closer ones merge into a band placed by its ends
 SEPARATE_PITCH_MM = 1.5
@@ -130,6 +141,12 @@ MAX_SEPARATE_CONTACTS = 12
 BLOB_LEVEL = 0.9
 #: arc length (mm) over which an end's curl is measured (:func:`_straightness`)
 CURL_MM = 6.0
+#: the centreline's apical end is extended while inside the label, turning as its last ``TURN_MM``
+#: turned: a straight extension cut across the tight apical curl of perimodiolar arrays (apex
+#: 0.3-0.8 mm off; calibration phantoms 0.155 -> 0.151 mm). At most ``APEX_EXTEND_MM``
+APEX_TURN = True
+TURN_MM = 1.5
+APEX_EXTEND_MM = 2.0
 
 _LPS_TO_RAS = np.array([-1.0, -1.0, 1.0])
 
@@ -266,16 +283,30 @@ def _resample_curve(points_mm: np.ndarray, step_mm: float, smooth_mm: float) -> 
     return np.stack([np.interp(s, darc, dense[:, c]) for c in range(3)], axis=1)
 
 
-def _extend_to_tip(curve: np.ndarray, inside, step_mm: float, max_mm: float) -> np.ndarray:
-    """Extend the curve's last point along its end tangent while still inside the label."""
+def _extend_to_tip(curve: np.ndarray, inside, step_mm: float, max_mm: float, *, turn: bool = False) -> np.ndarray:
+    """Extend the curve's last point while still inside the label: along its end tangent, or
+    (``turn``) turning as its last ``TURN_MM`` turned (an apex curls tighter still)."""
     if len(curve) < 3:
         return curve
     back = min(len(curve) - 1, max(2, int(0.5 / step_mm)))
     t = curve[-1] - curve[-1 - back]
     t = t / (np.linalg.norm(t) + 1e-12)
+    axis, rate = None, 0.0
+    far = int(TURN_MM / step_mm)
+    if turn and len(curve) > far + back:
+        t0 = curve[-1 - far] - curve[-1 - far - back]
+        t0 = t0 / (np.linalg.norm(t0) + 1e-12)
+        k = np.cross(t0, t)
+        if np.linalg.norm(k) > 1e-6:
+            axis = k / np.linalg.norm(k)
+            rate = float(np.arccos(np.clip(t0 @ t, -1, 1))) / (far * step_mm)
     extra = []
-    for n in range(1, int(max_mm / step_mm) + 1):
-        p = curve[-1] + n * step_mm * t
+    p = curve[-1]
+    for _ in range(int(max_mm / step_mm)):
+        if axis is not None:
+            a = rate * step_mm
+            t = t * np.cos(a) + np.cross(axis, t) * np.sin(a) + axis * (axis @ t) * (1 - np.cos(a))
+        p = p + step_mm * t
         if not inside(p):
             break
         extra.append(p)
@@ -316,6 +347,41 @@ def _peaks(profile: np.ndarray, step_mm: float, min_sep_mm: float) -> np.ndarray
         else:
             out.append(float(i))
     return np.asarray(out)
+
+
+def _dips(profile: np.ndarray, step_mm: float, pitch_mm: float, n: int, bloom_mm: float) -> np.ndarray:
+    """Sample positions of separate contacts midway between the profile's dips (the gaps).
+
+    Dips at least 0.6 pitch apart, within the array's nominal length of the apex and between two
+    bright stretches (within 0.75 pitch either side, 3/4 of the way up to the array's top); a gap twice the
+    dips' spacing holds two contacts (a dip lost between them); the end contacts lie half a spacing
+    outside the end dips. Empty where the dips' spacing is not the pitch (within 30 %).
+    """
+    from scipy.signal import find_peaks
+
+    base = float(np.percentile(profile, 5))
+    span = float(np.percentile(profile, 95)) - base
+    idx, _ = find_peaks(-profile, distance=max(1, int(0.6 * pitch_mm / step_mm)), prominence=0.04 * span)
+    idx = idx[idx * step_mm < (n + 0.5) * pitch_mm + bloom_mm]
+    # a gap between contacts has a bright contact on either side (a dip on the lead's wires has not)
+    top = float(np.percentile(profile[: int(((n + 0.5) * pitch_mm + bloom_mm) / step_mm)], 95))
+    w = max(1, int(0.75 * pitch_mm / step_mm))
+    bright = base + 0.75 * (top - base)
+    idx = np.array([i for i in idx if profile[max(0, i - w):i].max(initial=-np.inf) >= bright
+                    and profile[i + 1:i + 1 + w].max(initial=-np.inf) >= bright], dtype=int)
+    if len(idx) < 2:
+        return np.zeros(0)
+    gaps = np.diff(idx) * step_mm
+    spacing = float(np.median(gaps[gaps < 1.5 * pitch_mm])) if np.any(gaps < 1.5 * pitch_mm) else math.nan
+    if not abs(spacing - pitch_mm) < 0.3 * pitch_mm:
+        return np.zeros(0)
+    pos = [idx[0] * step_mm - spacing / 2]
+    for a, b in zip(idx[:-1] * step_mm, idx[1:] * step_mm):
+        k = max(1, int(round((b - a) / spacing)))
+        pos += list(a + (np.arange(k) + 0.5) * (b - a) / k)
+    pos.append(idx[-1] * step_mm + spacing / 2)
+    pos = np.asarray(pos) / step_mm
+    return pos[(pos >= 0) & (pos <= len(profile) - 1)][:n]
 
 
 def _band(profile: np.ndarray, step_mm: float, n: int, pitch_mm: float) -> tuple[float | None, float | None]:
@@ -491,6 +557,9 @@ def find_contacts(
     edt = ndimage.distance_transform_edt(m, sampling=sp[::-1]).astype(np.float32)
     ridge = ndimage.gaussian_filter(edt, 0.7)
     curve = _centreline(lab, m, step_mm, ridge, smoothed)
+    offset = RADIAL_OFFSET_MM.get(str(layouts[0].get("model"))) if len(layouts) == 1 else None
+    if offset:
+        curve = _shift_outward(curve, offset, step_mm)
     # the label reaches past the metal by the blooming; at the tip about as far as at the sides,
     # so the label's half-width near the tip estimates how far its tip lies beyond the array's
     bloom_mm = float(np.median(_sample(lab, curve[: max(2, int(3.0 / step_mm))], edt)))
@@ -500,8 +569,15 @@ def find_contacts(
     n_ext = int(round(APICAL_EXTENSION_MM / step_mm)) if len(curve) > 10 else 0
     t_apex = curve[0] - curve[min(10, len(curve) - 1)]
     t_apex = t_apex / (np.linalg.norm(t_apex) + 1e-12)
-    curve_ext = np.vstack([curve[0] + t_apex * step_mm * np.arange(n_ext, 0, -1)[:, None], curve])
-    profile_ext = np.concatenate([_sample(img, curve_ext[:n_ext], smoothed) if n_ext else np.zeros(0), profile])
+    # and past the base: a label can end just past the last contact (a faint lead left out)
+    n_base = int(round(BASAL_EXTENSION_MM / step_mm)) if len(curve) > 10 else 0
+    t_base = curve[-1] - curve[max(len(curve) - 11, 0)]
+    t_base = t_base / (np.linalg.norm(t_base) + 1e-12)
+    curve_ext = np.vstack([curve[0] + t_apex * step_mm * np.arange(n_ext, 0, -1)[:, None], curve,
+                           curve[-1] + t_base * step_mm * np.arange(1, n_base + 1)[:, None]])
+    apical = _sample(img, curve_ext[:n_ext], smoothed) if n_ext else np.zeros(0)
+    basal = _sample(img, curve_ext[len(curve_ext) - n_base:], smoothed) if n_base else np.zeros(0)
+    profile_ext = np.concatenate([apical, profile, basal])
     info: dict[str, Any] = {"length_mm": round(length, 3), "electrode": electrode, "bloom_mm": round(bloom_mm, 3)}
 
     min_sep = 0.6 * min(l["pitch_mm"] for l in layouts) if layouts else 0.5
@@ -580,6 +656,14 @@ def find_contacts(
                                        None if end is None else round(end - n_ext * step_mm, 3)]
         pos = best[0]
         method, pitch_used = "pitch", float(best[2])
+        if SATURATED_DIPS and chosen is not None and pitch_used >= SEPARATE_PITCH_MM:
+            # separate contacts whose tops saturate flat leave no peaks, but the gaps between
+            # them still dip: the contacts lie midway between the dips
+            n_c = int(chosen["n_contacts"])
+            mid = _dips(profile, step_mm, pitch_used, n_c, bloom_mm)
+            if len(mid) >= 0.75 * n_c:
+                pos, method = mid, "dips"
+                info["n_dips"] = int(len(mid))
     if chosen is not None:
         info["model"] = chosen.get("model")
     s_idx = np.arange(len(curve_ext)) - n_ext
@@ -589,24 +673,26 @@ def find_contacts(
     # be the array's), gain from it
     assumed = electrode is None and not (n_contacts and pitch_mm)
     radius = min(0.45 * pitch_used, 0.6)
-    if refine and (method == "peaks" or (REFINE_PITCH and (pitch_used >= REFINE_PITCH_MIN_MM or assumed))) \
+    if refine and (method in ("peaks", "dips") or (REFINE_PITCH and (pitch_used >= REFINE_PITCH_MIN_MM or assumed))) \
             and len(pts):
         pts = _refine(img, smoothed, pts, radius)
-    if BLOB_COMPLETION and len(pts) >= 3 and (method == "peaks" or pitch_used >= SEPARATE_PITCH_MM):
+    if BLOB_COMPLETION and len(pts) >= 3 and (method in ("peaks", "dips") or pitch_used >= SEPARATE_PITCH_MM):
         blobs = _blobs(img, smoothed, m)
         expected = int(chosen["n_contacts"]) if chosen is not None else MAX_SEPARATE_CONTACTS
         # blob contacts go to their intensity centroid like the peaks (a blob's thresholded core is
         # a little off it: calibration set 0.157 -> 0.155 mm, no held-out set worse)
-        if method == "pitch" and len(blobs[0]):
+        if method in ("pitch", "dips") and len(blobs[0]):
             # a comb of separate contacts where the peaks failed: the blobs themselves, if about
-            # the expected count of them look alike; the comb stays otherwise
+            # the expected count of them look alike; the comb stays otherwise. Dips stay where they
+            # found clearly more (touching blobs merge under heavy bloom), not otherwise: dips
+            # along a centreline that cuts across touching turns miss the contacts there
             chosen_blobs = _contact_blobs(blobs, pitch_used, expected)
-            if len(chosen_blobs) >= 0.75 * expected:
+            if len(chosen_blobs) >= 0.75 * expected and (method == "pitch" or len(chosen_blobs) >= len(pts) - 2):
                 info["from_blobs"] = int(len(chosen_blobs))
                 if refine:
                     chosen_blobs = _refine(img, smoothed, chosen_blobs, radius)
                 pts, method = _order_along(chosen_blobs, curve), "blobs"
-        else:
+        if method in ("peaks", "dips"):
             extra = _missing_blobs(blobs, pts, pitch_used, expected - len(pts))
             if len(extra):
                 info["added_from_blobs"] = int(len(extra))
@@ -799,6 +885,31 @@ def _centreline(lab: Volume, m: np.ndarray, step_mm: float, field: np.ndarray | 
     return _extend_tips(curve, lab, m, step_mm)
 
 
+def _shift_outward(curve: np.ndarray, offset_mm: float, step_mm: float) -> np.ndarray:
+    """The curve moved ``offset_mm`` away from its local centre of curvature (where it curves).
+
+    Curvature from the turn of the tangent over 1 mm either side; the shift tapers to nothing
+    where the radius exceeds 5 mm (the lead's straight run). Resampled every ``step_mm``.
+    """
+    if len(curve) < 5:
+        return curve
+    w = max(1, int(round(1.0 / step_mm)))
+    idx = np.arange(len(curve))
+    before = curve[np.maximum(idx - w, 0)]
+    after = curve[np.minimum(idx + w, len(curve) - 1)]
+    t0 = curve - before
+    t1 = after - curve
+    t0 /= np.linalg.norm(t0, axis=1, keepdims=True) + 1e-12
+    t1 /= np.linalg.norm(t1, axis=1, keepdims=True) + 1e-12
+    k = t1 - t0
+    kn = np.linalg.norm(k, axis=1, keepdims=True)
+    weight = np.clip(kn / 0.2, 0.0, 1.0)
+    moved = curve - offset_mm * weight * k / (kn + 1e-12)
+    arc = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(moved, axis=0), axis=1))])
+    s = np.arange(0.0, arc[-1] + 1e-9, step_mm)
+    return np.stack([np.interp(s, arc, moved[:, c]) for c in range(3)], axis=1)
+
+
 def _length(points: np.ndarray) -> float:
     return float(np.linalg.norm(np.diff(points, axis=0), axis=1).sum()) if len(points) > 1 else 0.0
 
@@ -848,4 +959,4 @@ def _extend_tips(curve: np.ndarray, lab: Volume, m: np.ndarray, step_mm: float) 
         return 0 <= k < m.shape[0] and 0 <= j < m.shape[1] and 0 <= i < m.shape[2] and bool(m[k, j, i])
 
     curve = _extend_to_tip(curve, inside, step_mm, 2.0)
-    return _extend_to_tip(curve[::-1], inside, step_mm, 2.0)[::-1]
+    return _extend_to_tip(curve[::-1], inside, step_mm, APEX_EXTEND_MM, turn=APEX_TURN)[::-1]

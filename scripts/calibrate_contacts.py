@@ -2,18 +2,20 @@
 
 Where contacts merge (Cochlear, AB at CBCT resolution) the contact finder places the first and
 last contacts at fixed distances inside the band's two ends (``BAND_TO_FIRST_MM`` and
-``BAND_TO_LAST_MM`` in cochseg3d/contacts.py). Those distances depend on the scanner's blur and
-the contacts' length; this script measures them on phantoms the default model never saw
-(seeds 800000 + i, disjoint from training and from the held-out tests), segmented by the shipped
-model, exactly as `cochseg3d segment` would:
+``BAND_TO_LAST_MM`` in cochseg3d/contacts.py), along the label's centreline moved outward by
+``RADIAL_OFFSET_MM`` (beside a perimodiolar array the modiolar wall blooms into the label, which
+pulls its centreline toward the spiral's centre). These depend on the scanner's blur and the
+arrays' design; this script measures them on phantoms the default model never saw (seeds
+800000 + i, disjoint from training and from the held-out tests), segmented by the shipped model,
+exactly as `cochseg3d segment` would:
 
-    .venv/bin/python scripts/calibrate_contacts.py [--patients 90] [--cohort DIR] [--model CKPT] [--work DIR]
+    .venv/bin/python scripts/calibrate_contacts.py [--patients 240] [--cohort DIR] [--model CKPT] [--work DIR]
 
-It prints the median and spread per vendor and per model (4 cases or more) and writes
-WORK/calibration.json (WORK: build/calibration). Rerun it, and copy the medians into contacts.py,
-after changing the phantom's CBCT model, the default model or the centreline tracking; `--cohort`
-measures on scans of your own scanner whose contact positions are known.
-"""
+First the radial offset per model (centreline without the shift), then the band ends along the
+shifted centreline. It prints the median and spread per vendor and per model (4 cases or more),
+the tables to paste into contacts.py, and writes WORK/calibration.json (WORK: build/calibration).
+Rerun it after changing the phantom's CBCT model, the default model or the centreline tracking;
+`--cohort` measures on scans of your own scanner whose contact positions are known."""
 
 from __future__ import annotations
 
@@ -59,20 +61,68 @@ def segment_cohort(cohort: Path, pred: Path, model_path: Path) -> None:
             segment_path(cohort / e["dicom"], pred, model, preprocessing=pre, case_id=e["case_id"], png=False)
 
 
-def measure(cohort: Path, pred: Path) -> list[dict]:
-    """Per merged-array case: band start -> first contact and last contact -> band end, in mm."""
-    from cochseg3d import contacts as C
+def _cases(cohort: Path, pred: Path):
+    """(entry, truth, label, image) of each case of ``cohort`` with its segmentation in ``pred``."""
     from cochseg3d.dicom import load_input
     from cochseg3d.volume import read_image
 
-    rows = []
-    for e in json.loads((cohort / "cohort.json").read_text()):
+    from tqdm.auto import tqdm
+
+    entries = json.loads((cohort / "cohort.json").read_text())
+    for e in tqdm(entries, desc="measuring", unit="patient"):
         truth = json.loads((cohort / e["contacts"]).read_text())
-        label = read_image(pred / f"{e['case_id']}.nii.gz")
-        image = load_input(cohort / e["dicom"])
+        yield e, truth, read_image(pred / f"{e['case_id']}.nii.gz"), load_input(cohort / e["dicom"])
+
+
+def measure_radial(cohort: Path, pred: Path) -> list[dict]:
+    """Per case: how far the uncorrected centreline runs inside the true array's curve, in mm.
+
+    At each true contact, the nearest centreline point's offset along the array's principal
+    normal (toward its centre of curvature, from the true path over 1 mm either side); contacts
+    whose nearest centreline point is over 0.5 mm away are skipped.
+    """
+    from cochseg3d import contacts as C
+
+    saved = C.RADIAL_OFFSET_MM
+    C.RADIAL_OFFSET_MM = {}
+    rows = []
+    try:
+        for e, truth, label, image in _cases(cohort, pred):
+            found = C.find_contacts(label, image, electrode=e["model"])
+            curve = found.centreline_lps_mm
+            path = np.asarray(truth["electrode_path_lps_mm"])
+            step = float(np.median(np.linalg.norm(np.diff(path, axis=0), axis=1)))
+            w = max(1, int(round(1.0 / step)))
+            inward = []
+            for p in np.asarray(truth["contacts_lps_mm"]):
+                j = int(np.argmin(np.linalg.norm(path - p, axis=1)))
+                a, b = max(j - w, 0), min(j + w, len(path) - 1)
+                t0, t1 = path[j] - path[a], path[b] - path[j]
+                if min(np.linalg.norm(t0), np.linalg.norm(t1)) == 0:
+                    continue
+                k = t1 / np.linalg.norm(t1) - t0 / np.linalg.norm(t0)
+                if np.linalg.norm(k) < 1e-6 or not len(curve):
+                    continue
+                q = curve[np.argmin(np.linalg.norm(curve - p, axis=1))]
+                if np.linalg.norm(q - p) < 0.5:
+                    inward.append(float((q - p) @ (k / np.linalg.norm(k))))
+            if inward:
+                rows.append({"case_id": e["case_id"], "vendor": truth["vendor"], "model": truth["model"],
+                             "inward_mm": float(np.mean(inward))})
+    finally:
+        C.RADIAL_OFFSET_MM = saved
+    return rows
+
+
+def measure(cohort: Path, pred: Path) -> list[dict]:
+    """Per merged-array case: band start -> first contact and last contact -> band end, in mm."""
+    from cochseg3d import contacts as C
+
+    rows = []
+    for e, truth, label, image in _cases(cohort, pred):
         found = C.find_contacts(label, image, electrode=e["model"])
         if found.method != "pitch":
-            continue  # separate contacts: peaks or blobs, no band to calibrate
+            continue  # separate contacts: peaks, dips or blobs, no band to calibrate
         curve, step = found.centreline_lps_mm, 0.05
         start, end = found.info.get("band_mm") or (None, None)
         tc = np.asarray(truth["contacts_lps_mm"])
@@ -87,20 +137,34 @@ def measure(cohort: Path, pred: Path) -> list[dict]:
     return rows
 
 
-def summarise(rows: list[dict], *, min_n: int = 4) -> dict:
-    """Median, spread and count per vendor and per model (models with at least ``min_n`` cases)."""
+def summarise(rows: list[dict], keys: tuple[str, ...], *, min_n: int = 4) -> dict:
+    """Median, median absolute deviation and count per vendor and per model (``min_n`` cases or more)."""
     groups: dict[str, dict[str, list[float]]] = collections.defaultdict(lambda: collections.defaultdict(list))
     for r in rows:
-        for key in ("band_to_first_mm", "last_to_band_end_mm"):
-            if r[key] is not None:
+        for key in keys:
+            if r.get(key) is not None:
                 groups[r["vendor"]][key].append(r[key])
                 groups[r["model"]][key].append(r[key])
+                groups["default"][key].append(r[key])
     out = {}
     for name, d in sorted(groups.items()):
-        stats = {key: {"median": round(float(np.median(v)), 3), "sd": round(float(np.std(v)), 3), "n": len(v)}
-                 for key, v in d.items() if len(v) >= min_n or name in ("Cochlear", "AB", "MED-EL")}
+        stats = {key: {"median": round(float(np.median(v)), 3),
+                       "mad": round(float(np.median(np.abs(np.asarray(v) - np.median(v)))), 3), "n": len(v)}
+                 for key, v in d.items() if len(v) >= min_n or name in ("Cochlear", "AB", "MED-EL", "default")}
         if stats:
             out[name] = stats
+    return out
+
+
+def constants(radial: dict, bands: dict, *, min_radial_mm: float = 0.02) -> dict[str, dict[str, float]]:
+    """The contact finder's tables from the summaries: models only for the radial offset (where it
+    is at least ``min_radial_mm``), models then vendors then a default for the band ends."""
+    models = {m for m in radial if m not in ("Cochlear", "AB", "MED-EL", "default")}
+    out: dict[str, dict[str, float]] = {
+        "RADIAL_OFFSET_MM": {m: radial[m]["inward_mm"]["median"] for m in sorted(models)
+                             if abs(radial[m]["inward_mm"]["median"]) >= min_radial_mm}}
+    for key, name in (("band_to_first_mm", "BAND_TO_FIRST_MM"), ("last_to_band_end_mm", "BAND_TO_LAST_MM")):
+        out[name] = {g: st[key]["median"] for g, st in bands.items() if key in st}
     return out
 
 
@@ -108,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     from train_default_model import WEIGHTS
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--patients", type=int, default=90, help="calibration phantoms to generate")
+    ap.add_argument("--patients", type=int, default=240, help="calibration phantoms to generate")
     ap.add_argument("--cohort", type=Path, default=None,
                     help="measure on this cohort instead (cohort.json with dicom / contacts per case, as "
                          "`cochseg3d phantom` writes; e.g. your scanner's scans with known contact positions)")
@@ -120,16 +184,24 @@ def main(argv: list[str] | None = None) -> int:
     cohort = args.cohort or calibration_cohort(args.work, args.patients)
     pred = args.work / (f"pred_{cohort.name}" if args.cohort else f"pred_{args.patients}")
     segment_cohort(cohort, pred, args.model)
+    from cochseg3d import contacts as C
+
+    radial = summarise(measure_radial(cohort, pred), ("inward_mm",))
+    tables = constants(radial, {})
+    # the band ends are measured along the centreline as the finder will use it: shifted outward
+    C.RADIAL_OFFSET_MM = tables["RADIAL_OFFSET_MM"]
     rows = measure(cohort, pred)
-    summary = summarise(rows)
-    for name, d in summary.items():
+    bands = summarise(rows, ("band_to_first_mm", "last_to_band_end_mm"))
+    tables = constants(radial, bands)
+    for name, d in list(radial.items()) + list(bands.items()):
         for key, st in d.items():
-            log.info("%-22s %-20s median %.3f mm  sd %.3f  n %d", name, key, st["median"], st["sd"], st["n"])
+            log.info("%-22s %-20s median %+.3f mm  mad %.3f  n %d", name, key, st["median"], st["mad"], st["n"])
+    log.info("for cochseg3d/contacts.py:\n%s", "\n".join(f"{k} = {v!r}" for k, v in tables.items()))
     source = str(args.cohort) if args.cohort else {"seeds": [SEED_BASE, SEED_BASE + args.patients - 1]}
     out = args.work / "calibration.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"summary": summary, "cases": rows, "cohort": source, "model": str(args.model)},
-                              indent=1))
+    out.write_text(json.dumps({"constants": tables, "radial": radial, "bands": bands, "cases": rows,
+                               "cohort": source, "model": str(args.model)}, indent=1))
     log.info("written %s", out)
     return 0
 

@@ -7,7 +7,8 @@ import pytest
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from cochseg3d.contacts import _blobs, _missing_blobs, electrode_layouts, find_contacts
+from cochseg3d.contacts import (_blobs, _dips, _extend_to_tip, _missing_blobs, _shift_outward, electrode_layouts,
+                                find_contacts)
 from cochseg3d.metrics import match_contacts
 from cochseg3d.volume import Volume
 
@@ -195,3 +196,55 @@ def test_empty_label_and_bad_input():
     with pytest.raises(ValueError, match="grid"):
         find_contacts(Volume(lab.array, (0.5, 0.5, 0.5)), img)
     assert {l["n_contacts"] for l in electrode_layouts("Cochlear")} == {22}
+
+
+def test_dips_place_saturated_contacts_midway_between_the_gaps():
+    # 12 contacts 2 mm apart whose tops saturate flat (no peaks): the gaps between them dip, one gap
+    # barely (two blooms touch); the lead beyond is dimmer and its ripple dips too
+    step, pitch = 0.05, 2.0
+    s = np.arange(0, 40, step)
+    truth = 1.0 + pitch * np.arange(12)
+    prof = np.full(len(s), 1500.0)
+    for c in truth:
+        prof = np.maximum(prof, 4000.0 * np.exp(-0.5 * ((s - c) / 0.5) ** 2))
+    prof[(s > 11.0) & (s < 13.0)] = np.maximum(prof[(s > 11.0) & (s < 13.0)], 2800.0)  # the shallow gap
+    prof = np.minimum(prof, 3071.0)
+    prof[s > 24.5] = 1500.0 + 200.0 * np.sin(2 * np.pi * s[s > 24.5] / 1.9)  # the lead's ripple
+    pos = _dips(ndimage.gaussian_filter1d(prof, 2), step, pitch, 12, 0.5) * step
+    assert len(pos) == 12
+    assert np.abs(pos - truth).max() < 0.1
+    # no dips between bright contacts: nothing
+    assert len(_dips(np.full(len(s), 3071.0), step, pitch, 12, 0.5)) == 0
+
+
+def test_centreline_shifted_outward_from_its_centre_of_curvature():
+    step = 0.05
+    arc = np.arange(0, 1.5 * np.pi * 2.0, step) / 2.0
+    circle = np.stack([2.0 * np.cos(arc), 2.0 * np.sin(arc), np.zeros_like(arc)], 1)
+    moved = _shift_outward(circle, 0.08, step)
+    r = np.linalg.norm(moved[:, :2], axis=1)
+    assert np.abs(r[30:-30] - 2.08).max() < 0.005
+    assert np.allclose(np.linalg.norm(np.diff(moved, axis=0), axis=1)[:-1], step, atol=1e-3)
+    line = np.stack([np.arange(0, 10, step), np.zeros(200), np.zeros(200)], 1)
+    assert np.abs(_shift_outward(line, 0.08, step)[:, 1:]).max() < 1e-9  # straight: unmoved
+
+
+def test_apical_extension_follows_the_curl():
+    # the centreline stops 1.5 mm short of a tight apical curl (radius 0.8 mm) whose bloom fills
+    # the label: extended straight it cuts across the curl, turning it stays on the array
+    step = 0.05
+    t = np.arange(0, 1.5 * np.pi, step / 0.8)
+    arc = np.stack([0.8 * np.cos(t), 0.8 * np.sin(t), np.zeros_like(t)], 1)
+    cut = arc[: -int(1.5 / step)]
+
+    def inside(p):
+        return np.min(np.linalg.norm(arc - p, axis=1)) <= 0.6
+
+    def off(ext):
+        return np.abs(np.linalg.norm(ext[len(cut):, :2], axis=1) - 0.8).max()
+
+    turned = _extend_to_tip(cut, inside, step, 1.5, turn=True)
+    straight = _extend_to_tip(cut, inside, step, 1.5, turn=False)
+    assert len(turned) > len(cut) + 20
+    assert np.linalg.norm(turned[-1] - arc[-1]) < 0.45 < np.linalg.norm(straight[-1] - arc[-1])
+    assert off(turned) < 0.5 * off(straight)
