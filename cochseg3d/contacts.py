@@ -98,6 +98,8 @@ BASAL_EXTENSION_MM = 1.5
 BAND_HEAD_MM = 1.0
 #: fraction of the way from the tip's grey value to the band's plateau that marks its start
 BAND_LEVEL = 0.9
+#: band start -> first contact plus last contact -> band end, about (mm): where the end is expected
+BAND_ENDS_MM = 1.0
 #: band start -> first contact centre and last contact centre -> band end, along the array (mm),
 #: by model, else vendor: medians over 240 calibration phantoms (seeds 800000-800239, never used
 #: for training or the held-out tests) segmented by the shipped model, from
@@ -106,12 +108,12 @@ BAND_LEVEL = 0.9
 #: far off, hence medians). The band runs on past the last contact along its wires.
 #: They depend on the scanner's blur and the contacts' length: other scanners may want their own.
 #: Of MED-EL's arrays only FLEX20 (1.4 mm pitch) merges; the others show separately (peaks, blobs).
-BAND_TO_FIRST_MM = {"AB": 0.455, "CI612 Contour Advance": 0.367, "CI622 Slim Straight": 0.475,
-                    "CI632 Slim Modiolar": 0.327, "Cochlear": 0.379, "FLEX20": 0.518, "HiFocus 1J": 0.49,
-                    "HiFocus Mid-Scala": 0.474, "HiFocus SlimJ": 0.417, "MED-EL": 0.518, "default": 0.429}
-BAND_TO_LAST_MM = {"AB": 0.584, "CI612 Contour Advance": 0.565, "CI622 Slim Straight": 0.507,
-                   "CI632 Slim Modiolar": 0.566, "Cochlear": 0.553, "FLEX20": 0.608, "HiFocus 1J": 0.652,
-                   "HiFocus Mid-Scala": 0.456, "HiFocus SlimJ": 0.602, "MED-EL": 0.608, "default": 0.567}
+BAND_TO_FIRST_MM = {"AB": 0.448, "CI612 Contour Advance": 0.347, "CI622 Slim Straight": 0.436,
+                    "CI632 Slim Modiolar": 0.327, "Cochlear": 0.367, "FLEX20": 0.518, "HiFocus 1J": 0.49,
+                    "HiFocus Mid-Scala": 0.474, "HiFocus SlimJ": 0.415, "MED-EL": 0.518, "default": 0.418}
+BAND_TO_LAST_MM = {"AB": 0.584, "CI612 Contour Advance": 0.565, "CI622 Slim Straight": 0.506,
+                   "CI632 Slim Modiolar": 0.564, "Cochlear": 0.517, "FLEX20": 0.608, "HiFocus 1J": 0.652,
+                   "HiFocus Mid-Scala": 0.456, "HiFocus SlimJ": 0.602, "MED-EL": 0.608, "default": 0.565}
 #: how far (fraction) the array's length along the centreline may differ from the datasheet's
 PITCH_SCALE_RANGE = 0.08
 #: comb phase search (fraction of a pitch) around the band-anchored place: none, as saturation
@@ -390,9 +392,10 @@ def _band(profile: np.ndarray, step_mm: float, n: int, pitch_mm: float) -> tuple
     Level: ``BAND_LEVEL`` of the way from the profile's lowest value in its first ``BAND_HEAD_MM``
     (the tissue past the apical tip) to the band's median over its nominal length plus 3 mm (its
     saturated plateau, or the middle of its ripple where it is not saturated). Start: where the
-    profile first reaches it. End: its first fall below it (held for 0.5 mm) within
-    ``PITCH_SCALE_RANGE`` of the band's nominal length after the start. Either is None where the
-    profile has no band, or no such fall (a lead as bright as the contacts, a band cut short).
+    first run above it at least 2 mm long (or half the band) rises. End: of its falls below it
+    (held for 0.5 mm) within ``PITCH_SCALE_RANGE`` of the band's nominal length after the start,
+    the one nearest where a band of nominal length would end. Either is None where the profile
+    has no band, or no such fall (a lead as bright as the contacts, a band cut short).
     """
     profile = np.asarray(profile, dtype=float)
     if len(profile) < 4:
@@ -403,21 +406,31 @@ def _band(profile: np.ndarray, step_mm: float, n: int, pitch_mm: float) -> tuple
     if top - bottom < 200.0:
         return None, None
     level = bottom + BAND_LEVEL * (top - bottom)
-    above = np.nonzero(profile >= level)[0]
-    if not len(above):
+    above = profile >= level
+    if not above.any():
         return None, None
-    i = int(above[0])
+    # the band starts where the first long bright run rises: a run already bright where the
+    # sampling starts (the apical extension ran into a neighbouring turn's bloom) shows no rise
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], above.astype(np.int8), [0]])))
+    runs = [(a, b) for a, b in zip(edges[::2], edges[1::2]) if (b - a) * step_mm >= min(2.0, 0.5 * span)]
+    rising = [a for a, _ in runs if a > 0]
+    i = int(rising[0] if rising else (runs[0][0] if runs else np.flatnonzero(above)[0]))
     start = 0.0 if i == 0 else float((i - 1 + (level - profile[i - 1]) / max(float(profile[i] - profile[i - 1]), 1e-6))
                                      * step_mm)
     lo = int((start + span * (1 - PITCH_SCALE_RANGE)) / step_mm)
     hi = int((start + span * (1 + PITCH_SCALE_RANGE) + 1.0) / step_mm)
     hold = max(1, int(round(0.5 / step_mm)))
     below = profile < level
+    falls = []
     for i in range(max(lo, 1), min(hi, len(profile) - hold)):
         if below[i] and not below[i - 1] and below[i:i + hold].all():
             frac = (profile[i - 1] - level) / max(float(profile[i - 1] - profile[i]), 1e-6)
-            return start, float((i - 1 + frac) * step_mm)
-    return start, None
+            falls.append(float((i - 1 + frac) * step_mm))
+    if not falls:
+        return start, None
+    # a gap inside the band (the centreline off the array for a moment) falls too: the fall
+    # nearest the end of a band of nominal length wins
+    return start, min(falls, key=lambda f: abs(f - (start + span + BAND_ENDS_MM)))
 
 
 def _band_offsets(layout: dict[str, Any]) -> tuple[float, float]:

@@ -133,6 +133,7 @@ def measure(cohort: Path, pred: Path) -> list[dict]:
             "case_id": e["case_id"], "vendor": truth["vendor"], "model": truth["model"],
             "band_to_first_mm": float(s_first - start) if start is not None and ok_first else None,
             "last_to_band_end_mm": float(end - s_last) if end is not None and ok_last else None,
+            "bloom_mm": found.info.get("bloom_mm"), "spacing_mm": float(max(image.spacing_mm)),
         })
     return rows
 
