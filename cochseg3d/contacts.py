@@ -108,12 +108,12 @@ BAND_ENDS_MM = 1.0
 #: far off, hence medians). The band runs on past the last contact along its wires.
 #: They depend on the scanner's blur and the contacts' length: other scanners may want their own.
 #: Of MED-EL's arrays only FLEX20 (1.4 mm pitch) merges; the others show separately (peaks, blobs).
-BAND_TO_FIRST_MM = {"AB": 0.448, "CI612 Contour Advance": 0.347, "CI622 Slim Straight": 0.436,
-                    "CI632 Slim Modiolar": 0.327, "Cochlear": 0.367, "FLEX20": 0.518, "HiFocus 1J": 0.49,
-                    "HiFocus Mid-Scala": 0.474, "HiFocus SlimJ": 0.415, "MED-EL": 0.518, "default": 0.418}
-BAND_TO_LAST_MM = {"AB": 0.584, "CI612 Contour Advance": 0.565, "CI622 Slim Straight": 0.506,
-                   "CI632 Slim Modiolar": 0.564, "Cochlear": 0.517, "FLEX20": 0.608, "HiFocus 1J": 0.652,
-                   "HiFocus Mid-Scala": 0.456, "HiFocus SlimJ": 0.602, "MED-EL": 0.608, "default": 0.565}
+BAND_TO_FIRST_MM = {"AB": 0.48, "CI612 Contour Advance": 0.342, "CI622 Slim Straight": 0.462,
+                    "CI632 Slim Modiolar": 0.34, "Cochlear": 0.395, "FLEX20": 0.492, "HiFocus 1J": 0.564,
+                    "HiFocus Mid-Scala": 0.48, "HiFocus SlimJ": 0.445, "MED-EL": 0.492, "default": 0.448}
+BAND_TO_LAST_MM = {"AB": 0.599, "CI612 Contour Advance": 0.569, "CI622 Slim Straight": 0.509,
+                   "CI632 Slim Modiolar": 0.551, "Cochlear": 0.548, "FLEX20": 0.575, "HiFocus 1J": 0.681,
+                   "HiFocus Mid-Scala": 0.472, "HiFocus SlimJ": 0.611, "MED-EL": 0.575, "default": 0.573}
 #: how far (fraction) the array's length along the centreline may differ from the datasheet's
 PITCH_SCALE_RANGE = 0.08
 #: comb phase search (fraction of a pitch) around the band-anchored place: none, as saturation
@@ -132,8 +132,8 @@ SATURATED_DIPS = True
 #: how far (mm) the label's centreline runs inside the array's spiral, by model: the modiolar wall
 #: beside a perimodiolar array blooms into the label (medians over the calibration phantoms, where
 #: 0.02 mm or more; spread 0.01-0.02 mm). The centreline is moved out by it before contacts are placed
-RADIAL_OFFSET_MM = {"CI612 Contour Advance": 0.085, "CI632 Slim Modiolar": 0.067, "FLEX20": -0.022,
-                    "HiFocus Mid-Scala": 0.037}
+RADIAL_OFFSET_MM = {"CI612 Contour Advance": 0.081, "CI632 Slim Modiolar": 0.066, "FLEX20": -0.022,
+                    "HiFocus Mid-Scala": 0.04}
 #: pitch (mm) from which contacts show separately at CBCT resolution: such a comb is checked
 #: against the blobs and phased on its ripple; closer ones merge into a band placed by its ends
 SEPARATE_PITCH_MM = 1.5
@@ -147,6 +147,12 @@ CURL_MM = 6.0
 #: turned: a straight extension cut across the tight apical curl of perimodiolar arrays (apex
 #: 0.3-0.8 mm off; calibration phantoms 0.155 -> 0.151 mm). At most ``APEX_EXTEND_MM``
 APEX_TURN = True
+#: the skeleton's bright run stops short of the apical tip (the bloom fills the curl): the
+#: centreline is tracked on past it by up to ``APEX_TRACK_MM`` before the extension (calibration
+#: phantoms, calibrated on one half, measured on the other: 0.156 -> 0.149 mm; longer tracks
+#: overshoot tight apical curls)
+APEX_TRACK = True
+APEX_TRACK_MM = 1.0
 TURN_MM = 1.5
 APEX_EXTEND_MM = 2.0
 
@@ -885,6 +891,11 @@ def _centreline(lab: Volume, m: np.ndarray, step_mm: float, field: np.ndarray | 
                 log.debug("centreline: bright run %.1f mm, tracked from its apex %.1f mm", _length(run), _length(out))
                 # taken where it follows the whole bright run (it stops at a label gap)
                 if _length(out) >= _length(run) - 2.0:
+                    if APEX_TRACK:
+                        # the skeleton stops short of the apical tip: track on to it as well
+                        tip = _track(field, lab, m, run[0], run[0] - ahead, max_mm=APEX_TRACK_MM)
+                        if len(tip) > 1:
+                            out = np.vstack([tip[:0:-1], out])
                     return _extend_tips(_resample_curve(out, step_mm, smooth), lab, m, step_mm)
         base = path[-1]
         back = _point_along(path[::-1], 1.0)
