@@ -647,7 +647,15 @@ def find_contacts(
             info["electrode"] = f"{pitch_guess[0]['vendor']} (assumed from the peaks' spacing)"
         elif not layouts:
             layouts = [_layout_from_band(profile_ext, step_mm)]
-            info["electrode"] = f"{layouts[0]['vendor']} (assumed from the band's length: contacts not separable)"
+            note = f"{layouts[0]['vendor']} (assumed from the band's length: contacts not separable)"
+            if RADIAL_OFFSET_MM.get(str(layouts[0].get("model"))):
+                # a perimodiolar layout's centreline lies inside its spiral: start again, moved out
+                # (calibration phantoms, no electrode named: 0.187 -> 0.175 mm)
+                found = find_contacts(label, image, electrode=str(layouts[0]["model"]), step_mm=step_mm,
+                                      refine=refine)
+                found.info["electrode"] = note
+                return found
+            info["electrode"] = note
         best = None
         for l in layouts:
             n_l, pitch_l = int(l["n_contacts"]), float(l["pitch_mm"])
