@@ -100,6 +100,8 @@ BAND_HEAD_MM = 1.0
 BAND_LEVEL = 0.9
 #: band start -> first contact plus last contact -> band end, about (mm): where the end is expected
 BAND_ENDS_MM = 1.0
+#: a dip below the band's level shorter than this (mm) is a gap between contacts, inside the band
+BAND_GAP_MM = 0.5
 #: band start -> first contact centre and last contact centre -> band end, along the array (mm),
 #: by model, else vendor: medians over 240 calibration phantoms (seeds 800000-800239, never used
 #: for training or the held-out tests) segmented by the shipped model, from
@@ -398,7 +400,8 @@ def _band(profile: np.ndarray, step_mm: float, n: int, pitch_mm: float) -> tuple
     Level: ``BAND_LEVEL`` of the way from the profile's lowest value in its first ``BAND_HEAD_MM``
     (the tissue past the apical tip) to the band's median over its nominal length plus 3 mm (its
     saturated plateau, or the middle of its ripple where it is not saturated). Start: where the
-    first run above it at least 2 mm long (or half the band) rises. End: of its falls below it
+    first run above it at least 2 mm long (or half the band; dips shorter than ``BAND_GAP_MM``
+    between contacts do not break a run) rises. End: of its falls below it
     (held for 0.5 mm) within ``PITCH_SCALE_RANGE`` of the band's nominal length after the start,
     the one nearest where a band of nominal length would end. Either is None where the profile
     has no band, or no such fall (a lead as bright as the contacts, a band cut short).
@@ -418,7 +421,13 @@ def _band(profile: np.ndarray, step_mm: float, n: int, pitch_mm: float) -> tuple
     # the band starts where the first long bright run rises: a run already bright where the
     # sampling starts (the apical extension ran into a neighbouring turn's bloom) shows no rise
     edges = np.flatnonzero(np.diff(np.concatenate([[0], above.astype(np.int8), [0]])))
-    runs = [(a, b) for a, b in zip(edges[::2], edges[1::2]) if (b - a) * step_mm >= min(2.0, 0.5 * span)]
+    runs: list[list[int]] = []
+    for a, b in zip(edges[::2], edges[1::2]):
+        if runs and (a - runs[-1][1]) * step_mm < BAND_GAP_MM:  # a dip between contacts: one band
+            runs[-1][1] = b
+        else:
+            runs.append([a, b])
+    runs = [(a, b) for a, b in runs if (b - a) * step_mm >= min(2.0, 0.5 * span)]
     rising = [a for a, _ in runs if a > 0]
     i = int(rising[0] if rising else (runs[0][0] if runs else np.flatnonzero(above)[0]))
     start = 0.0 if i == 0 else float((i - 1 + (level - profile[i - 1]) / max(float(profile[i] - profile[i - 1]), 1e-6))
