@@ -100,22 +100,29 @@ BAND_HEAD_MM = 1.0
 BAND_LEVEL = 0.9
 #: band start -> first contact plus last contact -> band end, about (mm): where the end is expected
 BAND_ENDS_MM = 1.0
+#: the band-end distances below hold at a bloom (the label's half-width at the apex) of
+#: ``BLOOM_REF_MM``; they grow by these slopes with it (a blurrier scan's band reaches further past
+#: its end contacts). Pooled over models on the calibration phantoms (split-half, out of sample:
+#: 0.148 -> 0.146 mm)
+BLOOM_SLOPE_FIRST = 0.57
+BLOOM_SLOPE_LAST = 0.191
+BLOOM_REF_MM = 0.671
 #: a dip below the band's level shorter than this (mm) is a gap between contacts, inside the band
 BAND_GAP_MM = 0.5
 #: band start -> first contact centre and last contact centre -> band end, along the array (mm),
-#: by model, else vendor: medians over 240 calibration phantoms (seeds 800000-800239, never used
-#: for training or the held-out tests) segmented by the shipped model, from
+#: by model, else vendor, at the reference bloom: medians over 240 calibration phantoms (seeds
+#: 800000-800239, never used for training or the held-out tests) segmented by the shipped model, from
 #: scripts/calibrate_contacts.py; per model where it had 4 or more cases with a measurable end
 #: (median absolute deviation 0.05-0.17 mm; a few cases whose centreline misses an end contact lie
 #: far off, hence medians). The band runs on past the last contact along its wires.
 #: They depend on the scanner's blur and the contacts' length: other scanners may want their own.
 #: Of MED-EL's arrays only FLEX20 (1.4 mm pitch) merges; the others show separately (peaks, blobs).
-BAND_TO_FIRST_MM = {"AB": 0.48, "CI612 Contour Advance": 0.342, "CI622 Slim Straight": 0.462,
-                    "CI632 Slim Modiolar": 0.34, "Cochlear": 0.395, "FLEX20": 0.492, "HiFocus 1J": 0.564,
-                    "HiFocus Mid-Scala": 0.48, "HiFocus SlimJ": 0.445, "MED-EL": 0.492, "default": 0.448}
-BAND_TO_LAST_MM = {"AB": 0.599, "CI612 Contour Advance": 0.569, "CI622 Slim Straight": 0.509,
-                   "CI632 Slim Modiolar": 0.551, "Cochlear": 0.548, "FLEX20": 0.575, "HiFocus 1J": 0.681,
-                   "HiFocus Mid-Scala": 0.472, "HiFocus SlimJ": 0.611, "MED-EL": 0.575, "default": 0.573}
+BAND_TO_FIRST_MM = {"AB": 0.484, "CI612 Contour Advance": 0.364, "CI622 Slim Straight": 0.429,
+                    "CI632 Slim Modiolar": 0.324, "Cochlear": 0.396, "FLEX20": 0.504, "HiFocus 1J": 0.507,
+                    "HiFocus Mid-Scala": 0.448, "HiFocus SlimJ": 0.469, "MED-EL": 0.504, "default": 0.446}
+BAND_TO_LAST_MM = {"AB": 0.596, "CI612 Contour Advance": 0.575, "CI622 Slim Straight": 0.491,
+                   "CI632 Slim Modiolar": 0.555, "Cochlear": 0.55, "FLEX20": 0.557, "HiFocus 1J": 0.685,
+                   "HiFocus Mid-Scala": 0.454, "HiFocus SlimJ": 0.618, "MED-EL": 0.557, "default": 0.575}
 #: how far (fraction) the array's length along the centreline may differ from the datasheet's
 PITCH_SCALE_RANGE = 0.08
 #: comb phase search (fraction of a pitch) around the band-anchored place: none, as saturation
@@ -674,6 +681,8 @@ def find_contacts(
                 # the band's two ends place the first and last contacts; the spacing between them
                 # absorbs the few per cent by which the centreline's length differs from the array's
                 to_first, to_last = _band_offsets(l)
+                to_first += BLOOM_SLOPE_FIRST * (bloom_mm - BLOOM_REF_MM)
+                to_last += BLOOM_SLOPE_LAST * (bloom_mm - BLOOM_REF_MM)
                 first = start + to_first
                 if end is not None and n_l > 1:
                     last = end - to_last

@@ -12,7 +12,8 @@ exactly as `cochseg3d segment` would:
     .venv/bin/python scripts/calibrate_contacts.py [--patients 240] [--cohort DIR] [--model CKPT] [--work DIR]
 
 First the radial offset per model (centreline without the shift), then the band ends along the
-shifted centreline. It prints the median and spread per vendor and per model (4 cases or more),
+shifted centreline: per model at a reference bloom, plus how they grow with the label's bloom
+(``BLOOM_SLOPE_FIRST`` / ``BLOOM_SLOPE_LAST``, pooled over models). It prints the median and spread per vendor and per model (4 cases or more),
 the tables to paste into contacts.py, and writes WORK/calibration.json (WORK: build/calibration).
 Rerun it after changing the phantom's CBCT model, the default model or the centreline tracking;
 `--cohort` measures on scans of your own scanner whose contact positions are known."""
@@ -157,6 +158,32 @@ def summarise(rows: list[dict], keys: tuple[str, ...], *, min_n: int = 4) -> dic
     return out
 
 
+def bloom_slopes(rows: list[dict]) -> tuple[dict[str, float], list[dict]]:
+    """How each band-end distance grows with the label's bloom (its half-width at the apex).
+
+    One slope per end, pooled over models (each model's median taken off first; values over
+    0.4 mm from it left out), about the median bloom. Returns the slopes and reference, and the
+    rows with the distances brought to that reference bloom.
+    """
+    ref = float(np.median([r["bloom_mm"] for r in rows])) if rows else 0.0
+    out = {"BLOOM_REF_MM": round(ref, 3)}
+    adjusted = [dict(r) for r in rows]
+    for key, name in (("band_to_first_mm", "BLOOM_SLOPE_FIRST"), ("last_to_band_end_mm", "BLOOM_SLOPE_LAST")):
+        have = [r for r in rows if r[key] is not None]
+        by_model: dict[str, list[float]] = collections.defaultdict(list)
+        for r in have:
+            by_model[r["model"]].append(r[key])
+        y = np.array([r[key] - np.median(by_model[r["model"]]) for r in have])
+        x = np.array([r["bloom_mm"] - ref for r in have])
+        ok = np.abs(y) < 0.4
+        slope = float(np.polyfit(x[ok], y[ok], 1)[0]) if ok.sum() >= 10 and np.ptp(x[ok]) > 0 else 0.0
+        out[name] = round(slope, 3)
+        for r in adjusted:
+            if r[key] is not None:
+                r[key] = r[key] - slope * (r["bloom_mm"] - ref)
+    return out, adjusted
+
+
 def constants(radial: dict, bands: dict, *, min_radial_mm: float = 0.02) -> dict[str, dict[str, float]]:
     """The contact finder's tables from the summaries: models only for the radial offset (where it
     is at least ``min_radial_mm``), models then vendors then a default for the band ends."""
@@ -192,8 +219,9 @@ def main(argv: list[str] | None = None) -> int:
     # the band ends are measured along the centreline as the finder will use it: shifted outward
     C.RADIAL_OFFSET_MM = tables["RADIAL_OFFSET_MM"]
     rows = measure(cohort, pred)
-    bands = summarise(rows, ("band_to_first_mm", "last_to_band_end_mm"))
-    tables = constants(radial, bands)
+    slopes, adjusted = bloom_slopes(rows)
+    bands = summarise(adjusted, ("band_to_first_mm", "last_to_band_end_mm"))
+    tables = {**constants(radial, bands), **slopes}
     for name, d in list(radial.items()) + list(bands.items()):
         for key, st in d.items():
             log.info("%-22s %-20s median %+.3f mm  mad %.3f  n %d", name, key, st["median"], st["mad"], st["n"])
@@ -201,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     source = str(args.cohort) if args.cohort else {"seeds": [SEED_BASE, SEED_BASE + args.patients - 1]}
     out = args.work / "calibration.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"constants": tables, "radial": radial, "bands": bands, "cases": rows,
+    out.write_text(json.dumps({"constants": tables, "radial": radial, "bands (at the reference bloom)": bands,
+                               "cases": rows,
                                "cohort": source, "model": str(args.model)}, indent=1))
     log.info("written %s", out)
     return 0
