@@ -13,8 +13,9 @@ exactly as `cochseg3d segment` would:
 
 First the radial offset per model (centreline without the shift), then the band ends along the
 shifted centreline: per model at a reference bloom, plus how they grow with the label's bloom
-(``BLOOM_SLOPE_FIRST`` / ``BLOOM_SLOPE_LAST``, pooled over models). It prints the median and spread per vendor and per model (4 cases or more),
-the tables to paste into contacts.py, and writes WORK/calibration.json (WORK: build/calibration).
+(``BLOOM_SLOPE_FIRST`` / ``BLOOM_SLOPE_LAST``, pooled over models). It prints the median and
+spread per vendor and per model (4 cases or more), the tables to paste into contacts.py, and
+writes WORK/calibration.json (WORK: build/calibration).
 Rerun it after changing the phantom's CBCT model, the default model or the centreline tracking;
 `--cohort` measures on scans of your own scanner whose contact positions are known."""
 
