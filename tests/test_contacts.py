@@ -248,3 +248,36 @@ def test_apical_extension_follows_the_curl():
     assert len(turned) > len(cut) + 20
     assert np.linalg.norm(turned[-1] - arc[-1]) < 0.45 < np.linalg.norm(straight[-1] - arc[-1])
     assert off(turned) < 0.5 * off(straight)
+
+
+def test_calibration_tables_recover_a_bloom_slope_and_model_offsets():
+    # the calibration script fits one slope per band end across models, and medians per model at
+    # the reference bloom; an outlier case (an end contact off the centreline) does not move them
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "calibrate_contacts.py"
+    spec = importlib.util.spec_from_file_location("calibrate_contacts", path)
+    cal = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cal)
+    rng = np.random.default_rng(0)
+    rows = []
+    for model, vendor, first, last in (("CI632 Slim Modiolar", "Cochlear", 0.33, 0.55),
+                                       ("HiFocus 1J", "AB", 0.50, 0.68)):
+        for _ in range(40):
+            bloom = rng.uniform(0.45, 0.85)
+            rows.append({"case_id": "x", "vendor": vendor, "model": model, "bloom_mm": bloom,
+                         "band_to_first_mm": first + 0.6 * (bloom - 0.65) + rng.normal(0, 0.02),
+                         "last_to_band_end_mm": last + 0.2 * (bloom - 0.65) + rng.normal(0, 0.02)})
+    rows[0]["band_to_first_mm"] += 5.0
+    slopes, adjusted = cal.bloom_slopes(rows)
+    assert slopes["BLOOM_SLOPE_FIRST"] == pytest.approx(0.6, abs=0.05)
+    assert slopes["BLOOM_SLOPE_LAST"] == pytest.approx(0.2, abs=0.05)
+    bands = cal.summarise(adjusted, ("band_to_first_mm", "last_to_band_end_mm"))
+    radial = cal.summarise([{"vendor": "Cochlear", "model": "CI632 Slim Modiolar", "inward_mm": 0.07}] * 5
+                           + [{"vendor": "AB", "model": "HiFocus 1J", "inward_mm": 0.005}] * 5, ("inward_mm",))
+    tables = cal.constants(radial, bands)
+    ref = slopes["BLOOM_REF_MM"]
+    assert tables["BAND_TO_FIRST_MM"]["CI632 Slim Modiolar"] == pytest.approx(0.33 + 0.6 * (ref - 0.65), abs=0.02)
+    assert tables["BAND_TO_LAST_MM"]["HiFocus 1J"] == pytest.approx(0.68 + 0.2 * (ref - 0.65), abs=0.02)
+    assert tables["RADIAL_OFFSET_MM"] == {"CI632 Slim Modiolar": 0.07}  # below 0.02 mm: left out
