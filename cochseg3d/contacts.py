@@ -144,7 +144,8 @@ BLOB_COMPLETION = True
 SATURATED_DIPS = True
 #: how far (mm) the label's centreline runs inside the array's spiral, by model: the modiolar wall
 #: beside a perimodiolar array blooms into the label (medians over the calibration phantoms, where
-#: 0.02 mm or more; spread 0.01-0.02 mm). The centreline is moved out by it before contacts are placed
+#: 0.02 mm or more; spread 0.01-0.02 mm; negative: outside). The centreline is moved out by it before
+#: contacts are placed
 RADIAL_OFFSET_MM = {"CI612 Contour Advance": 0.081, "CI632 Slim Modiolar": 0.066, "FLEX20": -0.022,
                     "HiFocus Mid-Scala": 0.04}
 #: pitch (mm) from which contacts show separately at CBCT resolution: such a comb is checked
@@ -946,8 +947,8 @@ def _centreline(lab: Volume, m: np.ndarray, step_mm: float, field: np.ndarray | 
 def _shift_outward(curve: np.ndarray, offset_mm: float, step_mm: float) -> np.ndarray:
     """The curve moved ``offset_mm`` away from its local centre of curvature (where it curves).
 
-    Curvature from the turn of the tangent over 1 mm either side; the shift tapers to nothing
-    where the radius exceeds 5 mm (the lead's straight run). Resampled every ``step_mm``.
+    Curvature from the turn of the tangent over 1 mm either side; the full shift where the radius
+    is 5 mm or less, tapering toward straight stretches (the lead). Resampled every ``step_mm``.
     """
     if len(curve) < 5:
         return curve
