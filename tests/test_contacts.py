@@ -7,8 +7,8 @@ import pytest
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from cochseg3d.contacts import (_blobs, _dips, _extend_to_tip, _missing_blobs, _shift_outward, electrode_layouts,
-                                find_contacts)
+from cochseg3d.contacts import (_blobs, _dips, _extend_to_tip, _layout_from_dips, _missing_blobs, _shift_outward,
+                                electrode_layouts, find_contacts)
 from cochseg3d.metrics import match_contacts
 from cochseg3d.volume import Volume
 
@@ -215,6 +215,28 @@ def test_dips_place_saturated_contacts_midway_between_the_gaps():
     assert np.abs(pos - truth).max() < 0.1
     # no dips between bright contacts: nothing
     assert len(_dips(np.full(len(s), 3071.0), step, pitch, 12, 0.5)) == 0
+
+
+
+def _saturated_profile(n, pitch, step=0.05, length=40.0, width=0.5):
+    """Blurred contacts ``pitch`` apart from 1 mm in, clipped flat; wires at 1500 HU; tissue before."""
+    s = np.arange(0, length, step)
+    truth = 1.0 + pitch * np.arange(n)
+    prof = np.where((s > 0.3) & (s < truth[-1] + 3.0), 1500.0, 200.0)
+    for c in truth:
+        prof = np.maximum(prof, 4000.0 * np.exp(-0.5 * ((s - c) / width) ** 2))
+    return ndimage.gaussian_filter1d(np.minimum(prof, 3071.0), 2), truth
+
+
+def test_blind_layout_from_the_gaps_between_contacts():
+    # no electrode named: regular gaps name the layout whose pitch and length they fit
+    prof, _ = _saturated_profile(12, 1.9)
+    assert _layout_from_dips(prof, 0.05, 0.5)["model"] == "FLEX24"
+    prof, _ = _saturated_profile(16, 1.3, width=0.45)
+    assert _layout_from_dips(prof, 0.05, 0.5)["model"] == "HiFocus SlimJ"
+    # a merged band (no gaps) names nothing: its length decides elsewhere
+    prof, _ = _saturated_profile(22, 0.72, width=0.6)
+    assert _layout_from_dips(prof, 0.05, 0.5) is None
 
 
 def test_centreline_shifted_outward_from_its_centre_of_curvature():
