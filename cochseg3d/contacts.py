@@ -146,6 +146,9 @@ SATURATED_DIPS = True
 #: contacts where their spacings average within this fraction of its pitch and the bright stretch
 #: is about its length (calibration phantoms, blind: 0.172 -> 0.168 mm, 11 cases better, 2 worse)
 BLIND_DIPS = 0.1
+#: no electrode named, no peaks nor gaps: about 12 alike blobs a MED-EL pitch apart name MED-EL
+#: before the band's length is tried (calibration phantoms: 2 arrays found, recall 0.0 / 0.42 -> 1.0)
+BLIND_BLOBS = True
 #: how far (mm) the label's centreline runs inside the array's spiral, by model: the modiolar wall
 #: beside a perimodiolar array blooms into the label (medians over the calibration phantoms, where
 #: 0.02 mm or more; spread 0.01-0.02 mm; negative: outside). The centreline is moved out by it before
@@ -408,6 +411,24 @@ def _dips(profile: np.ndarray, step_mm: float, pitch_mm: float, n: int, bloom_mm
     pos.append(idx[-1] * step_mm + spacing / 2)
     pos = np.asarray(pos) / step_mm
     return pos[(pos >= 0) & (pos <= len(profile) - 1)][:n]
+
+
+def _layout_from_blobs(blobs: tuple[np.ndarray, np.ndarray]) -> dict[str, Any] | None:
+    """A separate-contact (MED-EL) layout where about its count of alike blobs show, else None."""
+    from scipy.spatial import cKDTree
+
+    for layout in sorted(_all_layouts(), key=lambda l: -float(l["pitch_mm"])):
+        n, pitch = int(layout["n_contacts"]), float(layout["pitch_mm"])
+        if pitch < SEPARATE_PITCH_MM or not len(blobs[0]):
+            continue
+        found = _contact_blobs(blobs, pitch, n)
+        if len(found) < 0.75 * n:
+            continue
+        # neighbours a pitch apart (a broken merged band's pieces are not evenly spaced)
+        nn = cKDTree(found).query(found, k=2)[0][:, 1]
+        if np.mean(np.abs(nn / pitch - 1.0) <= 0.25) >= 0.75:
+            return layout
+    return None
 
 
 def _bright_extent(profile: np.ndarray, step_mm: float, gap_mm: float) -> float:
@@ -711,6 +732,8 @@ def find_contacts(
         method, pitch_used = "peaks", measured_pitch
     else:
         dip_fit = _layout_from_dips(profile_ext, step_mm, bloom_mm) if not layouts and BLIND_DIPS else None
+        if not layouts and not pitch_guess and dip_fit is None and BLIND_BLOBS:
+            dip_fit = _layout_from_blobs(_blobs(img, smoothed, m))
         if not layouts and pitch_guess:
             layouts = pitch_guess
             info["electrode"] = f"{pitch_guess[0]['vendor']} (assumed from the peaks' spacing)"

@@ -7,8 +7,8 @@ import pytest
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from cochseg3d.contacts import (_blobs, _dips, _extend_to_tip, _layout_from_dips, _missing_blobs, _shift_outward,
-                                electrode_layouts, find_contacts)
+from cochseg3d.contacts import (_blobs, _dips, _extend_to_tip, _layout_from_blobs, _layout_from_dips, _missing_blobs,
+                                _shift_outward, electrode_layouts, find_contacts)
 from cochseg3d.metrics import match_contacts
 from cochseg3d.volume import Volume
 
@@ -228,7 +228,7 @@ def _saturated_profile(n, pitch, step=0.05, length=40.0, width=0.5):
     return ndimage.gaussian_filter1d(np.minimum(prof, 3071.0), 2), truth
 
 
-def test_blind_layout_from_the_gaps_between_contacts():
+def test_blind_layout_from_the_gaps_between_contacts_or_their_blobs():
     # no electrode named: regular gaps name the layout whose pitch and length they fit
     prof, _ = _saturated_profile(12, 1.9)
     assert _layout_from_dips(prof, 0.05, 0.5)["model"] == "FLEX24"
@@ -237,6 +237,14 @@ def test_blind_layout_from_the_gaps_between_contacts():
     # a merged band (no gaps) names nothing: its length decides elsewhere
     prof, _ = _saturated_profile(22, 0.72, width=0.6)
     assert _layout_from_dips(prof, 0.05, 0.5) is None
+
+    # alike blobs evenly a MED-EL pitch apart name MED-EL; a broken band's uneven pieces do not
+    t = np.arange(12, dtype=float)
+    even = np.stack([2.1 * t, 0.1 * t ** 2, np.zeros(12)], 1)
+    assert _layout_from_blobs((even, np.full(12, 0.3)))["vendor"] == "MED-EL"
+    uneven = np.stack([np.cumsum([0, 0.9, 3.6, 1.0, 4.2, 0.8, 3.9, 1.1, 0.9, 4.4, 1.0, 3.8]), np.zeros(12),
+                       np.zeros(12)], 1)
+    assert _layout_from_blobs((uneven, np.full(12, 0.3))) is None
 
 
 def test_centreline_shifted_outward_from_its_centre_of_curvature():
