@@ -230,9 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     source = str(args.cohort) if args.cohort else {"seeds": [SEED_BASE, SEED_BASE + args.patients - 1]}
     out = args.work / "calibration.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"constants": tables, "radial": radial, "bands (at the reference bloom)": bands,
-                               "cases": rows,
-                               "cohort": source, "model": str(args.model)}, indent=1))
+    out.write_text(json.dumps({"constants": tables, "radial": radial, "bands_at_reference_bloom": bands,
+                               "cases": rows, "cohort": source, "model": str(args.model)}, indent=1))
     log.info("written %s", out)
     return 0
 
