@@ -431,11 +431,8 @@ def _layout_from_blobs(blobs: tuple[np.ndarray, np.ndarray]) -> dict[str, Any] |
     return None
 
 
-def _bright_extent(profile: np.ndarray, step_mm: float, gap_mm: float) -> float:
-    """Length (mm) of the profile's first long bright stretch, dips shorter than ``gap_mm`` bridged."""
-    bottom = float(profile[: max(2, int(round(BAND_HEAD_MM / step_mm)))].min())
-    top = float(np.percentile(profile, 95))
-    above = profile >= bottom + BAND_LEVEL * (top - bottom)
+def _bright_runs(above: np.ndarray, step_mm: float, gap_mm: float) -> list[tuple[int, int]]:
+    """(start, stop) sample ranges where ``above`` holds, gaps shorter than ``gap_mm`` bridged."""
     edges = np.flatnonzero(np.diff(np.concatenate([[0], above.astype(np.int8), [0]])))
     runs: list[list[int]] = []
     for a, b in zip(edges[::2], edges[1::2]):
@@ -443,6 +440,14 @@ def _bright_extent(profile: np.ndarray, step_mm: float, gap_mm: float) -> float:
             runs[-1][1] = b
         else:
             runs.append([a, b])
+    return [(int(a), int(b)) for a, b in runs]
+
+
+def _bright_extent(profile: np.ndarray, step_mm: float, gap_mm: float) -> float:
+    """Length (mm) of the profile's first long bright stretch, dips shorter than ``gap_mm`` bridged."""
+    bottom = float(profile[: max(2, int(round(BAND_HEAD_MM / step_mm)))].min())
+    top = float(np.percentile(profile, 95))
+    runs = _bright_runs(profile >= bottom + BAND_LEVEL * (top - bottom), step_mm, gap_mm)
     long = [(b - a) * step_mm for a, b in runs if (b - a) * step_mm >= 2.0]
     return long[0] if long else 0.0
 
@@ -464,8 +469,10 @@ def _layout_from_dips(profile: np.ndarray, step_mm: float, bloom_mm: float) -> d
         if len(pos) < 0.75 * n:
             continue
         fit = float(np.mean(np.abs(np.diff(pos) * step_mm / pitch - 1.0)))  # every spacing, not their median
-        length = _bright_extent(profile, step_mm, 1.0 * pitch) - BAND_ENDS_MM
-        if fit <= BLIND_DIPS and abs(length / ((n - 1) * pitch) - 1.0) <= BLIND_LENGTH_FIT and fit < best_fit:
+        if fit > BLIND_DIPS or fit >= best_fit:
+            continue
+        length = _bright_extent(profile, step_mm, pitch) - BAND_ENDS_MM
+        if abs(length / ((n - 1) * pitch) - 1.0) <= BLIND_LENGTH_FIT:
             best, best_fit = layout, fit
     return best
 
@@ -496,14 +503,8 @@ def _band(profile: np.ndarray, step_mm: float, n: int, pitch_mm: float) -> tuple
         return None, None
     # the band starts where the first long bright run rises: a run already bright where the
     # sampling starts (the apical extension ran into a neighbouring turn's bloom) shows no rise
-    edges = np.flatnonzero(np.diff(np.concatenate([[0], above.astype(np.int8), [0]])))
-    runs: list[list[int]] = []
-    for a, b in zip(edges[::2], edges[1::2]):
-        if runs and (a - runs[-1][1]) * step_mm < BAND_GAP_MM:  # a dip between contacts: one band
-            runs[-1][1] = b
-        else:
-            runs.append([a, b])
-    runs = [(a, b) for a, b in runs if (b - a) * step_mm >= min(2.0, 0.5 * span)]
+    # (a dip shorter than BAND_GAP_MM is a gap between contacts: one band)
+    runs = [(a, b) for a, b in _bright_runs(above, step_mm, BAND_GAP_MM) if (b - a) * step_mm >= min(2.0, 0.5 * span)]
     rising = [a for a, _ in runs if a > 0]
     i = int(rising[0] if rising else (runs[0][0] if runs else np.flatnonzero(above)[0]))
     start = 0.0 if i == 0 else float((i - 1 + (level - profile[i - 1]) / max(float(profile[i] - profile[i - 1]), 1e-6))
@@ -692,6 +693,7 @@ def find_contacts(
     peaks = _peaks(profile, step_mm, min_sep)
     info["n_peaks"] = int(len(peaks))
     chosen: dict[str, Any] | None = None
+    blobs: tuple[np.ndarray, np.ndarray] | None = None  # the label's bright blobs, found once where needed
     measured_pitch = math.nan
     use_peaks = False
     pitch_guess: list[dict[str, Any]] = []
@@ -733,7 +735,8 @@ def find_contacts(
     else:
         dip_fit = _layout_from_dips(profile_ext, step_mm, bloom_mm) if not layouts and BLIND_DIPS else None
         if not layouts and not pitch_guess and dip_fit is None and BLIND_BLOBS:
-            dip_fit = _layout_from_blobs(_blobs(img, smoothed, m))
+            blobs = _blobs(img, smoothed, m)
+            dip_fit = _layout_from_blobs(blobs)
         if not layouts and pitch_guess:
             layouts = pitch_guess
             info["electrode"] = f"{pitch_guess[0]['vendor']} (assumed from the peaks' spacing)"
@@ -801,7 +804,7 @@ def find_contacts(
             and len(pts):
         pts = _refine(img, smoothed, pts, radius, REFINE_SEPARATE_ITERATIONS if method != "pitch" else 1)
     if BLOB_COMPLETION and len(pts) >= 3 and (method in ("peaks", "dips") or pitch_used >= SEPARATE_PITCH_MM):
-        blobs = _blobs(img, smoothed, m)
+        blobs = blobs if blobs is not None else _blobs(img, smoothed, m)
         expected = int(chosen["n_contacts"]) if chosen is not None else MAX_SEPARATE_CONTACTS
         # blob contacts go to their intensity centroid like the peaks (a blob's thresholded core is
         # a little off it: calibration set 0.157 -> 0.155 mm, no held-out set worse)
