@@ -158,6 +158,9 @@ class TrainConfig:
         monitor: metric that picks ``best.pt`` and drives early stopping
             (``"val_patient_dice"`` falls back to ``"val_dice"`` when not computed).
         deterministic: deterministic torch algorithms (bit-reproducible on CPU).
+        init: start from this checkpoint's weights (``"default"`` = the shipped model, a ``.pt``
+            file or a run folder); its architecture and preprocessing replace the ``model`` and
+            ``preprocessing`` sections (see :mod:`cochseg3d.finetune`).
     """
 
     epochs: int = 50
@@ -176,6 +179,7 @@ class TrainConfig:
     monitor: str = "val_patient_dice"
     deterministic: bool = True
     grad_clip: float = 1.0
+    init: str | None = None
     early_stop: EarlyStopConfig = field(default_factory=EarlyStopConfig)
 
 
@@ -344,16 +348,43 @@ def config_from_dict(tree: dict[str, Any], *, source: str | None = None,
     return cfg
 
 
-def load_config(path: str | os.PathLike, overrides: Iterable[str] = ()) -> Config:
-    """Read a YAML config and apply ``overrides`` (``"section.key=value"`` strings).
+#: configs shipped inside the package, loadable by name (``--config unet2d``)
+PACKAGE_CONFIGS = Path(__file__).resolve().parent / "configs"
+
+
+def config_names() -> list[str]:
+    """Names of the configs shipped in the package (``unet2d``, ``finetune``, ...)."""
+    return sorted(p.stem for p in PACKAGE_CONFIGS.glob("*.yaml"))
+
+
+def resolve_config_path(path: str | os.PathLike) -> Path:
+    """A config file, or a bare name (``unet2d``, ``finetune.yaml``) of a config shipped in the package.
+
+    A file of that name in the working folder wins over the shipped one.
 
     Raises:
-        FileNotFoundError: no such file.
+        FileNotFoundError: neither a file nor a shipped name (the names are listed).
+    """
+    p = Path(path)
+    if p.is_file():
+        return p
+    if p.parent == Path(".") and p.suffix in ("", ".yaml", ".yml"):
+        shipped = PACKAGE_CONFIGS / f"{p.stem}.yaml"
+        if shipped.is_file():
+            return shipped
+    raise FileNotFoundError(f"{p}: no such config file (shipped configs, usable by name: "
+                            f"{', '.join(config_names()) or 'none'})")
+
+
+def load_config(path: str | os.PathLike, overrides: Iterable[str] = ()) -> Config:
+    """Read a YAML config (a file or a shipped name, see :func:`resolve_config_path`) and apply
+    ``overrides`` (``"section.key=value"`` strings).
+
+    Raises:
+        FileNotFoundError: no such file or shipped name.
         ConfigError: invalid YAML, an unknown key (named, with the file) or a bad value.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such config file")
+    path = resolve_config_path(path)
     try:
         tree = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:

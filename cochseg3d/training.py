@@ -284,7 +284,8 @@ def _seed_all(seed: int) -> None:
 # --- the loop -----------------------------------------------------------------------------------
 def train(config: Config | str | os.PathLike | None, *, out_dir: str | os.PathLike | None = None,
           resume: str | os.PathLike | None = None, progress: bool = True, overrides: list[str] | tuple = (),
-          on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None) -> Path:
+          on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
+          init: str | os.PathLike | None = None) -> Path:
     """Train a 2D / 2.5D U-Net; return the run folder.
 
     Args:
@@ -296,6 +297,9 @@ def train(config: Config | str | os.PathLike | None, *, out_dir: str | os.PathLi
         overrides: ``"section.key=value"`` strings.
         on_epoch_end: called as ``on_epoch_end(epoch, metrics_row)`` on rank 0 after each epoch's
             checkpoints are written (logging hooks; an exception stops training like a kill would).
+        init: start from a checkpoint's weights (``"default"``, a ``.pt`` file or a run folder;
+            overrides ``train.init``); its architecture and preprocessing replace the config's
+            (:mod:`cochseg3d.finetune`). Ignored when resuming (``last.pt`` holds the weights).
 
     Raises:
         FileNotFoundError / ValueError: bad config or input data, named, before training starts.
@@ -306,10 +310,10 @@ def train(config: Config | str | os.PathLike | None, *, out_dir: str | os.PathLi
         # MONAI's own HD95 code calls a deprecated argument of itself; nothing to act on here
         warnings.filterwarnings("ignore", message=".*always_return_as_numpy")
         return _train(config, out_dir=out_dir, resume=resume, progress=progress, overrides=overrides,
-                      on_epoch_end=on_epoch_end)
+                      on_epoch_end=on_epoch_end, init=init)
 
 
-def _train(config, *, out_dir, resume, progress, overrides, on_epoch_end) -> Path:
+def _train(config, *, out_dir, resume, progress, overrides, on_epoch_end, init=None) -> Path:
     from monai.data import DataLoader
 
     state: dict[str, Any] | None = None
@@ -330,6 +334,12 @@ def _train(config, *, out_dir, resume, progress, overrides, on_epoch_end) -> Pat
                              "or choose another --out")
         cfg = config if isinstance(config, Config) else load_config(config, overrides)  # type: ignore[arg-type]
         split = None
+    init_src = None
+    if state is None and (init is not None or cfg.train.init):
+        from cochseg3d.finetune import apply_init, load_init
+
+        init_src = load_init(init if init is not None else cfg.train.init)
+        cfg = apply_init(cfg, init_src)
     t = cfg.train
     dist = _Dist("cuda" if _device(cfg).type == "cuda" else "cpu")
     was_deterministic = torch.are_deterministic_algorithms_enabled()
@@ -355,6 +365,8 @@ def _train(config, *, out_dir, resume, progress, overrides, on_epoch_end) -> Pat
         model_cfg = resolve_model_cfg(cfg.model_cfg())
         _seed_all(t.seed)
         model = build_model(model_cfg).to(device)
+        if init_src is not None:
+            model.load_state_dict(init_src.model_state)
         log.info("model %s: %d parameters, %d input channel(s)", model_cfg["name"], count_parameters(model),
                  model_cfg["in_channels"])
         if dist.enabled:
@@ -392,6 +404,12 @@ def _train(config, *, out_dir, resume, progress, overrides, on_epoch_end) -> Pat
                 "versions": versions(),
                 "trainer": {"name": "cochseg3d.training.train", "world_size": dist.world, "device": device.type,
                             "amp": use_amp, "loss": t.loss}}
+        init_from = init_src.init_from if init_src is not None else (state or {}).get("init_from")
+        if init_from:
+            base["init_from"] = init_from
+        inference = init_src.inference if init_src is not None else (state or {}).get("inference")
+        if inference:
+            base["inference"] = inference  # e.g. the source's larger sliding window
         stop = False
         epoch = start
         for epoch in range(start, t.epochs):
@@ -483,7 +501,8 @@ def _train(config, *, out_dir, resume, progress, overrides, on_epoch_end) -> Pat
                 stop = bool(es.enabled and epoch + 1 >= es.min_epochs and since_best >= es.patience)
                 payload = {**base, "model_state": _unwrap(model).state_dict(), "epoch": epoch + 1,
                            "metrics": {k: v for k, v in history[-1].items() if not k.startswith("_")}}
-                if improved or not (run_dir / "best.pt").exists():
+                # without any validation data the latest weights are the best guess
+                if improved or not (run_dir / "best.pt").exists() or (val_loader is None and not val_patients):
                     save_checkpoint(run_dir / "best.pt", payload)
                 finished = stop or epoch + 1 == t.epochs
                 save_checkpoint(run_dir / "last.pt", {
