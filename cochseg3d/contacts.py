@@ -33,7 +33,7 @@ from cochseg3d.volume import Volume
 log = logging.getLogger(__name__)
 
 #: fallback layouts (contact count, pitch mm, apical tip -> first contact centre mm) used when the
-#: phantom catalogue (cochseg3d.phantom.electrodes) is not importable
+#: catalogue (cochseg3d.electrodes) is not importable
 _FALLBACK_LAYOUTS: dict[str, list[dict[str, float]]] = {
     "MED-EL": [{"n_contacts": 12, "pitch_mm": 2.1, "tip_to_first_mm": 0.6}],
     "Cochlear": [{"n_contacts": 22, "pitch_mm": p, "tip_to_first_mm": 0.3} for p in (0.67, 0.72, 0.9)],
@@ -46,13 +46,13 @@ def electrode_layouts(electrode: str) -> list[dict[str, Any]]:
 
     Each layout: ``n_contacts``, ``pitch_mm``, ``tip_to_first_mm`` (apical tip to the first contact's
     centre) and ``model``. The figures come from the electrode catalogue of the phantom
-    (:mod:`cochseg3d.phantom.electrodes`, which cites its sources).
+    (:mod:`cochseg3d.electrodes`, which cites its sources).
 
     Raises:
         ValueError: unknown vendor / model.
     """
     try:
-        from cochseg3d.phantom import electrodes as cat
+        from cochseg3d import electrodes as cat
     except ImportError:  # the catalogue ships with the phantom; keep working without it
         cat = None
     if cat is not None:

@@ -12,9 +12,9 @@ The model, stage by stage (each module cites its figures and says which are assu
   ear, ossicles, external and internal auditory canals, vestibule and semicircular canals, vessels,
   an optional mastoidectomy cavity, and a cochlear spiral whose basal-turn diameter (A value), turn
   count and lateral-wall length follow published ranges; left ears are mirror images.
-* :mod:`.electrodes` / :mod:`.implant` - a catalogue of MED-EL, Cochlear and Advanced Bionics
-  arrays, angular insertion depths drawn from published distributions, contacts / wires / silicone
-  as partial-volume fractions, and the lead leaving through the facial recess and mastoid.
+* :mod:`cochseg3d.electrodes` (re-exported here) / :mod:`.implant` - a catalogue of MED-EL,
+  Cochlear and Advanced Bionics arrays, angular insertion depths drawn from published
+  distributions, contacts / wires / silicone as partial-volume fractions, and the lead leaving through the facial recess and mastoid.
 * :mod:`.cbct` - projection-domain metal streaks, PSF and blooming, density-dependent noise,
   shading and cupping, rings, grey-value offset, saturation at 3071 / 4095, cylindrical field.
 * :mod:`.generate` - the draws, the label rule (what an annotator paints) and the acquisition grid
@@ -22,7 +22,7 @@ The model, stage by stage (each module cites its figures and says which are assu
   :mod:`.measure` - measuring contacts, angles and blooming back from the volumes.
 """
 
-from .electrodes import CATALOGUE, VENDORS, ElectrodeModel, find_model, models_of
+from cochseg3d.electrodes import CATALOGUE, VENDORS, ElectrodeModel, find_model, models_of
 from .generate import ORIENTATIONS, OVERRIDES, PRESETS, PhantomCase, generate_patient
 
 __all__ = [

@@ -15,12 +15,12 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
+from cochseg3d.electrodes import VENDORS, find_model, models_of
 from cochseg3d.utils import sanitize_case_id
 from cochseg3d.volume import Grid, Volume
 
 from . import anatomy as an
 from . import cbct
-from .electrodes import VENDORS, find_model, models_of
 from .implant import ArrayFields, ArrayPath, array_fields, build_path
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ Geometry model (mm):
   (lateral wall: touching the lateral wall; perimodiolar: touching the modiolar wall; mid-scala:
   the canal centre), in the lower (scala tympani) half of the canal;
 * the angular insertion depth (AID) of the most apical contact is drawn from the model's
-  distribution (:mod:`.electrodes`); contacts sit at ``tip_offset + i * pitch`` from the tip, so a
+  distribution (:mod:`cochseg3d.electrodes`); contacts sit at ``tip_offset + i * pitch`` from the tip, so a
   shallow insertion leaves basal contacts outside the round window (``inside_cochlea`` false);
 * outside the cochlea the lead runs back through the round-window niche, the posterior tympanotomy
   and the mastoid cavity and leaves the field of view postero-superiorly (a cubic spline);
@@ -25,8 +25,9 @@ import numpy as np
 from scipy import interpolate
 from scipy.spatial import cKDTree
 
+from cochseg3d.electrodes import ElectrodeModel
+
 from .anatomy import Cochlea, ScanGrid
-from .electrodes import ElectrodeModel
 
 WIRE_DIAMETER_MM = 0.015
 LEAD_HELIX_FACTOR = 2.5
