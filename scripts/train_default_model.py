@@ -147,11 +147,13 @@ def package_checkpoint(best: Path, *, provenance: dict[str, Any], inference_roi:
     return dest
 
 
-def evaluate_sets(work: Path, sets: dict[str, list]) -> dict[str, Any]:
-    """Segment each held-out set with the shipped model and compare with the truth.
+def evaluate_sets(work: Path, sets: dict[str, list], *, model_path: Path | None = None,
+                  pred_root: Path | None = None) -> dict[str, Any]:
+    """Segment each held-out set with the shipped model (or ``model_path``) and compare with the truth.
 
     Contacts are measured twice: found blind (``auto``) and with the implanted electrode model
-    given (``hint``, as a clinician knows it), from the same label.
+    given (``hint``, as a clinician knows it), from the same label. Cohorts live under
+    ``work/test``, predictions under ``pred_root`` (default ``work``).
     """
     from tqdm.auto import tqdm
 
@@ -161,14 +163,14 @@ def evaluate_sets(work: Path, sets: dict[str, list]) -> dict[str, Any]:
     from cochseg3d.metrics import evaluate_folders, format_table, summarize
     from cochseg3d.volume import read_image
 
-    model, pre, info = load_model(WEIGHTS / "default.pt")
+    model, pre, info = load_model(model_path or WEIGHTS / "default.pt")
     results: dict[str, Any] = {}
     for name, specs in sets.items():
         cohort = work / "test" / name
         if not (cohort / "cohort.json").is_file():
             make_cohort(cohort, specs)
         entries = json.loads((cohort / "cohort.json").read_text())
-        pred, pred_hint = work / "pred" / name, work / "pred_hint" / name
+        pred, pred_hint = (pred_root or work) / "pred" / name, (pred_root or work) / "pred_hint" / name
         t0 = time.perf_counter()
         for e in tqdm(entries, desc=f"segment {name}", unit="patient"):
             segment_path(cohort / e["dicom"], pred, model, preprocessing=pre, case_id=e["case_id"], png=False)
