@@ -364,13 +364,23 @@ def run_segmentation(
         raise ValueError("no preprocessing given and the model carries none; load it with load_model()")
     roi_size = roi_size or getattr(model, "cochseg3d_roi_size", None)
     can = volume if _is_canonical(volume) and "source_grid" in volume.meta else canonical(volume)
-    prob = predict_canonical(model, can, pre, batch_size=batch_size, overlap=overlap, device=device,
-                             progress=progress, roi_size=roi_size)
-    mask = prob >= float(threshold)
+    from cochseg3d.qc import image_problem, segmentation_measures
+
+    # a flat image or one without metal gets an empty label: the network would paint bone there
+    problem = image_problem(can)
+    if problem:
+        log.warning("%s: %s; the label is left empty", volume.meta.get("source") or "image", problem)
+        prob = np.zeros(can.array.shape, np.float32)
+    else:
+        prob = predict_canonical(model, can, pre, batch_size=batch_size, overlap=overlap, device=device,
+                                 progress=progress, roi_size=roi_size)
+    mask = raw_mask = prob >= float(threshold)
     raw = int(mask.sum())
     if postprocessing:
         mask = postprocess(mask, can.spacing_mm, min_component_mm3=min_component_mm3,
                            keep_distance_mm=keep_distance_mm)
+    qc = {"image_problem": problem, **segmentation_measures(
+        prob, raw_mask, mask, can.spacing_mm, keep_distance_mm=keep_distance_mm, min_component_mm3=min_component_mm3)}
     can_label = can.with_array(mask.astype(np.uint8))
     source = Grid.from_dict(can.meta["source_grid"])
     label = from_canonical(can_label, source, is_label=True)
@@ -388,6 +398,7 @@ def run_segmentation(
         "voxels_raw_canonical": raw,
         "voxels": int(label.array.sum()),
         "volume_mm3": round(int(label.array.sum()) * voxel_mm3, 3),
+        "qc": qc,
     }
     return SegmentationResult(label=label, probability=prob_vol, canonical_label=can_label, info=info)
 
@@ -638,6 +649,7 @@ def segment_path(
     electrode: str | None = None,
     case_id: str | None = None,
     model_info: dict[str, Any] | None = None,
+    qc_thresholds: Any | None = None,
 ) -> dict[str, Any]:
     """Segment one patient (DICOM folder or image file) and write its outputs into ``out_dir``.
 
@@ -646,7 +658,7 @@ def segment_path(
     "Cochlear", "AB") or a catalogue model name giving the contact count and pitch.
 
     Returns:
-        A summary record (case id, series, voxel count, volume mm^3, contacts found, files).
+        A summary record (case id, series, voxel count, volume mm^3, contacts found, QC verdict, files).
     """
     import json
     import time
@@ -678,6 +690,10 @@ def segment_path(
         label_volume_mm3=res.info["volume_mm3"],
         model=(model_info or {}).get("path"),
     )
+    from cochseg3d.qc import assess
+
+    # the verdict on the result (qc_thresholds: a cochseg3d.qc.QCThresholds; default the shipped file)
+    record["qc"] = assess(res.label, contacts, info=res.info, electrode=electrode, thresholds=qc_thresholds).to_json()
     files["contacts"] = atomic_write(out_dir / f"{case}.contacts.json",
                                      lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1)))
     if png:
@@ -696,4 +712,4 @@ def segment_path(
             "series_description": series.get("series_description"), "voxels": res.info["voxels"],
             "volume_mm3": res.info["volume_mm3"], "n_contacts": record["n_contacts"],
             "contacts_method": contacts.method, "seconds": round(time.perf_counter() - t0, 2),
-            "files": {k: str(v) for k, v in files.items()}}
+            "qc": record["qc"], "files": {k: str(v) for k, v in files.items()}}

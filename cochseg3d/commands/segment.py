@@ -32,6 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=16, help="sliding-window patches per forward pass")
     parser.add_argument("--overlap", type=float, default=0.25, help="sliding-window overlap fraction")
     parser.add_argument("--no-png", action="store_true", help="skip the preview PNG")
+    parser.add_argument("--qc-thresholds", type=Path, default=None,
+                        help="QC thresholds file (scripts/calibrate_qc.py); default: the one shipped in the package")
 
 
 def _shard(items: list, rank: int, world: int) -> list:
@@ -64,6 +66,9 @@ def run(args: argparse.Namespace) -> int:
         if not torch.cuda.is_available():
             raise UserError("--device cuda: no CUDA device available")
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0)) % torch.cuda.device_count()}"
+    from cochseg3d.qc import QCThresholds
+
+    qc_thresholds = QCThresholds.load(args.qc_thresholds)  # a broken file fails before any patient
     model, pre, info = load_model(args.model, device=device)
     cases = find_inputs(args.input)
     if not cases:
@@ -92,10 +97,11 @@ def run(args: argparse.Namespace) -> int:
             rec = segment_path(src, args.output, model, preprocessing=pre, device=device,
                                threshold=args.threshold, batch_size=args.batch_size, overlap=args.overlap,
                                probabilities=args.probabilities, seg_dicom=args.seg_dicom, png=not args.no_png,
-                               electrode=args.electrode, case_id=case_id, model_info=info)
+                               electrode=args.electrode, case_id=case_id, model_info=info,
+                               qc_thresholds=qc_thresholds)
             done.append(rec)
             print(f"{rec['case_id']}: {rec['voxels']} voxels ({rec['volume_mm3']:.1f} mm^3), "
-                  f"{rec['n_contacts']} contacts -> {rec['files']['label']}")
+                  f"{rec['n_contacts']} contacts, QC {rec['qc']['verdict']} -> {rec['files']['label']}")
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # one bad patient must not stop the rest
@@ -104,10 +110,33 @@ def run(args: argparse.Namespace) -> int:
             log.error("%s: skipped: %s", src, exc)
             failed.append({"source": str(src), "error": f"{type(exc).__name__}: {exc}"})
     if batch:
-        summary = {"model": info["path"], "done": done, "failed": failed}
+        summary = {"model": info["path"], "qc": _qc_summary(done), "done": done, "failed": failed}
         name = "summary.json" if world == 1 else f"summary.rank{rank}.json"
         atomic_write(args.output / name, lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=1)))
         print(f"{len(done)} segmented, {len(failed)} failed; summary in {args.output / name}")
         for f in failed:
             print(f"  failed: {f['source']}: {f['error']}")
+    _print_qc(done, batch)
     return 1 if failed else 0
+
+
+def _qc_summary(done: list[dict]) -> dict:
+    """Verdict counts and the flagged patients with their reasons (for summary.json)."""
+    counts = {v: sum(1 for r in done if r["qc"]["verdict"] == v) for v in ("ok", "review", "fail")}
+    flagged = [{"case_id": r["case_id"], "verdict": r["qc"]["verdict"], "reasons": r["qc"]["reasons"]}
+               for r in done if r["qc"]["verdict"] != "ok"]
+    return {**counts, "flagged": flagged}
+
+
+def _print_qc(done: list[dict], batch: bool) -> None:
+    flagged = [r for r in done if r["qc"]["verdict"] != "ok"]
+    if not batch:
+        for r in done:
+            print(f"QC {r['qc']['verdict']}" + "".join(f"\n  - {t}" for t in r["qc"]["reasons"]))
+        return
+    if not flagged:
+        print(f"QC: all {len(done)} segmentations ok")
+        return
+    print(f"QC: {len(flagged)} of {len(done)} flagged for review:")
+    for r in flagged:
+        print(f"  {r['case_id']} ({r['qc']['verdict']}): " + "; ".join(r["qc"]["reasons"]))

@@ -1,0 +1,145 @@
+"""QC verdicts: good results pass, missing contacts / far fragments / unreadable images are flagged."""
+
+import json
+
+import numpy as np
+import pytest
+
+from cochseg3d.cli import main
+from cochseg3d.contacts import Contacts, find_contacts
+from cochseg3d.inference import load_model, run_segmentation
+from cochseg3d.metrics import match_contacts
+from cochseg3d.phantom import generate_patient
+from cochseg3d.qc import QC_THRESHOLDS, QCThresholds, Rule, assess, image_problem, segmentation_measures
+from cochseg3d.volume import Volume, write_image
+
+#: rules for the mechanism tests (the shipped file's values are calibrated, and may move)
+RULES = QCThresholds((Rule("contact_count_error", ">", 1.5), Rule("far_fragments_mm3", ">", 1.0),
+                      Rule("max_gap_pitches", ">", 1.6)))
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model(None)[0]
+
+
+@pytest.fixture(scope="module")
+def medel(model):
+    """A MED-EL phantom (separate contacts) segmented by the default model, contacts named."""
+    case = generate_patient(4247, preset="small", vendor="MED-EL")
+    res = run_segmentation(case.image, model)
+    contacts = find_contacts(res.label, case.image, electrode=case.contacts["model"])
+    return case, res, contacts
+
+
+def test_good_result_is_ok(medel):
+    case, res, contacts = medel
+    m = match_contacts(contacts.lps_mm, case.contacts["contacts_lps_mm"])
+    assert m["mean_error_mm"] < 0.3 and m["recall"] >= 0.9  # a good result by the issue's bar
+    for thresholds in (RULES, QCThresholds.load()):
+        v = assess(res.label, contacts, info=res.info, electrode=case.contacts["model"], thresholds=thresholds)
+        assert v.verdict == "ok", v.reasons
+        assert v.measures["n_contacts"] == v.measures["n_expected"] == 12
+        assert v.measures["far_fragments_mm3"] < 1.0
+        assert 0.0 <= v.measures["uncertain_fraction"] and 0.0 < v.measures["mean_entropy_bits"] < 1.0
+
+
+def test_missing_contacts_are_flagged_with_the_count(medel):
+    case, res, contacts = medel
+    model = case.contacts["model"]
+    keep = np.r_[0:4, 7:12]  # three contacts in the middle lost
+    fewer = Contacts(contacts.lps_mm[keep], contacts.method, contacts.centreline_lps_mm, contacts.profile,
+                     contacts.pitch_mm, dict(contacts.info))
+    v = assess(res.label, fewer, info=res.info, electrode=model, thresholds=RULES)
+    assert v.verdict == "review"
+    assert f"9 contacts found, {model} has 12" in v.reasons
+    assert any("gap of" in r for r in v.reasons)
+    assert v.measures["max_gap_pitches"] > 2.5  # four pitches of arc, a shorter chord on the curl
+
+
+def test_far_fragment_is_flagged(medel):
+    case, res, contacts = medel
+    kept = res.label.array > 0
+    raw = kept.copy()
+    # a 2 mm cube of 'electrode' in a far corner, as a streak or bone blob would give
+    n = int(round(2.0 / res.label.spacing_mm[0]))
+    raw[2:2 + n, 2:2 + n, 2:2 + n] = True
+    assert not kept[2:2 + n, 2:2 + n, 2:2 + n].any()
+    prob = np.where(raw, 0.9, 0.0).astype(np.float32)
+    qc = segmentation_measures(prob, raw, kept, res.label.spacing_mm)
+    assert qc["n_far_fragments"] == 1
+    assert qc["far_fragments_mm3"] == pytest.approx(n ** 3 * np.prod(res.label.spacing_mm))
+    v = assess(res.label, contacts, info={"qc": qc}, electrode=case.contacts["model"], thresholds=RULES)
+    assert v.verdict == "review"
+    assert any("fragments more than 3 mm from the array" in r for r in v.reasons), v.reasons
+    # a fragment next to the array is part of it, not far
+    near = kept | np.roll(kept, 2, axis=0)
+    assert segmentation_measures(prob, near, kept, res.label.spacing_mm)["n_far_fragments"] == 0
+
+
+def test_flat_image_gives_an_empty_label_and_fails(model):
+    vol = Volume(np.full((40, 40, 40), 120, np.int16), (0.3, 0.3, 0.3))
+    res = run_segmentation(vol, model)
+    assert res.label.array.sum() == 0 and res.label.grid.allclose(vol.grid)
+    contacts = find_contacts(res.label, vol)
+    v = assess(res.label, contacts, info=res.info, thresholds=RULES)
+    assert v.verdict == "fail"
+    assert v.reasons == ["flat image: every voxel is 120; the label is empty"]
+
+
+def test_image_without_metal_is_not_labelled_as_bone(model):
+    # platinum without attenuation: a post-operative scan with no metal to see
+    case = generate_patient(11, preset="small", mu_platinum_per_mm=1e-4)
+    assert image_problem(case.image).startswith("no metal")
+    res = run_segmentation(case.image, model)
+    assert res.label.array.sum() == 0
+    v = assess(res.label, find_contacts(res.label, case.image), info=res.info, thresholds=RULES)
+    assert v.verdict == "fail" and v.reasons[0].startswith("no metal: the brightest voxels")
+
+
+def test_shipped_thresholds_load_and_a_broken_file_is_named(tmp_path):
+    shipped = QCThresholds.load()
+    assert shipped.rules and shipped.provenance["calibration_seeds"][0] == 810_000
+    assert {r.op for r in shipped.rules} <= {">", "<"}
+    assert QCThresholds.load(QC_THRESHOLDS) == shipped
+    broken = tmp_path / "qc.json"
+    broken.write_text("{not json")
+    with pytest.raises(ValueError, match=r"qc\.json: QC thresholds file is not readable JSON"):
+        QCThresholds.load(broken)
+    broken.write_text(json.dumps({"rules": [{"measure": "pitch_cv", "op": ">"}]}))
+    with pytest.raises(ValueError, match=r"qc\.json: QC thresholds file has malformed rules"):
+        QCThresholds.load(broken)
+    broken.write_text(json.dumps({"rules": [{"measure": "shoe_size", "op": ">", "value": 1}]}))
+    with pytest.raises(ValueError, match=r"qc\.json: .*unknown rules"):
+        QCThresholds.load(broken)
+    with pytest.raises(ValueError, match="not found"):
+        QCThresholds.load(tmp_path / "missing.json")
+
+
+def test_segment_cli_writes_qc_and_lists_flagged_patients(tmp_path, capsys):
+    case = generate_patient(4247, preset="small", vendor="MED-EL")
+    write_image(case.image, tmp_path / "in" / "good.nii.gz")
+    write_image(Volume(np.zeros((30, 30, 30), np.int16), (0.4, 0.4, 0.4)), tmp_path / "in" / "flat.nii.gz")
+    out = tmp_path / "out"
+    assert main(["segment", str(tmp_path / "in"), "-o", str(out), "--device", "cpu", "--no-png",
+                 "--electrode", "MED-EL"]) == 0
+    printed = capsys.readouterr().out
+    good = json.loads((out / "good.contacts.json").read_text())
+    assert good["qc"]["verdict"] == "ok" and good["qc"]["measures"]["model"] == case.contacts["model"]
+    flat = json.loads((out / "flat.contacts.json").read_text())
+    assert flat["qc"]["verdict"] == "fail" and flat["n_contacts"] == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["qc"]["ok"], summary["qc"]["review"], summary["qc"]["fail"]) == (1, 0, 1)
+    assert summary["qc"]["flagged"] == [{"case_id": "flat", "verdict": "fail", "reasons": flat["qc"]["reasons"]}]
+    assert {d["case_id"]: d["qc"]["verdict"] for d in summary["done"]} == {"good": "ok", "flat": "fail"}
+    tail = printed[printed.index("QC: 1 of 2 flagged"):]
+    assert "flat (fail): flat image: every voxel is 0" in tail and "good" not in tail
+    # one patient: its verdict is printed; a broken thresholds file stops before any work
+    assert main(["segment", str(tmp_path / "in" / "flat.nii.gz"), "-o", str(tmp_path / "one"), "--no-png",
+                 "--device", "cpu"]) == 0
+    assert "QC fail\n  - flat image" in capsys.readouterr().out
+    (tmp_path / "bad.json").write_text("[]")
+    assert main(["segment", str(tmp_path / "in"), "-o", str(tmp_path / "x"), "--qc-thresholds",
+                 str(tmp_path / "bad.json")]) == 2
+    assert "bad.json: QC thresholds file has malformed rules" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
