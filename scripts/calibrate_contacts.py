@@ -1,21 +1,25 @@
 """Calibrate where a merged electrode array's contacts sit inside its bright band.
 
 Where contacts merge (Cochlear, AB at CBCT resolution) the contact finder places the first and
-last contacts at fixed distances inside the band's two ends (``BAND_TO_FIRST_MM`` and
-``BAND_TO_LAST_MM`` in cochseg3d/contacts.py), along the label's centreline moved outward by
-``RADIAL_OFFSET_MM`` (beside a perimodiolar array the modiolar wall blooms into the label, which
-pulls its centreline toward the spiral's centre). These depend on the scanner's blur and the
+last contacts at fixed distances inside the band's two ends (``band_to_first_mm`` and
+``band_to_last_mm`` of its calibration, cochseg3d/contacts/calibration.json), along the label's
+centreline moved outward by ``radial_offset_mm`` (beside a perimodiolar array the modiolar wall
+blooms into the label, which pulls its centreline toward the spiral's centre). These depend on the scanner's blur and the
 arrays' design; this script measures them on phantoms the default model never saw (seeds
 800000 + i, disjoint from training and from the held-out tests), segmented by the shipped model,
 exactly as `cochseg3d segment` would:
 
-    .venv/bin/python scripts/calibrate_contacts.py [--patients 240] [--cohort DIR] [--model CKPT] [--work DIR]
+    .venv/bin/python scripts/calibrate_contacts.py [--patients 240] [--cohort DIR] [--model CKPT]
+        [--work DIR] [--base FILE] [--out FILE]
 
 First the radial offset per model (centreline without the shift), then the band ends along the
 shifted centreline: per model at a reference bloom, plus how they grow with the label's bloom
-(``BLOOM_SLOPE_FIRST`` / ``BLOOM_SLOPE_LAST``, pooled over models). It prints the median and
-spread per vendor and per model (4 cases or more), the tables to paste into contacts.py, and
-writes WORK/calibration.json (WORK: build/calibration).
+(``bloom.slope_first`` / ``bloom.slope_last``, pooled over models). It logs the median and
+spread per vendor and per model (4 cases or more) and writes a calibration file: the measured
+tables over the switches and constants of ``--base`` (default: the shipped calibration), with
+the seeds, model and date as its source, to ``--out`` (default build/calibration.json; the shipped
+file only where ``--out`` names it), and the per-case measurements to WORK/calibration_cases.json
+(WORK: build/calibration). `cochseg3d segment --calibration FILE` uses the file.
 Rerun it after changing the phantom's CBCT model, the default model or the centreline tracking;
 `--cohort` measures on scans of your own scanner whose contact positions are known."""
 
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import datetime
 import json
 import logging
 import sys
@@ -76,53 +81,51 @@ def _cases(cohort: Path, pred: Path):
         yield e, truth, read_image(pred / f"{e['case_id']}.nii.gz"), load_input(cohort / e["dicom"])
 
 
-def measure_radial(cohort: Path, pred: Path) -> list[dict]:
+def measure_radial(cohort: Path, pred: Path, cal) -> list[dict]:
     """Per case: how far the uncorrected centreline runs inside the true array's curve, in mm.
 
     At each true contact, the nearest centreline point's offset along the array's principal
     normal (toward its centre of curvature, from the true path over 1 mm either side); contacts
-    whose nearest centreline point is over 0.5 mm away are skipped.
+    whose nearest centreline point is over 0.5 mm away are skipped. ``cal``: the calibration
+    measured with (its radial offsets left out).
     """
-    from cochseg3d import contacts as C
+    from cochseg3d.contacts import find_contacts
 
-    saved = C.RADIAL_OFFSET_MM
-    C.RADIAL_OFFSET_MM = {}
+    unshifted = cal.replace(radial_offset_mm={})
     rows = []
-    try:
-        for e, truth, label, image in _cases(cohort, pred):
-            found = C.find_contacts(label, image, electrode=e["model"])
-            curve = found.centreline_lps_mm
-            path = np.asarray(truth["electrode_path_lps_mm"])
-            step = float(np.median(np.linalg.norm(np.diff(path, axis=0), axis=1)))
-            w = max(1, int(round(1.0 / step)))
-            inward = []
-            for p in np.asarray(truth["contacts_lps_mm"]):
-                j = int(np.argmin(np.linalg.norm(path - p, axis=1)))
-                a, b = max(j - w, 0), min(j + w, len(path) - 1)
-                t0, t1 = path[j] - path[a], path[b] - path[j]
-                if min(np.linalg.norm(t0), np.linalg.norm(t1)) == 0:
-                    continue
-                k = t1 / np.linalg.norm(t1) - t0 / np.linalg.norm(t0)
-                if np.linalg.norm(k) < 1e-6 or not len(curve):
-                    continue
-                q = curve[np.argmin(np.linalg.norm(curve - p, axis=1))]
-                if np.linalg.norm(q - p) < 0.5:
-                    inward.append(float((q - p) @ (k / np.linalg.norm(k))))
-            if inward:
-                rows.append({"case_id": e["case_id"], "vendor": truth["vendor"], "model": truth["model"],
-                             "inward_mm": float(np.mean(inward))})
-    finally:
-        C.RADIAL_OFFSET_MM = saved
+    for e, truth, label, image in _cases(cohort, pred):
+        found = find_contacts(label, image, electrode=e["model"], calibration=unshifted)
+        curve = found.centreline_lps_mm
+        path = np.asarray(truth["electrode_path_lps_mm"])
+        step = float(np.median(np.linalg.norm(np.diff(path, axis=0), axis=1)))
+        w = max(1, int(round(1.0 / step)))
+        inward = []
+        for p in np.asarray(truth["contacts_lps_mm"]):
+            j = int(np.argmin(np.linalg.norm(path - p, axis=1)))
+            a, b = max(j - w, 0), min(j + w, len(path) - 1)
+            t0, t1 = path[j] - path[a], path[b] - path[j]
+            if min(np.linalg.norm(t0), np.linalg.norm(t1)) == 0:
+                continue
+            k = t1 / np.linalg.norm(t1) - t0 / np.linalg.norm(t0)
+            if np.linalg.norm(k) < 1e-6 or not len(curve):
+                continue
+            q = curve[np.argmin(np.linalg.norm(curve - p, axis=1))]
+            if np.linalg.norm(q - p) < 0.5:
+                inward.append(float((q - p) @ (k / np.linalg.norm(k))))
+        if inward:
+            rows.append({"case_id": e["case_id"], "vendor": truth["vendor"], "model": truth["model"],
+                         "inward_mm": float(np.mean(inward))})
     return rows
 
 
-def measure(cohort: Path, pred: Path) -> list[dict]:
-    """Per merged-array case: band start -> first contact and last contact -> band end, in mm."""
-    from cochseg3d import contacts as C
+def measure(cohort: Path, pred: Path, cal) -> list[dict]:
+    """Per merged-array case: band start -> first contact and last contact -> band end, in mm,
+    along the centreline as ``cal`` (its radial offsets) moves it."""
+    from cochseg3d.contacts import find_contacts
 
     rows = []
     for e, truth, label, image in _cases(cohort, pred):
-        found = C.find_contacts(label, image, electrode=e["model"])
+        found = find_contacts(label, image, electrode=e["model"], calibration=cal)
         if found.method != "pitch":
             continue  # separate contacts: peaks, dips or blobs, no band to calibrate
         curve, step = found.centreline_lps_mm, 0.05
@@ -163,13 +166,14 @@ def bloom_slopes(rows: list[dict]) -> tuple[dict[str, float], list[dict]]:
     """How each band-end distance grows with the label's bloom (its half-width at the apex).
 
     One slope per end, pooled over models (each model's median taken off first; values over
-    0.4 mm from it left out), about the median bloom. Returns the slopes and reference, and the
-    rows with the distances brought to that reference bloom.
+    0.4 mm from it left out), about the median bloom. Returns the calibration's ``bloom`` entry
+    (``slope_first``, ``slope_last``, ``ref_mm``) and the rows with the distances brought to that
+    reference bloom.
     """
     ref = float(np.median([r["bloom_mm"] for r in rows])) if rows else 0.0
-    out = {"BLOOM_REF_MM": round(ref, 3)}
+    out = {"ref_mm": round(ref, 3)}
     adjusted = [dict(r) for r in rows]
-    for key, name in (("band_to_first_mm", "BLOOM_SLOPE_FIRST"), ("last_to_band_end_mm", "BLOOM_SLOPE_LAST")):
+    for key, name in (("band_to_first_mm", "slope_first"), ("last_to_band_end_mm", "slope_last")):
         have = [r for r in rows if r[key] is not None]
         by_model: dict[str, list[float]] = collections.defaultdict(list)
         for r in have:
@@ -186,19 +190,36 @@ def bloom_slopes(rows: list[dict]) -> tuple[dict[str, float], list[dict]]:
 
 
 def constants(radial: dict, bands: dict, *, min_radial_mm: float = 0.02) -> dict[str, dict[str, float]]:
-    """The contact finder's tables from the summaries: models only for the radial offset (where it
+    """The calibration's tables from the summaries: models only for the radial offset (where it
     is at least ``min_radial_mm``), models then vendors then a default for the band ends."""
     models = {m for m in radial if m not in ("Cochlear", "AB", "MED-EL", "default")}
     out: dict[str, dict[str, float]] = {
-        "RADIAL_OFFSET_MM": {m: radial[m]["inward_mm"]["median"] for m in sorted(models)
+        "radial_offset_mm": {m: radial[m]["inward_mm"]["median"] for m in sorted(models)
                              if abs(radial[m]["inward_mm"]["median"]) >= min_radial_mm}}
-    for key, name in (("band_to_first_mm", "BAND_TO_FIRST_MM"), ("last_to_band_end_mm", "BAND_TO_LAST_MM")):
+    for key, name in (("band_to_first_mm", "band_to_first_mm"), ("last_to_band_end_mm", "band_to_last_mm")):
         out[name] = {g: st[key]["median"] for g, st in bands.items() if key in st}
     return out
 
 
+def calibration_document(base, tables: dict[str, dict[str, float]], bloom: dict[str, float],
+                         source: dict) -> dict:
+    """The calibration file's content: ``base``'s switches and constants, the measured tables and
+    bloom slopes, and where they came from (checked by :meth:`Calibration.from_dict`)."""
+    from cochseg3d.contacts import Calibration
+
+    doc = base.to_dict()
+    doc.update(tables)
+    doc["bloom"] = dict(bloom)
+    doc["source"] = source
+    Calibration.from_dict(doc)
+    return doc
+
+
 def main(argv: list[str] | None = None) -> int:
     from train_default_model import WEIGHTS
+
+    from cochseg3d.contacts import Calibration
+    from cochseg3d.volume import atomic_write
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--patients", type=int, default=240, help="calibration phantoms to generate")
@@ -207,32 +228,37 @@ def main(argv: list[str] | None = None) -> int:
                          "`cochseg3d phantom` writes; e.g. your scanner's scans with known contact positions)")
     ap.add_argument("--model", type=Path, default=WEIGHTS / "default.pt", help="checkpoint that segments")
     ap.add_argument("--work", type=Path, default=ROOT / "build" / "calibration")
+    ap.add_argument("--base", type=Path, default=None,
+                    help="calibration whose switches and constants are kept (default: the shipped one)")
+    ap.add_argument("--out", type=Path, default=ROOT / "build" / "calibration.json",
+                    help="calibration file to write (default: build/calibration.json)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("cochseg3d").setLevel(logging.WARNING)
+    base = Calibration.load(args.base)
     cohort = args.cohort or calibration_cohort(args.work, args.patients)
     pred = args.work / (f"pred_{cohort.name}" if args.cohort else f"pred_{args.patients}")
     segment_cohort(cohort, pred, args.model)
-    from cochseg3d import contacts as C
 
-    radial = summarise(measure_radial(cohort, pred), ("inward_mm",))
-    tables = constants(radial, {})
+    radial = summarise(measure_radial(cohort, pred, base), ("inward_mm",))
     # the band ends are measured along the centreline as the finder will use it: shifted outward
-    C.RADIAL_OFFSET_MM = tables["RADIAL_OFFSET_MM"]
-    rows = measure(cohort, pred)
-    slopes, adjusted = bloom_slopes(rows)
+    shifted = base.replace(radial_offset_mm=constants(radial, {})["radial_offset_mm"])
+    rows = measure(cohort, pred, shifted)
+    bloom, adjusted = bloom_slopes(rows)
     bands = summarise(adjusted, ("band_to_first_mm", "last_to_band_end_mm"))
-    tables = {**constants(radial, bands), **slopes}
     for name, d in list(radial.items()) + list(bands.items()):
         for key, st in d.items():
             log.info("%-22s %-20s median %+.3f mm  mad %.3f  n %d", name, key, st["median"], st["mad"], st["n"])
-    log.info("for cochseg3d/contacts.py:\n%s", "\n".join(f"{k} = {v!r}" for k, v in tables.items()))
-    source = str(args.cohort) if args.cohort else {"seeds": [SEED_BASE, SEED_BASE + args.patients - 1]}
-    out = args.work / "calibration.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"constants": tables, "radial": radial, "bands_at_reference_bloom": bands,
-                               "cases": rows, "cohort": source, "model": str(args.model)}, indent=1))
-    log.info("written %s", out)
+    cohort_source = str(args.cohort) if args.cohort else {"seeds": [SEED_BASE, SEED_BASE + args.patients - 1]}
+    source = {"script": "scripts/calibrate_contacts.py", "cohort": cohort_source, "model": str(args.model),
+              "date": datetime.date.today().isoformat(), "cases": len(rows),
+              "base": str(args.base) if args.base else "shipped calibration (switches and constants)"}
+    doc = calibration_document(base, constants(radial, bands), bloom, source)
+    atomic_write(args.out, lambda tmp: Path(tmp).write_text(json.dumps(doc, indent=1) + "\n"))
+    details = args.work / "calibration_cases.json"
+    atomic_write(details, lambda tmp: Path(tmp).write_text(json.dumps(
+        {"radial": radial, "bands_at_reference_bloom": bands, "cases": rows, "source": source}, indent=1)))
+    log.info("written %s (cases: %s)", args.out, details)
     return 0
 
 

@@ -102,7 +102,7 @@ def pin_inputs(entry: dict[str, Any]):
     image = phantom_image(entry["seed"], entry["model"], entry["orientation"])
     if checksum(image.array) != entry["image_sha"]:
         raise ValueError(f"seed {entry['seed']} {entry['model']}: the phantom changed (not the contact finder); "
-                         "re-pin with scripts/pin_contacts.py --write once contacts.py is known unchanged")
+                         "re-pin with scripts/pin_contacts.py --write once the contact finder is known unchanged")
     return image, label_from_record(entry["label"])
 
 
