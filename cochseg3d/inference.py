@@ -118,7 +118,7 @@ def predict_canonical(
     """
     from monai.inferers import SliceInferer
 
-    can = volume if _is_canonical(volume) else canonical(volume)
+    can = preprocessing.hu(volume if _is_canonical(volume) else canonical(volume))
     n_slices, rows, cols = can.array.shape
     # canonical spacing is (i=cols, j=rows, k=slices)
     spacing_rc = (can.spacing_mm[1], can.spacing_mm[0])
@@ -181,7 +181,7 @@ def predict_naive(
 
     Used by the benchmark as the peer of :func:`predict_canonical` and by tests as its oracle.
     """
-    can = volume if _is_canonical(volume) else canonical(volume)
+    can = preprocessing.hu(volume if _is_canonical(volume) else canonical(volume))
     n_slices, rows, cols = can.array.shape
     net_size = _plane_size((rows, cols), (can.spacing_mm[1], can.spacing_mm[0]), preprocessing.spacing_mm)
     hu = torch.from_numpy(np.ascontiguousarray(can.array, dtype=np.float32))
@@ -299,13 +299,16 @@ class SegmentationResult:
         label: uint8 electrode label (0/1) on the source grid.
         probability: float32 electrode probability on the source grid (None unless asked for).
         canonical_label: the label on the canonical grid (before going back), handy for contacts.
-        info: what was run (model, preprocessing, threshold, voxel counts).
+        info: what was run (model, preprocessing, threshold, voxel counts; "qc": what QC reads).
+        alternates: the label at other probability thresholds (``cochseg3d.qc.ALTERNATE_P``), on
+            the source grid: QC measures how far the contacts move between them.
     """
 
     label: Volume
     probability: Volume | None = None
     canonical_label: Volume | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    alternates: dict[float, Volume] = field(default_factory=dict)
 
 
 def load_model(
@@ -364,7 +367,7 @@ def run_segmentation(
         raise ValueError("no preprocessing given and the model carries none; load it with load_model()")
     roi_size = roi_size or getattr(model, "cochseg3d_roi_size", None)
     can = volume if _is_canonical(volume) and "source_grid" in volume.meta else canonical(volume)
-    from cochseg3d.qc import image_problem, segmentation_measures
+    from cochseg3d.qc import ALTERNATE_P, image_problem, segmentation_measures
 
     # a flat image or one without metal gets an empty label: the network would paint bone there
     problem = image_problem(can)
@@ -386,6 +389,11 @@ def run_segmentation(
     label = from_canonical(can_label, source, is_label=True)
     label.array = label.array.astype(np.uint8, copy=False)
     label.meta = {k: v for k, v in volume.meta.items() if k != "source_grid"}
+    alternates = {}
+    for p_alt in ALTERNATE_P if postprocessing and mask.any() else ():
+        alt = postprocess(prob >= p_alt, can.spacing_mm, min_component_mm3=min_component_mm3,
+                          keep_distance_mm=keep_distance_mm)
+        alternates[p_alt] = from_canonical(can.with_array(alt.astype(np.uint8)), source, is_label=True)
     prob_vol = None
     if probabilities:
         prob_vol = from_canonical(can.with_array(prob), source, is_label=False)
@@ -400,7 +408,8 @@ def run_segmentation(
         "volume_mm3": round(int(label.array.sum()) * voxel_mm3, 3),
         "qc": qc,
     }
-    return SegmentationResult(label=label, probability=prob_vol, canonical_label=can_label, info=info)
+    return SegmentationResult(label=label, probability=prob_vol, canonical_label=can_label, info=info,
+                              alternates=alternates)
 
 
 def segment(
@@ -650,25 +659,31 @@ def segment_path(
     case_id: str | None = None,
     model_info: dict[str, Any] | None = None,
     qc_thresholds: Any | None = None,
+    calibration: str | Path | None = None,
 ) -> dict[str, Any]:
     """Segment one patient (DICOM folder or image file) and write its outputs into ``out_dir``.
 
     Writes ``<case>.nii.gz`` (label, source grid), ``<case>.contacts.json``, ``<case>.png`` and on
     request ``<case>.prob.nii.gz`` and ``<case>.seg.dcm``. ``electrode`` is a vendor ("MED-EL",
     "Cochlear", "AB") or a catalogue model name giving the contact count and pitch.
+    ``calibration``: the contact finder's calibration file (default: the one shipped).
 
     Returns:
         A summary record (case id, series, voxel count, volume mm^3, contacts found, QC verdict, files).
+
+    Raises:
+        cochseg3d.contacts.CalibrationError: a bad calibration file (the message names it).
     """
     import json
     import time
 
-    from cochseg3d.contacts import find_contacts, electrode_spec
+    from cochseg3d.contacts import Calibration, electrode_spec, find_contacts
     from cochseg3d.dicom import load_input
     from cochseg3d.utils import sanitize_case_id
     from cochseg3d.volume import atomic_write, write_image
 
     t0 = time.perf_counter()
+    cal = Calibration.load(calibration)  # a bad file fails before the network runs
     source = Path(source)
     volume = load_input(source)
     case = sanitize_case_id(case_id or volume.meta.get("case_id") or source.name)
@@ -679,7 +694,7 @@ def segment_path(
     if res.probability is not None:
         files["probability"] = write_image(res.probability, out_dir / f"{case}.prob.nii.gz")
     spec = electrode_spec(electrode) if electrode else {}
-    contacts = find_contacts(res.label, volume, **spec)
+    contacts = find_contacts(res.label, volume, **spec, calibration=cal)
     series = {k: volume.meta.get(k) for k in ("series_uid", "series_number", "series_description", "modality")}
     record = contacts.to_json(
         case_id=case,
@@ -693,7 +708,9 @@ def segment_path(
     from cochseg3d.qc import assess
 
     # the verdict on the result (qc_thresholds: a cochseg3d.qc.QCThresholds; default the shipped file)
-    record["qc"] = assess(res.label, contacts, info=res.info, electrode=electrode, thresholds=qc_thresholds).to_json()
+    moved = [find_contacts(alt, volume, **spec, calibration=cal) for alt in res.alternates.values()]
+    record["qc"] = assess(res.label, contacts, info=res.info, electrode=electrode, thresholds=qc_thresholds,
+                          alternate_contacts=moved).to_json()
     files["contacts"] = atomic_write(out_dir / f"{case}.contacts.json",
                                      lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1)))
     if png:

@@ -4,10 +4,10 @@ Where contacts merge (Cochlear, AB at CBCT resolution) the contact finder places
 last contacts at fixed distances inside the band's two ends (``band_to_first_mm`` and
 ``band_to_last_mm`` of its calibration, cochseg3d/contacts/calibration.json), along the label's
 centreline moved outward by ``radial_offset_mm`` (beside a perimodiolar array the modiolar wall
-blooms into the label, which pulls its centreline toward the spiral's centre). These depend on the scanner's blur and the
-arrays' design; this script measures them on phantoms the default model never saw (seeds
-800000 + i, disjoint from training and from the held-out tests), segmented by the shipped model,
-exactly as `cochseg3d segment` would:
+blooms into the label, which pulls its centreline toward the spiral's centre). These depend on
+the scanner's blur and the arrays' design; this script measures them on phantoms the default
+model never saw (seeds 800000 + i, disjoint from training and from the held-out tests),
+segmented by the shipped model exactly as `cochseg3d segment` would:
 
     .venv/bin/python scripts/calibrate_contacts.py [--patients 240] [--cohort DIR] [--model CKPT]
         [--work DIR] [--base FILE] [--out FILE]

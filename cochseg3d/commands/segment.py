@@ -28,6 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--electrode", default=None,
                         help='implanted array: vendor ("MED-EL", "Cochlear", "AB") or model name; '
                              "its contact count and pitch place contacts that CT cannot separate")
+    parser.add_argument("--calibration", type=Path, default=None,
+                        help="contact finder calibration (scripts/calibrate_contacts.py --out FILE); "
+                             "default: the one shipped in the package")
     parser.add_argument("--threshold", type=float, default=0.5, help="electrode probability threshold")
     parser.add_argument("--batch-size", type=int, default=16, help="sliding-window patches per forward pass")
     parser.add_argument("--overlap", type=float, default=0.25, help="sliding-window overlap fraction")
@@ -47,12 +50,16 @@ def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from cochseg3d.cli import UserError
-    from cochseg3d.contacts import electrode_spec
+    from cochseg3d.contacts import Calibration, CalibrationError, electrode_spec
     from cochseg3d.inference import find_inputs, load_model, segment_path
     from cochseg3d.volume import atomic_write
 
     if args.electrode:
         electrode_spec(args.electrode)  # fail early on a typo
+    try:
+        Calibration.load(args.calibration)  # and on a bad calibration file, before any patient
+    except CalibrationError as exc:
+        raise UserError(f"--calibration: {exc}") from None
     if not 0.0 < args.threshold < 1.0:
         raise UserError(f"--threshold must lie in (0, 1), got {args.threshold}")
     if not 0.0 <= args.overlap < 1.0:
@@ -98,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
                                threshold=args.threshold, batch_size=args.batch_size, overlap=args.overlap,
                                probabilities=args.probabilities, seg_dicom=args.seg_dicom, png=not args.no_png,
                                electrode=args.electrode, case_id=case_id, model_info=info,
-                               qc_thresholds=qc_thresholds)
+                               qc_thresholds=qc_thresholds, calibration=args.calibration)
             done.append(rec)
             print(f"{rec['case_id']}: {rec['voxels']} voxels ({rec['volume_mm3']:.1f} mm^3), "
                   f"{rec['n_contacts']} contacts, QC {rec['qc']['verdict']} -> {rec['files']['label']}")

@@ -224,7 +224,8 @@ def centreline(lab: Volume, m: np.ndarray, step_mm: float, cal: Calibration, fie
             ahead = point_along(run, 1.0)
             if np.linalg.norm(ahead - run[0]) > 0:
                 out = track(field, lab, m, run[0], ahead - run[0])
-                log.debug("centreline: bright run %.1f mm, tracked from its apex %.1f mm", arc_length(run), arc_length(out))
+                log.debug("centreline: bright run %.1f mm, tracked from its apex %.1f mm", arc_length(run),
+                          arc_length(out))
                 # taken where it follows the whole bright run (it stops at a label gap)
                 if arc_length(out) >= arc_length(run) - 2.0:
                     if cal.apex_track:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from scipy.spatial import cKDTree
 
 from cochseg3d.contacts import Calibration, CalibrationError, find_contacts
@@ -126,3 +127,57 @@ def test_calibration_tables_recover_a_bloom_slope_and_model_offsets():
     assert got.band_to_last_mm["HiFocus 1J"] == tables["band_to_last_mm"]["HiFocus 1J"]
     assert got.apex_turn is False and got.band_level == base.band_level
     assert got.source["cohort"] == {"seeds": [1, 2]}
+
+
+class _BrightDetector(torch.nn.Module):
+    """Electrode wherever the windowed intensity exceeds 0.6 (about 2000 HU): a known 'model'."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 2, 1)
+        with torch.no_grad():
+            self.conv.weight.zero_()
+            self.conv.bias.zero_()
+            self.conv.weight[1, 0] = 60.0
+            self.conv.bias[1] = -36.0
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+def test_segment_path_places_contacts_with_the_calibration_file(tmp_path):
+    from cochseg3d.inference import segment_path
+    from cochseg3d.phantom import generate_patient
+    from cochseg3d.preprocessing import Preprocessing
+    from cochseg3d.volume import read_image, write_image
+
+    case = generate_patient(1, preset="small", model="CI612 Contour Advance", spacing_mm=0.35, shape=72)
+    src = write_image(case.image, tmp_path / "p.nii.gz")
+    cal = Calibration.load()
+    moved = cal.replace(band_to_first_mm={**cal.band_to_first_mm, "CI612 Contour Advance": 0.664})
+    (tmp_path / "moved.json").write_text(json.dumps(moved.to_dict()))
+    pre = Preprocessing(spacing_mm=0.35, roi_size=(64, 64))
+    segment_path(src, tmp_path / "out", _BrightDetector(), preprocessing=pre, png=False,
+                 electrode="CI612 Contour Advance", calibration=tmp_path / "moved.json")
+    got = np.array(json.loads((tmp_path / "out" / "p.contacts.json").read_text())["contacts_lps_mm"])
+    label, image = read_image(tmp_path / "out" / "p.nii.gz"), read_image(src)
+    want = find_contacts(label, image, electrode="CI612 Contour Advance", calibration=moved).lps_mm
+    shipped = find_contacts(label, image, electrode="CI612 Contour Advance").lps_mm
+    assert len(got) == 22 and np.abs(got - want).max() < 1e-3  # json rounds to 0.1 um
+    assert 0.2 < np.linalg.norm(got[0] - shipped[0]) < 0.4  # the first contact 0.3 mm further from the band start
+
+
+def test_bad_calibration_file_stops_segment_before_any_work(tmp_path, capsys):
+    from cochseg3d.cli import main
+    from cochseg3d.inference import segment_path
+
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({**Calibration.load().to_dict(), "version": 7}))
+    with pytest.raises(CalibrationError, match="bad.json"):
+        segment_path(tmp_path / "missing.nii.gz", tmp_path / "out", _BrightDetector(), calibration=bad)
+    assert not (tmp_path / "out").exists()  # nothing written
+    argv = ["segment", str(tmp_path / "missing.nii.gz"), "-o", str(tmp_path / "cli"), "--calibration", str(bad)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--calibration" in err and "bad.json" in err and "version 7" in err and "Traceback" not in err
+    assert not (tmp_path / "cli").exists()
