@@ -19,6 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="acquisition orientation of the written series; mixed draws one per patient")
     parser.add_argument("--vendor", choices=("MED-EL", "Cochlear", "AB"), default=None,
                         help="electrode vendor for every patient (default: drawn per patient)")
+    parser.add_argument("--ct-model", choices=("fast", "rtk"), default="fast",
+                        help="CBCT model: fast (image domain, default) or rtk (itk-rtk projection physics + FDK; "
+                             "~1 min per clinical patient)")
     parser.add_argument("--preview", action="store_true", help="also write <patient>/preview.png")
     parser.add_argument("--no-clutter", action="store_true",
                         help="write only the image series (no localizer, ._ file or README.txt)")
@@ -39,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = {"vendor": args.vendor} if args.vendor else {}
     folders = generate_cohort(out, patients=args.patients, seed=args.seed, preset=args.preset,
                               orientation=args.orientation, clutter=not args.no_clutter, preview=args.preview,
-                              progress=not args.no_progress, **overrides)
+                              progress=not args.no_progress, ct_model=args.ct_model, **overrides)
     print(f"wrote {len(folders)} phantom patient(s) to {out.resolve()}")
     print(f"  index: {(out / 'cohort.json').resolve()}")
     print(f"  e.g. DICOM: {folders[0] / 'DICOM'}   truth: {folders[0] / 'truth'}")

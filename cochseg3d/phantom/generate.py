@@ -42,8 +42,9 @@ LABEL_IMAGE_HU = 1200.0
 OVERRIDES = {
     "vendor", "model", "side", "spacing_mm", "shape", "noise_hu", "offset_hu", "streak_strength",
     "saturation_hu", "psf_sigma_mm", "aid_deg", "mastoidectomy", "rings", "case_id", "oblique_deg",
-    "mu_platinum_per_mm", "fov_center_ear_mm", "gain",
+    "mu_platinum_per_mm", "fov_center_ear_mm", "gain", "rtk",
 }
+CT_MODELS = ("fast", "rtk")
 
 
 @dataclass
@@ -426,20 +427,54 @@ def _scanner(P: an.Painter, fld: ArrayFields, p: dict, scan: _Scan, f: _Ear, rng
         rings, p["ring_list"] = cbct.ring_field(grid, isocenter_xy=scan.center[:2], rng=rng)
         img += rings[None]
     out2d = None
-    if p["fov_cylinder"]:  # reconstructed field: a cylinder about the rotation axis, constant outside
-        r = np.sqrt((grid.xs - scan.center[0])[None, :] ** 2 + (grid.ys - scan.center[1])[:, None] ** 2)
-        size = (grid.shape[2], grid.shape[1]) if scan.target is None else scan.target.size[:2]
-        radius = 0.5 * min(size[0] * sp[0], size[1] * sp[1])
-        out2d = r > radius
+    if p["fov_cylinder"]:
+        out2d, r, radius = _fov_cylinder(scan)
         # projections truncated by the small field brighten its edge
         img += (np.float32(p["truncation_rim_hu"]) * np.exp(-(radius - np.minimum(r, radius)) / 2.0))[None]
-    img *= np.float32(p["gain"])  # ... and offset
+    _grey_values(img, P, p, out2d)
+    timings["shading_saturation"] = time.perf_counter() - t0
+    return img, m, lo
+
+
+def _fov_cylinder(scan: _Scan) -> tuple[np.ndarray, np.ndarray, float]:
+    """Reconstructed field: a cylinder about the rotation axis; (outside mask, radius map mm, radius mm)."""
+    grid, sp = scan.grid, scan.grid.spacing_mm
+    r = np.sqrt((grid.xs - scan.center[0])[None, :] ** 2 + (grid.ys - scan.center[1])[:, None] ** 2)
+    size = (grid.shape[2], grid.shape[1]) if scan.target is None else scan.target.size[:2]
+    radius = 0.5 * min(size[0] * sp[0], size[1] * sp[1])
+    return r > radius, r, radius
+
+
+def _grey_values(img: np.ndarray, P: an.Painter, p: dict, out2d: np.ndarray | None) -> None:
+    """Both CT models' last step, in place: gain, offset (grey values are not calibrated HU), saturation."""
+    img *= np.float32(p["gain"])
     img += np.float32(p["offset_hu"])
     np.clip(img, -1024.0, p["saturation_hu"], out=img)
     if out2d is not None:
         img[:, out2d] = np.float32(p["outside_fov_hu"])
         P.tissue[:, out2d] = an.OUTSIDE
-    timings["shading_saturation"] = time.perf_counter() - t0
+
+
+def _scanner_rtk(P: an.Painter, fld: ArrayFields, p: dict, scan: _Scan, f: _Ear, rng: np.random.Generator,
+                 timings: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The itk-rtk CBCT model (:mod:`.rtk`); the truth's blurred metal uses that system's PSF."""
+    from .rtk import simulate_rtk
+
+    t0 = time.perf_counter()
+    img, info = simulate_rtk(P.hu, fld, scan.grid, scan.center, p["rtk"], rng, fov_cylinder=p["fov_cylinder"],
+                             head_center_xy=tuple(f.ear([-60.0, -5.0, 0.0])[:2]), timings=timings)
+    p["hu_platinum"] = info.pop("hu_platinum")
+    p["rtk_info"] = info
+    sig = np.asarray(info["psf_sigma_mm"]) / np.asarray(scan.grid.spacing_mm[::-1])
+    pad = int(np.ceil(3 * sig.max())) + 1
+    k, j, i = fld.kji.T
+    lo = np.maximum(fld.kji.min(0) - pad, 0)
+    hi = np.minimum(fld.kji.max(0) + pad + 1, np.array(scan.grid.shape))
+    fm = np.zeros(tuple(hi - lo), dtype=np.float32)
+    fm[k - lo[0], j - lo[1], i - lo[2]] = fld.metal
+    m = ndimage.gaussian_filter(fm, sig, truncate=3.0) * np.float32(p["hu_platinum"])
+    _grey_values(img, P, p, _fov_cylinder(scan)[0] if p["fov_cylinder"] else None)
+    timings["rtk_total"] = time.perf_counter() - t0
     return img, m, lo
 
 
@@ -489,7 +524,7 @@ def _acquire(img: np.ndarray, label: np.ndarray, metal: np.ndarray, tissue: np.n
 
 
 def generate_patient(seed: int, *, preset: str = "small", orientation: str = "axial", keep_intermediate: bool = False,
-                     **overrides: Any) -> PhantomCase:
+                     ct_model: str = "fast", **overrides: Any) -> PhantomCase:
     """Generate one synthetic post-operative temporal-bone CBCT with its ground truth.
 
     Args:
@@ -498,11 +533,15 @@ def generate_patient(seed: int, *, preset: str = "small", orientation: str = "ax
         orientation: "axial" (IOP 1,0,0,0,1,0), "coronal" (1,0,0,0,0,-1), "sagittal" (0,1,0,0,0,-1),
             "oblique" (a rotated grid, image and truth resampled onto it) or "mixed" (drawn).
         keep_intermediate: keep intermediate arrays in ``PhantomCase.intermediate``.
+        ct_model: "fast" (image-domain CBCT model, the default) or "rtk" (itk-rtk projection,
+            polychromatic physics and FDK, :mod:`.rtk`; its draws come from a generator of their own
+            seeded by ``seed``, so the anatomy and implant are the fast model's).
         **overrides: any of ``OVERRIDES``: vendor, model, side ("left" / "right"), spacing_mm (float
             or (i, j, k) mm), shape (int or (i, j, k)), noise_hu, offset_hu, streak_strength,
             saturation_hu, psf_sigma_mm, aid_deg, mastoidectomy, rings, case_id, oblique_deg,
             mu_platinum_per_mm, fov_center_ear_mm (field-of-view centre, mm lateral / anterior /
-            superior of the cochlea), gain (grey value = gain * HU + offset_hu).
+            superior of the cochlea), gain (grey value = gain * HU + offset_hu), rtk (a dict
+            overriding :func:`.rtk.draw_rtk_params` draws; ct_model "rtk" only).
 
     Returns:
         The :class:`PhantomCase`; image in HU-like grey values on the acquisition grid.
@@ -511,6 +550,8 @@ def generate_patient(seed: int, *, preset: str = "small", orientation: str = "ax
         raise ValueError(f"unknown preset {preset!r}; use one of {', '.join(PRESETS)}")
     if orientation not in (*ORIENTATIONS, "mixed"):
         raise ValueError(f"unknown orientation {orientation!r}; use axial, coronal, sagittal, oblique or mixed")
+    if ct_model not in CT_MODELS:
+        raise ValueError(f"unknown ct_model {ct_model!r}; use fast or rtk")
     t_all = time.perf_counter()
     timings: dict[str, float] = {}
     rng = np.random.default_rng(int(seed))
@@ -518,6 +559,14 @@ def generate_patient(seed: int, *, preset: str = "small", orientation: str = "ax
     _apply_overrides(p, overrides)
     p["seed"] = int(seed)
     p["preset"] = preset
+    rtk_overrides = p.pop("rtk", None) or {}
+    if ct_model == "rtk":
+        from .rtk import rtk_params
+
+        p["rtk"], rng_rtk = rtk_params(int(seed), rtk_overrides)
+    elif rtk_overrides:
+        raise ValueError("the rtk override needs ct_model='rtk'")
+    p["ct_model"] = ct_model
     if orientation == "mixed":
         orientation = p["mixed_orientation"]
     p["orientation"] = orientation
@@ -539,7 +588,10 @@ def generate_patient(seed: int, *, preset: str = "small", orientation: str = "ax
     timings["implant"] = time.perf_counter() - t0
 
     inter: dict | None = {} if keep_intermediate else None
-    img, m, lo = _scanner(P, fld, p, scan, f, rng, timings, inter)
+    if ct_model == "rtk":
+        img, m, lo = _scanner_rtk(P, fld, p, scan, f, rng_rtk, timings)
+    else:
+        img, m, lo = _scanner(P, fld, p, scan, f, rng, timings, inter)
 
     t0 = time.perf_counter()
     label, metal = _truth(fld, m, lo, img, p)

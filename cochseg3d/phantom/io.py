@@ -171,11 +171,12 @@ def save_preview(case: PhantomCase, path: str | os.PathLike) -> Path:
 
 def generate_cohort(out: str | os.PathLike, *, patients: int, seed: int, preset: str = "small",
                     orientation: str = "axial", clutter: bool = True, preview: bool = False,
-                    progress: bool = True, **overrides: Any) -> list[Path]:
+                    progress: bool = True, ct_model: str = "fast", **overrides: Any) -> list[Path]:
     """Generate and write ``patients`` phantoms under ``out`` and an index ``out/cohort.json``.
 
     Patient ``n`` uses seed :func:`patient_seed` ``(seed, n)`` and case id ``phantom_s<seed>_<n+1>``;
-    ``orientation="mixed"`` draws each patient's orientation from its own seed.
+    ``orientation="mixed"`` draws each patient's orientation from its own seed; ``ct_model``: "fast"
+    or "rtk" (see :func:`generate_patient`).
 
     Returns:
         The patient folders.
@@ -190,7 +191,7 @@ def generate_cohort(out: str | os.PathLike, *, patients: int, seed: int, preset:
     for n in tqdm(range(patients), desc="phantom", unit="patient", disable=not progress):
         case_id = f"phantom_s{int(seed)}_{n + 1:03d}"
         case = generate_patient(patient_seed(seed, n), preset=preset, orientation=orientation, case_id=case_id,
-                                **overrides)
+                                ct_model=ct_model, **overrides)
         folder = write_patient(case, out, clutter=clutter, preview=preview)
         folders.append(folder)
         rel = folder.relative_to(out)
@@ -198,7 +199,8 @@ def generate_cohort(out: str | os.PathLike, *, patients: int, seed: int, preset:
                       "label": str(rel / "truth" / "label.nii.gz"),
                       "metal": str(rel / "truth" / "metal.nii.gz"), "contacts": str(rel / "truth" / "contacts.json"),
                       "vendor": case.contacts["vendor"], "model": case.contacts["model"],
-                      "orientation": case.params["orientation"], "seed": case.params["seed"]})
+                      "orientation": case.params["orientation"], "seed": case.params["seed"],
+                      "ct_model": case.params["ct_model"]})
         log.debug("%s: %s", case.case_id, {k: round(v, 3) for k, v in case.timings.items()})
     _write_json(out / "cohort.json", index)
     return folders
