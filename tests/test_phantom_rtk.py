@@ -9,6 +9,7 @@ import pytest
 
 from cochseg3d.phantom import anatomy as an
 from cochseg3d.phantom import generate_patient, rtk
+from cochseg3d.phantom import rtk_geometry as rg
 from cochseg3d.phantom.implant import ArrayFields
 
 itk = pytest.importorskip("itk")
@@ -39,9 +40,9 @@ def test_fdk_matches_rtk_fdk_filter():
     n, d = 32, 0.5
     F = itk.Image[itk.F, 3]
     p = {"n_views": 60, "first_angle_deg": 17.0, "sid_mm": 500.0, "sdd_over_sid": 1.5}
-    g = rtk._geometry(p)
+    g = rg.circular_geometry(p)
     du = d * 1.5
-    det = rtk._Det(-(47) / 2 * du, -(39) / 2 * du, du, du, 48, 40)
+    det = rg.Detector(-(47) / 2 * du, -(39) / 2 * du, du, du, 48, 40)
     rei = itk.RayEllipsoidIntersectionImageFilter[F, F].New()
     rei.SetInput(det.empty(60))
     rei.SetGeometry(g)
@@ -50,8 +51,8 @@ def test_fdk_matches_rtk_fdk_filter():
     rei.SetCenter([1.0, 0.5, -1.0])
     rei.Update()
     proj = itk.array_from_image(rei.GetOutput())
-    vol = rtk._Vol(np.full(3, -(n - 1) / 2 * d), np.full(3, d), (n, n, n), np.zeros(3))
-    ours = rtk.fdk(proj, det, g, vol, hann_cut=0.8)
+    vol = rg.RtkVolume(np.full(3, -(n - 1) / 2 * d), np.full(3, d), (n, n, n), np.zeros(3))
+    ours = rg.fdk(proj, det, g, vol, hann_cut=0.8)
     f = itk.FDKConeBeamReconstructionFilter[F].New()
     f.SetInput(0, vol.to_itk(np.zeros((n, n, n), np.float32)))
     f.SetInput(1, det.image(proj))

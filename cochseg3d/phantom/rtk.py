@@ -33,6 +33,7 @@ linearly (image-domain, blurred by the fine PSF); scatter is a blur of the prima
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -40,11 +41,12 @@ from scipy import ndimage
 
 from . import xray
 from .anatomy import ScanGrid, trilinear
+from .rtk_geometry import (Detector, RtkVolume, circular_geometry, extend_truncated, fdk, head_basis, head_chords,
+                           joseph, shadow_window)
 
 COARSE_MM = 0.4  # voxel size (mm) at which the anatomy is projected
 BOX_MARGIN_MM = 2.0  # fine box around the contacts
 BLEND_MM = 1.0  # width of the fine box's blend into the coarse reconstruction
-SKULL_BONE, SKULL_WATER = 0.85, 0.2  # composition of the analytic skull shell
 
 
 def draw_rtk_params(rng: np.random.Generator) -> dict[str, Any]:
@@ -88,181 +90,6 @@ def rtk_params(seed: int, overrides: dict[str, Any]) -> tuple[dict[str, Any], np
     return p, rng
 
 
-def _itk_image(arr: np.ndarray, spacing, origin):
-    import itk
-
-    arr = np.ascontiguousarray(arr, dtype=np.float32)
-    ttype = itk.Image[itk.Vector[itk.F, arr.shape[-1]], 3] if arr.ndim == 4 else itk.Image[itk.F, 3]
-    im = itk.image_from_array(arr, ttype=ttype)
-    im.SetSpacing([float(s) for s in spacing])
-    im.SetOrigin([float(o) for o in origin])
-    return im
-
-
-class _Det:
-    """A flat-panel detector (window): ``nu`` x ``nv`` pixels of pitch ``du`` x ``dv`` mm (detector plane)."""
-
-    def __init__(self, u0: float, v0: float, du: float, dv: float, nu: int, nv: int) -> None:
-        self.u0, self.v0, self.du, self.dv, self.nu, self.nv = u0, v0, du, dv, nu, nv
-
-    def empty(self, n_views: int, comps: int = 0):
-        shape = (n_views, self.nv, self.nu) + ((comps,) if comps else ())
-        return _itk_image(np.zeros(shape, np.float32), (self.du, self.dv, 1.0), (self.u0, self.v0, 0.0))
-
-    def image(self, arr: np.ndarray):
-        return _itk_image(arr, (self.du, self.dv, 1.0), (self.u0, self.v0, 0.0))
-
-    @property
-    def u(self) -> np.ndarray:
-        return self.u0 + self.du * np.arange(self.nu)
-
-    @property
-    def v(self) -> np.ndarray:
-        return self.v0 + self.dv * np.arange(self.nv)
-
-
-class _Vol:
-    """A volume of the scanner grid in RTK's frame: corner voxel centre ``origin_lps`` (mm), spacing, shape kji."""
-
-    def __init__(self, origin_lps, spacing, shape_kji, iso) -> None:
-        self.origin, self.spacing, self.shape, self.iso = (np.asarray(origin_lps, float), np.asarray(spacing, float),
-                                                           tuple(shape_kji), np.asarray(iso, float))
-
-    def to_itk(self, arr_kji: np.ndarray):
-        """RTK image of ``arr_kji`` (``[k, j, i]`` or ``[k, j, i, c]``): numpy axes (j, k, i)."""
-        o = self.origin - self.iso
-        a = np.moveaxis(arr_kji, 0, 1)
-        return _itk_image(a, (self.spacing[0], self.spacing[2], self.spacing[1]), (o[0], o[2], o[1]))
-
-    def from_itk(self, im) -> np.ndarray:
-        import itk
-
-        return np.ascontiguousarray(np.moveaxis(itk.array_from_image(im), 1, 0))
-
-    def corners_rtk(self) -> np.ndarray:
-        ext = (np.array(self.shape[::-1]) - 1) * self.spacing
-        c = np.array([[a, b, d] for a in (-.5, 1) for b in (-.5, 1) for d in (-.5, 1)])
-        lps = self.origin + c * (ext + self.spacing) - self.iso
-        return lps[:, [0, 2, 1]]
-
-
-def _geometry(p: dict):
-    import itk
-
-    g = itk.ThreeDCircularProjectionGeometry.New()
-    for a in p["first_angle_deg"] + 360.0 * np.arange(p["n_views"]) / p["n_views"]:
-        g.AddProjection(p["sid_mm"], p["sid_mm"] * p["sdd_over_sid"], float(a % 360.0))
-    return g
-
-
-def _joseph(vol_itk, det: _Det, geometry, n_views: int, comps: int) -> np.ndarray:
-    import itk
-
-    t = type(vol_itk)
-    j = itk.JosephForwardProjectionImageFilter[t, t].New()
-    j.SetInput(0, det.empty(n_views, comps))
-    j.SetInput(1, vol_itk)
-    j.SetGeometry(geometry)
-    j.Update()
-    return itk.array_from_image(j.GetOutput())
-
-
-def _ramp(n: int, d: float, cut: float) -> tuple[np.ndarray, int]:
-    """Discrete Ram-Lak response (Kak & Slaney 3.61) times a Hann window cut at ``cut`` x Nyquist."""
-    size = int(2 ** np.ceil(np.log2(2 * n)))
-    k = np.concatenate([np.arange(0, size // 2 + 1), np.arange(-size // 2 + 1, 0)])
-    h = np.zeros(size)
-    h[0] = 1 / (4 * d * d)
-    odd = k % 2 == 1
-    h[odd] = -1 / (np.pi * k[odd] * d) ** 2
-    H = np.real(np.fft.rfft(h)) * d
-    f = np.fft.rfftfreq(size) / 0.5
-    H *= np.where(f < cut, 0.5 + 0.5 * np.cos(np.pi * f / cut), 0.0)
-    return H.astype(np.float32), size
-
-
-def fdk(proj: np.ndarray, det: _Det, geometry, vol: _Vol, *, hann_cut: float) -> np.ndarray:
-    """FDK of line integrals ``proj`` (views, v, u) onto ``vol`` (``[k, j, i]`` float32).
-
-    RTK's cosine weighting and voxel-driven back-projection, with the Hann-windowed ramp filtered here
-    (numpy FFT; RTK's own filter gives the same image, tested, at several times the cost).
-    Truncated projections are extended beforehand (:func:`_extend`).
-    """
-    import itk
-
-    w = itk.FDKWeightProjectionFilter[itk.Image[itk.F, 3]].New()
-    w.SetInput(det.image(proj))
-    w.SetGeometry(geometry)
-    w.Update()
-    pw = itk.array_from_image(w.GetOutput())
-    H, size = _ramp(pw.shape[-1], det.du, hann_cut)
-    filt = np.fft.irfft(np.fft.rfft(pw, n=size, axis=-1) * H, n=size, axis=-1)[..., :det.nu]
-    del pw
-    bp = itk.FDKBackProjectionImageFilter[itk.Image[itk.F, 3], itk.Image[itk.F, 3]].New()
-    bp.SetInput(0, vol.to_itk(np.zeros(vol.shape, np.float32)))
-    bp.SetInput(1, det.image(filt.astype(np.float32)))
-    bp.SetGeometry(geometry)
-    bp.Update()
-    return vol.from_itk(bp.GetOutput())
-
-
-def _extend(L: np.ndarray, det: _Det, model: np.ndarray, n_ext: int) -> tuple[np.ndarray, _Det]:
-    """Truncated rows extended by ``n_ext`` pixels each side with the scanner's head model.
-
-    ``model`` (views, v, nu + 2 n_ext): the model's line integrals on the extended detector, scaled on
-    each side to meet the measured edge (model-based extrapolation of truncated projections, cf.
-    Hsieh et al., Med Phys 2004;31:2385). Returns the extended rows and detector.
-    """
-    out = np.empty(model.shape, np.float32)
-    out[..., n_ext:n_ext + det.nu] = L
-    for side, edge, ref in ((slice(0, n_ext), 0, n_ext), (slice(n_ext + det.nu, None), -1, n_ext + det.nu - 1)):
-        r = np.clip(L[..., edge] / np.maximum(model[..., ref], 1e-3), 0.5, 2.0)
-        out[..., side] = model[..., side] * r[..., None]
-    return out, _Det(det.u0 - n_ext * det.du, det.v0, det.du, det.dv, det.nu + 2 * n_ext, det.nv)
-
-
-def _head_chords(geometry, det: _Det, head_xy_rtk, axes_mm, skull_mm: float) -> tuple[np.ndarray, np.ndarray]:
-    """Water and bone line integrals (mm) of the elliptic-cylinder head with its skull shell."""
-    import itk
-
-    n = len(geometry.GetGantryAngles())
-    uu = np.stack([det.u, np.zeros(det.nu), np.zeros(det.nu), np.ones(det.nu)])
-    vv = det.v
-    water = np.zeros((n, det.nv, det.nu), np.float32)
-    bone = np.zeros_like(water)
-    for i in range(n):
-        s = np.array(geometry.GetSourcePosition(i))[:3]
-        M = itk.array_from_matrix(geometry.GetProjectionCoordinatesToFixedSystemMatrix(i))
-        P = (M @ uu)[:3]  # pixel centres of row v = 0
-        d = P - s[:, None]  # direction (x, z); the y part only scales the chord
-        vdir = M[:3, 1]
-        dy = d[1][None, :] + vv[:, None] * vdir[1]
-        norm = np.sqrt(d[0] ** 2 + d[2] ** 2)
-        scale = np.sqrt(norm[None, :] ** 2 + dy**2) / norm[None, :]
-        chords = []
-        for a, b in ((axes_mm[0], axes_mm[1]), (axes_mm[0] - skull_mm, axes_mm[1] - skull_mm)):
-            sx, sz = s[0] - head_xy_rtk[0], s[2] - head_xy_rtk[1]
-            A = (d[0] / a) ** 2 + (d[2] / b) ** 2
-            B = 2 * (sx * d[0] / a**2 + sz * d[2] / b**2)
-            C = (sx / a) ** 2 + (sz / b) ** 2 - 1
-            chords.append(np.sqrt(np.clip(B * B - 4 * A * C, 0, None)) / A * norm)
-        outer, inner = chords
-        water[i] = ((inner + SKULL_WATER * (outer - inner))[None, :] * scale).astype(np.float32)
-        bone[i] = (SKULL_BONE * (outer - inner)[None, :] * scale).astype(np.float32)
-    return water, bone
-
-
-def _head_basis(xs, ys, head_xy, axes_mm, skull_mm) -> tuple[np.ndarray, np.ndarray]:
-    """The analytic head's (water, bone) at voxel centres ``(ys, xs)`` (LPS mm), shape (ny, nx)."""
-    def inside(a, b):
-        return ((xs[None, :] - head_xy[0]) / a) ** 2 + ((ys[:, None] - head_xy[1]) / b) ** 2 <= 1
-
-    outer = inside(*axes_mm)
-    inner = inside(axes_mm[0] - skull_mm, axes_mm[1] - skull_mm)
-    shell = outer & ~inner
-    return (inner + SKULL_WATER * shell).astype(np.float32), (SKULL_BONE * shell).astype(np.float32)
-
-
 def _block_mean(a: np.ndarray, f: tuple[int, int, int]) -> np.ndarray:
     pad = [(0, (-s) % q) for s, q in zip(a.shape, f)]
     a = np.pad(a, pad, mode="edge")
@@ -278,26 +105,6 @@ def _up_coords(n_fine: int, f: int, start: int = 0) -> np.ndarray:
 def _up(coarse: np.ndarray, f, starts, sizes) -> np.ndarray:
     coords = [np.clip(_up_coords(n, q, s), 0, c - 1) for n, q, s, c in zip(sizes, f, starts, coarse.shape)]
     return trilinear(coarse, coords)
-
-
-def _window(geometry, box: _Vol, det: _Det, n_views: int, fu: int, fv: int) -> tuple[slice, slice, _Det]:
-    """Coarse-detector slices (v, u) that hold the shadow of ``box`` in every view, and the fine window."""
-    import itk
-
-    c = np.c_[box.corners_rtk(), np.ones(8)].T
-    uv = []
-    for i in range(n_views):
-        h = itk.array_from_matrix(geometry.GetMatrix(i)) @ c
-        uv.append(h[:2] / h[2])
-    uv = np.concatenate(uv, axis=1)
-    a0 = max(int(np.floor((uv[0].min() - det.u0) / det.du)) - 2, 0)
-    a1 = min(int(np.ceil((uv[0].max() - det.u0) / det.du)) + 3, det.nu)
-    b0 = max(int(np.floor((uv[1].min() - det.v0) / det.dv)) - 2, 0)
-    b1 = min(int(np.ceil((uv[1].max() - det.v0) / det.dv)) + 3, det.nv)
-    du, dv = det.du / fu, det.dv / fv
-    fine = _Det(det.u0 + a0 * det.du - (fu - 1) / 2 * du, det.v0 + b0 * det.dv - (fv - 1) / 2 * dv, du, dv,
-                (a1 - a0) * fu, (b1 - b0) * fv)
-    return slice(b0, b1), slice(a0, a1), fine
 
 
 def _signal(A: np.ndarray, mus: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -318,6 +125,165 @@ def _box_of(fld, grid: ScanGrid) -> tuple[np.ndarray, np.ndarray] | None:
     return lo, hi
 
 
+@dataclass
+class _Scan:
+    """One rtk acquisition: geometry, coarse and fine volumes, detector and their line integrals."""
+
+    p: dict
+    grid: ScanGrid
+    f: tuple[int, int, int]  # block factor (k, j, i) of the coarse voxels
+    geometry: Any
+    mag: float
+    vol_c: RtkVolume
+    basis_c: np.ndarray  # coarse (water, bone, metal), the grid's own content
+    det: Detector
+    head: tuple | None  # (centre in RTK x, z; semi-axes mm) or None
+    box: tuple[np.ndarray, np.ndarray] | None = None  # fine box [lo, hi) (k, j, i)
+    vol_b: RtkVolume | None = None
+    window: tuple[slice, slice, Detector] | None = None
+
+
+def _setup(true_hu, fld, grid, iso, p, fov_cylinder, head_center_xy, head_axes_mm) -> tuple[_Scan, np.ndarray]:
+    """Materials on the coarse grid, geometry, detector; returns the scan and the coarse volume to project."""
+    sp = np.asarray(grid.spacing_mm, float)  # (dx, dy, dz)
+    nz, ny, nx = grid.shape
+    fxy = max(1, int(round(COARSE_MM / min(sp[0], sp[1]))))
+    fz = max(1, int(round(COARSE_MM / sp[2])))
+    f = (fz, fxy, fxy)
+    rho, bone = xray.decompose(true_hu)
+    k, j, i = fld.kji.T
+    shape_c = tuple(-(-s // q) for s, q in zip(grid.shape, f))
+    basis_c = np.empty(shape_c + (3,), np.float32)
+    basis_c[..., 0] = _block_mean(rho, f)
+    basis_c[..., 1] = _block_mean(bone, f)
+    mc = np.zeros(shape_c, np.float32)
+    np.add.at(mc, (k // fz, j // fxy, i // fxy), fld.metal / np.float32(fz * fxy * fxy))
+    basis_c[..., 2] = mc
+    sp_c = sp * np.array([fxy, fxy, fz])
+    org_c = np.asarray(grid.origin_mm) + (np.array([fxy, fxy, fz]) - 1) / 2 * sp
+    proj_c = basis_c.copy()
+    head = None
+    if head_axes_mm is not None:  # the grid replaces the head model's content inside it
+        head = ((head_center_xy[0] - iso[0], head_center_xy[1] - iso[1]), tuple(head_axes_mm))
+        hw, hb = head_basis(org_c[0] + sp_c[0] * np.arange(shape_c[2]), org_c[1] + sp_c[1] * np.arange(shape_c[1]),
+                            head_center_xy, head_axes_mm, p["skull_mm"])
+        proj_c[..., 0] -= hw[None]
+        proj_c[..., 1] -= hb[None]
+    # detector: covers the reconstructed field (narrower than the head), pitch of the coarse voxels
+    sid = p["sid_mm"]
+    sdd = sid * p["sdd_over_sid"]
+    r_fov = 0.5 * (min(nx * sp[0], ny * sp[1]) if fov_cylinder else np.hypot(nx * sp[0], ny * sp[1])) + sp_c[0]
+    u_half = sdd * r_fov / np.sqrt(sid**2 - r_fov**2)
+    v_half = sdd * (nz * sp[2] / 2 + sp_c[2]) / (sid - r_fov)
+    du, dv = sp_c[0] * sdd / sid, sp_c[2] * sdd / sid
+    nu, nv = 2 * int(np.ceil(u_half / du)), 2 * int(np.ceil(v_half / dv))
+    det = Detector(-(nu - 1) / 2 * du, -(nv - 1) / 2 * dv, du, dv, nu, nv)
+    scan = _Scan(p, grid, f, circular_geometry(p), sdd / sid, RtkVolume(org_c, sp_c, shape_c, iso), basis_c, det, head)
+    box = _box_of(fld, grid) if max(f) > 1 else None
+    if box is not None:
+        scan.box = box
+        scan.vol_b = RtkVolume(np.asarray(grid.origin_mm) + box[0][::-1] * sp, sp, tuple(box[1] - box[0]), iso)
+        scan.window = shadow_window(scan.geometry, scan.vol_b, det, p["n_views"], fxy, fz)
+    return scan, proj_c
+
+
+def _project(sc: _Scan, proj_c: np.ndarray, true_hu: np.ndarray, fld) -> tuple[np.ndarray, np.ndarray | None]:
+    """Basis line integrals (views, v, u, 3) on the detector, and on the fine window (or None)."""
+    n = sc.p["n_views"]
+    A = joseph(sc.vol_c.to_itk(proj_c), sc.det, sc.geometry, n, 3)
+    if sc.head is not None:
+        w_head, b_head = head_chords(sc.geometry, sc.det, sc.head[0], sc.head[1], sc.p["skull_mm"])
+        A[..., 0] += w_head
+        A[..., 1] += b_head
+    if sc.box is None:
+        return A, None
+    lo, hi = sc.box
+    sl = tuple(slice(a, b) for a, b in zip(lo, hi))
+    rho, bone = xray.decompose(true_hu[sl])
+    mf = np.zeros(tuple(hi - lo), np.float32)
+    inb = np.all((fld.kji >= lo) & (fld.kji < hi), axis=1)
+    mf[tuple((fld.kji[inb] - lo).T)] = fld.metal[inb]
+    detail = np.empty(tuple(hi - lo) + (3,), np.float32)  # what the coarse voxels lack
+    for c, fine in enumerate((rho, bone, mf)):
+        detail[..., c] = fine - _up(sc.basis_c[..., c], sc.f, lo, hi - lo)
+    sv, su, det_f = sc.window
+    B = joseph(sc.vol_b.to_itk(detail), det_f, sc.geometry, n, 3)
+    Af = np.stack([trilinear(A[..., c], _win_coords(sc, det_f)) for c in range(3)], axis=-1)
+    Af += B
+    Af[..., 2] = np.maximum(Af[..., 2], 0)
+    return A, Af
+
+
+def _win_coords(sc: _Scan, det_f: Detector, relative: bool = False) -> list[np.ndarray]:
+    """Coarse-detector coordinates (views, v, u) of the fine window's pixels (``relative``: to the window)."""
+    sv, su, _ = sc.window
+    v0, u0 = (0, 0) if relative else (sv.start, su.start)
+    nv, nu = (sv.stop - sv.start, su.stop - su.start) if relative else (sc.det.nv, sc.det.nu)
+    return [np.arange(sc.p["n_views"]), np.clip(_up_coords(det_f.nv, sc.f[0]) + v0, 0, nv - 1),
+            np.clip(_up_coords(det_f.nu, sc.f[2]) + u0, 0, nu - 1)]
+
+
+def _detector(sc: _Scan, A: np.ndarray, Af: np.ndarray | None, rng) -> tuple[np.ndarray, np.ndarray | None, Any]:
+    """Water-corrected line integrals (mm of water): the detector's, and the fine window's detail."""
+    p, n = sc.p, sc.p["n_views"]
+    fz, _, fxy = sc.f
+    e_b, w_b = xray.spectrum(p["kvp"], p["al_mm"], p["cu_mm"], p["n_bins"])
+    mus = np.stack([xray.mu_per_mm(m, e_b) for m in ("water", "bone", "platinum_iridium")], axis=1)
+    wc = xray.WaterCorrection(e_b, w_b, strength=p["water_correction"])
+    n0, floor, blur = p["photons_per_pixel"], p["count_floor"], p["detector_blur_px"]
+    E = ndimage.gaussian_filter(_signal(A, mus, w_b), (0, blur / fz, blur / fxy))
+    if Af is not None:
+        sv, su, det_f = sc.window
+        Ef = ndimage.gaussian_filter(_signal(Af, mus, w_b), (0, blur, blur))
+        nb = (n, Ef.shape[1] // fz, fz, Ef.shape[2] // fxy, fxy)
+        E[:, sv, su] = Ef.reshape(nb).mean(axis=(2, 4))
+    sp_c = sc.vol_c.spacing
+    sig = np.array([0, p["scatter_sigma_mm"] / sp_c[2], p["scatter_sigma_mm"] / sp_c[0]]) / [1, 4, 4]
+    S = np.float32(p["scatter_fraction"]) * ndimage.gaussian_filter(E[:, ::4, ::4], sig)
+    S = trilinear(S, [np.arange(n), np.arange(sc.det.nv) / 4, np.arange(sc.det.nu) / 4])
+    mean = E + S
+    counts = np.maximum(rng.poisson(n0 * mean).astype(np.float32), np.float32(floor))
+    L = wc(-np.log(counts / np.float32(n0)))
+    if Af is None:
+        return L, None, (e_b, w_b)
+    # the fine window: the mean signal's detail at full resolution; the noise is the binned pixels'
+    Lf = wc(-np.log(np.maximum(Ef + trilinear(S, _win_coords(sc, det_f)), np.float32(floor / n0))))
+    Lb = Lf.reshape(nb).mean(axis=(2, 4))
+    L[:, sv, su] += Lb - wc(-np.log(np.maximum(mean[:, sv, su], np.float32(floor / n0))))
+    return L, Lf - trilinear(Lb, _win_coords(sc, det_f, relative=True)), (e_b, w_b)
+
+
+def _reconstruct(sc: _Scan, L: np.ndarray, dL: np.ndarray | None, true_hu: np.ndarray) -> np.ndarray:
+    """Water-equivalent density on the scanner grid: coarse FDK, fine box FDK, sub-voxel detail."""
+    p, grid = sc.p, sc.grid
+    det = sc.det
+    if sc.head is not None:  # the scanner's head model extends the truncated rows (drawn misfit of its size)
+        n_ext = int(np.ceil(2.2 * max(sc.head[1]) * sc.mag / det.du))
+        wide = Detector(det.u0 - n_ext * det.du, det.v0, det.du, det.dv, det.nu + 2 * n_ext, det.nv)
+        axes = tuple(a * p["extrapolation_scale"] for a in sc.head[1])
+        mw, mb = head_chords(sc.geometry, wide, sc.head[0], axes, p["skull_mm"])
+        mw += mb * np.float32(xray.bone_hu() / 1000.0 + 1.0)  # bone as water-equivalent path
+        del mb
+        L, det = extend_truncated(L, det, mw, n_ext)
+        del mw
+    rc = fdk(L, det, sc.geometry, sc.vol_c, hann_cut=p["hann_cut"])
+    if max(sc.f) == 1:
+        return rc
+    sp = np.asarray(grid.spacing_mm, float)
+    rho = _up(rc, sc.f, (0, 0, 0), grid.shape)
+    # sub-0.4 mm anatomy (outside the fine box): linear, through the fine PSF
+    dhu = true_hu - _up(_block_mean(true_hu, sc.f), sc.f, (0, 0, 0), grid.shape)
+    dhu = ndimage.gaussian_filter(dhu, _psf_sigma_mm(sp, p) / sp[::-1], truncate=3.0)
+    dhu *= np.float32(1e-3)
+    rho += dhu
+    if sc.box is not None:  # inside, the box's own reconstruction holds that detail
+        lo, hi = sc.box
+        sl = tuple(slice(a, b) for a, b in zip(lo, hi))
+        rb = fdk(dL, sc.window[2], sc.geometry, sc.vol_b, hann_cut=p["hann_cut"])
+        rho[sl] += _blend(hi - lo, sp) * (rb - dhu[sl])
+    return rho
+
+
 def simulate_rtk(true_hu: np.ndarray, fld, grid: ScanGrid, iso_lps, params: dict, rng: np.random.Generator, *,
                  fov_cylinder: bool, head_center_xy, head_axes_mm=(72.0, 92.0),
                  timings: dict | None = None) -> tuple[np.ndarray, dict]:
@@ -333,162 +299,40 @@ def simulate_rtk(true_hu: np.ndarray, fld, grid: ScanGrid, iso_lps, params: dict
             the caller's field mask); False: the whole grid.
         head_center_xy, head_axes_mm: the head's elliptic cylinder (LPS x, y mm; semi-axes mm);
             ``head_axes_mm=None``: no head around the grid (the grid alone is scanned).
+        timings: seconds per stage are added here.
 
     Returns:
         (HU image before gain / offset / saturation, info: ``hu_platinum``, ``psf_sigma_mm`` of the
-        reconstruction, ``cone_angle_deg``, ``fine_box_kji``).
+        reconstruction (axes k, j, i), ``cone_angle_deg``, ``fine_box_kji``, ...).
     """
     timings = {} if timings is None else timings
     t0 = time.perf_counter()
-    p = params
-    sp = np.asarray(grid.spacing_mm, float)  # (dx, dy, dz)
-    nz, ny, nx = grid.shape
-    iso = np.asarray(iso_lps, float)
-    fxy = max(1, int(round(COARSE_MM / min(sp[0], sp[1]))))
-    fz = max(1, int(round(COARSE_MM / sp[2])))
-    f = (fz, fxy, fxy)
-    geometry = _geometry(p)
-    nvw, sid = p["n_views"], p["sid_mm"]
-    sdd = sid * p["sdd_over_sid"]
-    mag = sdd / sid
-
-    # materials: coarse basis volumes (water, bone, metal) minus the analytic head inside the grid
-    rho, bone = xray.decompose(true_hu)
-    k, j, i = fld.kji.T
-    shape_c = tuple(-(-s // q) for s, q in zip(grid.shape, f))
-    basis_c = np.empty(shape_c + (3,), np.float32)
-    basis_c[..., 0] = _block_mean(rho, f)
-    basis_c[..., 1] = _block_mean(bone, f)
-    mc = np.zeros(shape_c, np.float32)
-    np.add.at(mc, (k // fz, j // fxy, i // fxy), fld.metal / np.float32(fz * fxy * fxy))
-    basis_c[..., 2] = mc
-    sp_c = sp * np.array([fxy, fxy, fz])
-    org_c = np.asarray(grid.origin_mm) + (np.array([fxy, fxy, fz]) - 1) / 2 * sp
-    vol_c = _Vol(org_c, sp_c, shape_c, iso)
-    xs_c = org_c[0] + sp_c[0] * np.arange(shape_c[2])
-    ys_c = org_c[1] + sp_c[1] * np.arange(shape_c[1])
-    proj_c = basis_c.copy()
-    if head_axes_mm is not None:
-        hw, hb = _head_basis(xs_c, ys_c, head_center_xy, head_axes_mm, p["skull_mm"])
-        proj_c[..., 0] -= hw[None]
-        proj_c[..., 1] -= hb[None]
-
-    # detector: covers the reconstructed field (narrower than the head), pitch of the coarse voxels
-    r_fov = 0.5 * (min(nx * sp[0], ny * sp[1]) if fov_cylinder else np.hypot(nx * sp[0], ny * sp[1])) + sp_c[0]
-    u_half = sdd * r_fov / np.sqrt(sid**2 - r_fov**2)
-    v_half = sdd * (nz * sp[2] / 2 + sp_c[2]) / (sid - r_fov)
-    du, dv = sp_c[0] * mag, sp_c[2] * mag
-    nu_c, nv_c = 2 * int(np.ceil(u_half / du)), 2 * int(np.ceil(v_half / dv))
-    det = _Det(-(nu_c - 1) / 2 * du, -(nv_c - 1) / 2 * dv, du, dv, nu_c, nv_c)
-    timings["rtk_materials"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    A = _joseph(vol_c.to_itk(proj_c), det, geometry, nvw, 3)
+    sc, proj_c = _setup(true_hu, fld, grid, np.asarray(iso_lps, float), params, fov_cylinder, head_center_xy,
+                        head_axes_mm)
+    timings["rtk_setup"], t0 = time.perf_counter() - t0, time.perf_counter()
+    A, Af = _project(sc, proj_c, true_hu, fld)
     del proj_c
-    if head_axes_mm is not None:
-        head_rtk = (head_center_xy[0] - iso[0], head_center_xy[1] - iso[1])
-        w_head, b_head = _head_chords(geometry, det, head_rtk, head_axes_mm, p["skull_mm"])
-        A[..., 0] += w_head
-        A[..., 1] += b_head
-        del w_head, b_head
-    box = _box_of(fld, grid) if max(f) > 1 else None
-    if box is not None:
-        lo, hi = box
-        vb = _Vol(np.asarray(grid.origin_mm) + lo[::-1] * sp, sp, tuple(hi - lo), iso)
-        sl = tuple(slice(a, b) for a, b in zip(lo, hi))
-        detail = np.empty(tuple(hi - lo) + (3,), np.float32)
-        mf = np.zeros(grid.shape, np.float32)  # dense only for the box's crop below
-        mf[k, j, i] = fld.metal
-        for c, fine in enumerate((rho[sl], bone[sl], mf[sl])):
-            detail[..., c] = fine - _up(basis_c[..., c], f, lo, hi - lo)
-        del mf
-        sv, su, det_f = _window(geometry, vb, det, nvw, fxy, fz)
-        B = _joseph(vb.to_itk(detail), det_f, geometry, nvw, 3)
-        del detail
-        cu = (np.arange(nvw), _up_coords(det_f.nv, fz) + sv.start, _up_coords(det_f.nu, fxy) + su.start)
-        cu = [np.clip(c, 0, s - 1) for c, s in zip(cu, A.shape[:3])]
-        Af = np.stack([trilinear(A[..., c], cu) for c in range(3)], axis=-1) + B
-        Af[..., 2] = np.maximum(Af[..., 2], 0)
-        del B
-    timings["rtk_project"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    e_b, w_b = xray.spectrum(p["kvp"], p["al_mm"], p["cu_mm"], p["n_bins"])
-    mus = np.stack([xray.mu_per_mm("water", e_b), xray.mu_per_mm("bone", e_b),
-                    xray.mu_per_mm("platinum_iridium", e_b)], axis=1)
-    wc = xray.WaterCorrection(e_b, w_b, strength=p["water_correction"])
-    n0, floor = p["photons_per_pixel"], p["count_floor"]
-    blur = p["detector_blur_px"]
-    E = ndimage.gaussian_filter(_signal(A, mus, w_b), (0, blur / fz, blur / fxy))
-    del A
-    if box is not None:
-        Ef = ndimage.gaussian_filter(_signal(Af, mus, w_b), (0, blur, blur))
-        del Af
-        nb = (nvw, Ef.shape[1] // fz, fz, Ef.shape[2] // fxy, fxy)
-        E[:, sv, su] = Ef.reshape(nb).mean(axis=(2, 4))
-    sig = (0, p["scatter_sigma_mm"] / sp_c[2], p["scatter_sigma_mm"] / sp_c[0])
-    S = np.float32(p["scatter_fraction"]) * ndimage.gaussian_filter(E[:, ::4, ::4], np.array(sig) / [1, 4, 4])
-    S = trilinear(S, [np.arange(nvw), np.arange(nv_c) / 4, np.arange(nu_c) / 4])
-    mean = E + S
-    counts = np.maximum(rng.poisson(n0 * mean).astype(np.float32), np.float32(floor))
-    L = wc(-np.log(counts / np.float32(n0)))
-    del counts
-    if box is not None:
-        # the fine window: mean signal's detail at full resolution; the noise stays the binned pixels'
-        cu = [np.arange(nvw), np.clip(_up_coords(det_f.nv, fz) + sv.start, 0, nv_c - 1),
-              np.clip(_up_coords(det_f.nu, fxy) + su.start, 0, nu_c - 1)]
-        Lf = wc(-np.log(np.maximum(Ef + trilinear(S, cu), np.float32(floor / n0))))
-        del Ef
-        Lb = Lf.reshape(nb).mean(axis=(2, 4))
-        L[:, sv, su] += Lb - wc(-np.log(np.maximum(mean[:, sv, su], np.float32(floor / n0))))
-        cb = [np.arange(nvw), np.clip(_up_coords(det_f.nv, fz), 0, Lb.shape[1] - 1),
-              np.clip(_up_coords(det_f.nu, fxy), 0, Lb.shape[2] - 1)]
-        dL = Lf - trilinear(Lb, cb)
-        del Lf
-    del mean, S
-    timings["rtk_detector"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    if head_axes_mm is not None:  # the scanner's model of the head: drawn misfit of its size
-        n_ext = int(np.ceil(2.2 * max(head_axes_mm) * mag / du))
-        wide = _Det(det.u0 - n_ext * du, det.v0, du, dv, nu_c + 2 * n_ext, nv_c)
-        ax = tuple(a * p["extrapolation_scale"] for a in head_axes_mm)
-        mw, mb = _head_chords(geometry, wide, head_rtk, ax, p["skull_mm"])
-        mw += mb * np.float32(xray.bone_hu() / 1000.0 + 1.0)  # bone as water-equivalent path
-        del mb
-        L, det_r = _extend(L, det, mw, n_ext)
-        del mw
-    else:
-        det_r = det
-    rc = fdk(L, det_r, geometry, vol_c, hann_cut=p["hann_cut"])
-    del L
-    if max(f) > 1:
-        rho_img = _up(rc, f, (0, 0, 0), grid.shape)
-    else:
-        rho_img = rc
-    psf = _psf_sigma_mm(sp, p)
-    if max(f) > 1:  # sub-0.4 mm anatomy (outside the fine box): linear, through the fine PSF
-        dhu = true_hu - _up(_block_mean(true_hu, f), f, (0, 0, 0), grid.shape)
-        dhu = ndimage.gaussian_filter(dhu, psf / sp[::-1], truncate=3.0)
-        dhu *= np.float32(1e-3)
-        rho_img += dhu
-    if box is not None:  # inside, the box's own reconstruction holds that detail
-        rb = fdk(dL, det_f, geometry, vb, hann_cut=p["hann_cut"])
-        rho_img[sl] += _blend(hi - lo, sp) * (rb - dhu[sl])
-    if max(f) > 1:
-        del dhu
+    timings["rtk_project"], t0 = time.perf_counter() - t0, time.perf_counter()
+    L, dL, (e_b, w_b) = _detector(sc, A, Af, rng)
+    del A, Af
+    timings["rtk_detector"], t0 = time.perf_counter() - t0, time.perf_counter()
+    rho = _reconstruct(sc, L, dL, true_hu)
     timings["rtk_fdk"] = time.perf_counter() - t0
-
-    e_eff = float(np.sum(w_b * e_b * np.exp(-xray.mu_per_mm("water", e_b) * 150)) /
-                  np.sum(w_b * np.exp(-xray.mu_per_mm("water", e_b) * 150)))
-    hu_pt = 1000.0 * (xray.mu_per_mm("platinum_iridium", e_eff) / xray.mu_per_mm("water", e_eff) - 1.0)
-    info = {"hu_platinum": float(hu_pt), "psf_sigma_mm": [float(s) for s in psf], "effective_kev": e_eff,
-            "cone_angle_deg": float(np.degrees(2 * np.arctan(det.nv * det.dv / 2 / sdd))),
-            "fan_angle_deg": float(np.degrees(2 * np.arctan(det.nu * det.du / 2 / sdd))),
-            "detector_pixels": [int(nu_c), int(nv_c)], "detector_pitch_mm": [float(du), float(dv)],
-            "fine_box_kji": None if box is None else [lo.tolist(), hi.tolist()]}
-    img = np.float32(1000.0) * (rho_img - np.float32(1.0))
-    return img, info
+    mu_w = xray.mu_per_mm("water", e_b)
+    t150 = w_b * np.exp(-mu_w * 150.0)
+    e_eff = float(np.sum(t150 * e_b) / np.sum(t150))  # mean detected energy behind 15 cm of water
+    det = sc.det
+    info = {"hu_platinum": float(1000.0 * (xray.mu_per_mm("platinum_iridium", e_eff) /
+                                           xray.mu_per_mm("water", e_eff) - 1.0)),
+            "psf_sigma_mm": [float(s) for s in _psf_sigma_mm(np.asarray(grid.spacing_mm, float), params)],
+            "effective_kev": e_eff,
+            "cone_angle_deg": float(np.degrees(2 * np.arctan(det.nv * det.dv / 2 / (params["sid_mm"] * sc.mag)))),
+            "fan_angle_deg": float(np.degrees(2 * np.arctan(det.nu * det.du / 2 / (params["sid_mm"] * sc.mag)))),
+            "detector_pixels": [int(det.nu), int(det.nv)], "detector_pitch_mm": [float(det.du), float(det.dv)],
+            "fine_box_kji": None if sc.box is None else [sc.box[0].tolist(), sc.box[1].tolist()]}
+    rho -= np.float32(1.0)
+    rho *= np.float32(1000.0)
+    return rho, info
 
 
 def _psf_sigma_mm(sp: np.ndarray, p: dict) -> np.ndarray:
