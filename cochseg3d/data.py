@@ -430,6 +430,9 @@ def prepare(config: Config, *, split: dict[str, list[str]] | None = None, progre
     """
     d = config.data
     patients = {p.case_id: p for p in load_patients(d, progress=progress)}
+    for p in patients.values():  # the HU the network sees, as inference measures them
+        if p.image is not None:
+            p.image = config.preprocessing.hu(p.image)
     if split is None:
         if d.split_by == "slice":
             split = {"train": sorted(patients), "val": [], "test": []}

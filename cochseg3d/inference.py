@@ -118,7 +118,7 @@ def predict_canonical(
     """
     from monai.inferers import SliceInferer
 
-    can = volume if _is_canonical(volume) else canonical(volume)
+    can = preprocessing.hu(volume if _is_canonical(volume) else canonical(volume))
     n_slices, rows, cols = can.array.shape
     # canonical spacing is (i=cols, j=rows, k=slices)
     spacing_rc = (can.spacing_mm[1], can.spacing_mm[0])
@@ -181,7 +181,7 @@ def predict_naive(
 
     Used by the benchmark as the peer of :func:`predict_canonical` and by tests as its oracle.
     """
-    can = volume if _is_canonical(volume) else canonical(volume)
+    can = preprocessing.hu(volume if _is_canonical(volume) else canonical(volume))
     n_slices, rows, cols = can.array.shape
     net_size = _plane_size((rows, cols), (can.spacing_mm[1], can.spacing_mm[0]), preprocessing.spacing_mm)
     hu = torch.from_numpy(np.ascontiguousarray(can.array, dtype=np.float32))

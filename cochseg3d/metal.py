@@ -16,7 +16,9 @@ automatic threshold here is derived from the image's own histogram:
   between 0.2 and 0.45 while the volume painted away from the electrode falls fivefold from 0.3
   to 0.45; 0.6 and above lose the electrode's rim.
 
-Tissue and bone move with an offset, and so does the metal level unless the scanner clips it at a
+Grey values are first put on the HU scale by the image's own air and soft-tissue levels
+(:mod:`cochseg3d.greylevels`), so a scanner storing HU + 1000 or a gain off by tens of per cent
+meets the same rules. Tissue and bone move with any offset left, and so does the metal level unless the scanner clips it at a
 fixed ceiling (3071 / 4095): the threshold follows the offset fully or in part. When the brightest voxels
 are not clearly brighter than dense bone (no metal in the image) the threshold is placed just
 above the maximum, so the mask is empty rather than painted bone.
@@ -30,6 +32,7 @@ import numpy as np
 from scipy import ndimage
 from skimage.filters import threshold_otsu
 
+from cochseg3d.greylevels import measure as measure_grey_levels
 from cochseg3d.volume import Volume, canonical
 
 log = logging.getLogger(__name__)
@@ -96,6 +99,15 @@ def threshold_levels(volume: Volume | np.ndarray) -> dict[str, float]:
         (``has_metal`` is 1.0 or 0.0).
     """
     arr = volume.array if isinstance(volume, Volume) else np.asarray(volume)
+    grey = measure_grey_levels(arr)
+    if grey.method == "none" or grey.is_identity():
+        return _levels_hu(arr)
+    # the rules speak HU (air below -500): measure in HU, answer in the image's own units
+    hu = _levels_hu(grey.to_hu(arr))
+    return {k: (v if k == "has_metal" else grey.from_hu(v)) for k, v in hu.items()}
+
+
+def _levels_hu(arr: np.ndarray) -> dict[str, float]:
     v = _sample(arr)
     if v.size == 0:
         raise ValueError("volume has no finite voxel values")

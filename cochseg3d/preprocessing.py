@@ -11,6 +11,12 @@ from typing import Any
 
 import numpy as np
 
+from cochseg3d.greylevels import to_hu
+from cochseg3d.volume import Volume
+
+#: how grey values become HU before the window (see :class:`Preprocessing`)
+GREY_LEVELS = ("measured", "as_stored")
+
 
 @dataclass(frozen=True)
 class Preprocessing:
@@ -24,12 +30,21 @@ class Preprocessing:
             (0 for the plain 2D model).
         roi_size: patch size (rows, cols) in pixels at ``spacing_mm`` for training and the
             sliding-window inferer.
+        grey_levels: "measured": grey values are mapped to HU from the image's own air and
+            soft-tissue levels (:mod:`cochseg3d.greylevels`) before the window, so an uncalibrated
+            scanner's offset and gain do not reach the network; "as_stored": taken as HU. Checkpoints
+            written before this field existed read as "as_stored".
     """
 
     spacing_mm: float = 0.3
     window_hu: tuple[float, float] = (-1000.0, 4000.0)
     context: int = 0
     roi_size: tuple[int, int] = (128, 128)
+    grey_levels: str = "measured"
+
+    def __post_init__(self) -> None:
+        if self.grey_levels not in GREY_LEVELS:
+            raise ValueError(f"grey_levels must be one of {GREY_LEVELS}, got {self.grey_levels!r}")
 
     @property
     def in_channels(self) -> int:
@@ -41,6 +56,12 @@ class Preprocessing:
         out = (np.asarray(array_hu, dtype=np.float32) - lo) / float(hi - lo)
         return np.clip(out, 0.0, 1.0, out=out)
 
+    def hu(self, volume: Volume) -> Volume:
+        """``volume`` in HU as the network expects it (a whole volume: the levels are measured on it)."""
+        if self.grey_levels == "as_stored":
+            return volume
+        return to_hu(volume)[0]
+
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
@@ -51,7 +72,7 @@ class Preprocessing:
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown preprocessing keys: {sorted(unknown)}")
-        kw = dict(d)
+        kw = {"grey_levels": "as_stored", **d}
         for key in ("window_hu", "roi_size"):
             if key in kw:
                 kw[key] = tuple(kw[key])
