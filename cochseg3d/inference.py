@@ -299,13 +299,16 @@ class SegmentationResult:
         label: uint8 electrode label (0/1) on the source grid.
         probability: float32 electrode probability on the source grid (None unless asked for).
         canonical_label: the label on the canonical grid (before going back), handy for contacts.
-        info: what was run (model, preprocessing, threshold, voxel counts).
+        info: what was run (model, preprocessing, threshold, voxel counts; "qc": what QC reads).
+        alternates: the label at other probability thresholds (``cochseg3d.qc.ALTERNATE_P``), on
+            the source grid: QC measures how far the contacts move between them.
     """
 
     label: Volume
     probability: Volume | None = None
     canonical_label: Volume | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    alternates: dict[float, Volume] = field(default_factory=dict)
 
 
 def load_model(
@@ -364,7 +367,7 @@ def run_segmentation(
         raise ValueError("no preprocessing given and the model carries none; load it with load_model()")
     roi_size = roi_size or getattr(model, "cochseg3d_roi_size", None)
     can = volume if _is_canonical(volume) and "source_grid" in volume.meta else canonical(volume)
-    from cochseg3d.qc import image_problem, segmentation_measures
+    from cochseg3d.qc import ALTERNATE_P, image_problem, segmentation_measures
 
     # a flat image or one without metal gets an empty label: the network would paint bone there
     problem = image_problem(can)
@@ -386,6 +389,11 @@ def run_segmentation(
     label = from_canonical(can_label, source, is_label=True)
     label.array = label.array.astype(np.uint8, copy=False)
     label.meta = {k: v for k, v in volume.meta.items() if k != "source_grid"}
+    alternates = {}
+    for p_alt in ALTERNATE_P if postprocessing and mask.any() else ():
+        alt = postprocess(prob >= p_alt, can.spacing_mm, min_component_mm3=min_component_mm3,
+                          keep_distance_mm=keep_distance_mm)
+        alternates[p_alt] = from_canonical(can.with_array(alt.astype(np.uint8)), source, is_label=True)
     prob_vol = None
     if probabilities:
         prob_vol = from_canonical(can.with_array(prob), source, is_label=False)
@@ -400,7 +408,8 @@ def run_segmentation(
         "volume_mm3": round(int(label.array.sum()) * voxel_mm3, 3),
         "qc": qc,
     }
-    return SegmentationResult(label=label, probability=prob_vol, canonical_label=can_label, info=info)
+    return SegmentationResult(label=label, probability=prob_vol, canonical_label=can_label, info=info,
+                              alternates=alternates)
 
 
 def segment(
@@ -699,7 +708,9 @@ def segment_path(
     from cochseg3d.qc import assess
 
     # the verdict on the result (qc_thresholds: a cochseg3d.qc.QCThresholds; default the shipped file)
-    record["qc"] = assess(res.label, contacts, info=res.info, electrode=electrode, thresholds=qc_thresholds).to_json()
+    moved = [find_contacts(alt, volume, **spec, calibration=cal) for alt in res.alternates.values()]
+    record["qc"] = assess(res.label, contacts, info=res.info, electrode=electrode, thresholds=qc_thresholds,
+                          alternate_contacts=moved).to_json()
     files["contacts"] = atomic_write(out_dir / f"{case}.contacts.json",
                                      lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1)))
     if png:

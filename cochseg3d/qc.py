@@ -6,9 +6,11 @@ The measures need no ground truth:
   catalogue model whose pitch fits the found spacing;
 * pitch regularity of separate contacts: coefficient of variation of the spacings, the widest gap
   and the median spacing against the catalogue pitch;
-* label volume against the catalogue array's (carrier envelope over its insertion length);
+* label volume against what the catalogue array gives (median label of calibration phantoms with
+  that model: blooming, not the carrier's few mm^3, sets it);
 * fragments: electrode-like voxels the post-processing dropped far from the kept array;
-* network uncertainty: ambiguous probabilities (0.3 < p < 0.7) per label voxel, mean entropy;
+* network uncertainty: ambiguous probabilities (0.3 < p < 0.7) per label voxel, mean entropy, and
+  how far the contacts move when the label is made at p >= 0.3 and p >= 0.7 instead of 0.5;
 * the image itself: flat, or no metal brighter than dense bone (``fail``; the label is empty).
 
 Which values flag a result is data, not code: ``qc_thresholds.json`` next to this module, written
@@ -35,6 +37,11 @@ QC_THRESHOLDS = Path(__file__).resolve().parent / "qc_thresholds.json"
 UNCERTAIN_P = (0.3, 0.7)
 #: a voxel at least this probable is electrode-like when looking for far fragments
 FRAGMENT_P = 0.5
+#: the label is made again at these probability thresholds; how far the contacts move is read as
+#: the network's uncertainty where it matters
+ALTERNATE_P = (0.3, 0.7)
+#: a contact that moves farther than this (mm) counts as lost (and at this distance)
+SHIFT_GATE_MM = 1.0
 #: separate contacts (spacing resolvable by CBCT): methods whose spacings are measured, not placed
 SEPARATE_METHODS = ("peaks", "dips", "blobs")
 VERDICTS = ("ok", "review", "fail")
@@ -62,6 +69,13 @@ class QCThresholds:
 
     rules: tuple[Rule, ...]
     provenance: dict[str, Any] = field(default_factory=dict)
+    #: expected label volume (mm^3) per catalogue model, and "default" for any other
+    expected_label_mm3: dict[str, float] = field(default_factory=dict)
+
+    def expected_mm3(self, model: str | None) -> float | None:
+        """The label volume a good result of ``model`` has (calibrated), or None when unknown."""
+        v = self.expected_label_mm3.get(str(model), self.expected_label_mm3.get("default"))
+        return float(v) if v else None
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> "QCThresholds":
@@ -91,11 +105,15 @@ class QCThresholds:
         if bad:
             raise ValueError(f"{source}: QC thresholds file has unknown rules {[r.__dict__ for r in bad]}; "
                              f"measures are {sorted(MEASURE_TEXT)}, ops '>' or '<'")
-        return cls(rules, dict(data.get("provenance") or {}))
+        try:
+            expected = {str(k): float(v) for k, v in (data.get("expected_label_mm3") or {}).items()}
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise ValueError(f"{source}: QC thresholds file has a malformed expected_label_mm3: {exc!r}") from None
+        return cls(rules, dict(data.get("provenance") or {}), expected)
 
     def to_dict(self) -> dict[str, Any]:
         return {"rules": [{"measure": r.measure, "op": r.op, "value": r.value} for r in self.rules],
-                "provenance": self.provenance}
+                "expected_label_mm3": self.expected_label_mm3, "provenance": self.provenance}
 
 
 @dataclass
@@ -266,15 +284,29 @@ def expected_model(contacts: Any, electrode: str | None) -> tuple[Any | None, st
     return min(pool, key=lambda m: abs(math.log(m.pitch_mm / pitch))), "inferred"
 
 
-def reference_volume_mm3(model: Any) -> float:
-    """The array's envelope over its insertion length: a cylinder of the mean carrier diameter, mm^3."""
-    d = 0.5 * (model.diameter_tip_mm + model.diameter_base_mm)
-    return math.pi / 4.0 * d * d * model.length_mm
+def contact_shift_mm(contacts_lps_mm: np.ndarray, others: Sequence[np.ndarray]) -> float | None:
+    """How far contacts move between labels: mean over contacts of the matched distance (mm).
+
+    A contact without a match within :data:`SHIFT_GATE_MM` (or one more or fewer) counts at the
+    gate; the largest value over ``others`` is returned (None without any).
+    """
+    from cochseg3d.metrics import match_contacts
+
+    shifts = []
+    for other in others:
+        m = match_contacts(contacts_lps_mm, other, gate_mm=SHIFT_GATE_MM)
+        n = max(len(contacts_lps_mm), len(other), 1)
+        shifts.append((sum(d for _, _, d in m["pairs"]) + (n - m["n_matched"]) * SHIFT_GATE_MM) / n)
+    return max(shifts) if shifts else None
 
 
 def result_measures(label: Volume, contacts: Any, *, info: dict[str, Any] | None = None,
-                    electrode: str | None = None, probability: np.ndarray | None = None) -> dict[str, Any]:
-    """Every QC measure of one result (see the module docstring)."""
+                    electrode: str | None = None, probability: np.ndarray | None = None,
+                    alternate_contacts: Sequence[Any] = ()) -> dict[str, Any]:
+    """Every QC measure of one result (see the module docstring).
+
+    ``alternate_contacts``: contacts found the same way on the labels of ``ALTERNATE_P``.
+    """
     info = info or {}
     gathered = dict(info.get("qc") or {})
     voxel_mm3 = float(np.prod(label.spacing_mm))
@@ -293,7 +325,6 @@ def result_measures(label: Volume, contacts: Any, *, info: dict[str, Any] | None
         "image_problem": gathered.get("image_problem"),
     }
     m["contact_count_error"] = abs(m["n_contacts"] - m["n_expected"]) if model is not None else None
-    m["volume_ratio"] = label_mm3 / reference_volume_mm3(model) if model is not None else None
     gaps = np.linalg.norm(np.diff(pts, axis=0), axis=1) if len(pts) >= 3 else np.zeros(0)
     separate = contacts.method in SEPARATE_METHODS and len(gaps) >= 2
     pitch = model.pitch_mm if model is not None else math.nan
@@ -303,6 +334,8 @@ def result_measures(label: Volume, contacts: Any, *, info: dict[str, Any] | None
     for k in ("uncertain_fraction", "mean_entropy_bits", "far_fragments_mm3", "n_far_fragments", "raw_mm3"):
         m[k] = gathered.get(k)
     m["bloom_mm"] = (contacts.info or {}).get("bloom_mm")
+    m["contact_shift_mm"] = contact_shift_mm(pts, [np.asarray(c.lps_mm, float).reshape(-1, 3)
+                                                   for c in alternate_contacts]) if len(pts) else None
     return m
 
 
@@ -313,24 +346,29 @@ MEASURE_TEXT: dict[str, str] = {
     "pitch_cv": "contact spacing irregular (CV {v:.2f}, limit {t:.2f})",
     "max_gap_pitches": "a gap of {v:.1f} pitches between contacts (limit {t:.1f}): a contact missed?",
     "pitch_ratio": "contact spacing {v:.2f}x {model}'s pitch (limit {t:.2f}x)",
-    "volume_ratio": "label volume {label_mm3:.1f} mm^3 is {v:.2f}x {model}'s array (limit {t:.2f}x)",
+    "volume_ratio": "label volume {label_mm3:.1f} mm^3 is {v:.2f}x what {model} arrays give "
+                    "({expected_label_mm3:.0f} mm^3; limit {t:.2f}x)",
     "far_fragments_mm3": "{v:.1f} mm^3 of electrode-like fragments more than 3 mm from the array "
                          "(limit {t:.1f} mm^3)",
     "uncertain_fraction": "network uncertain: {v:.2f} ambiguous voxels (0.3<p<0.7) per label voxel "
                           "(limit {t:.2f})",
     "mean_entropy_bits": "network uncertain: mean entropy {v:.2f} bits over the label (limit {t:.2f})",
+    "contact_shift_mm": "contacts move {v:.2f} mm when the label is made at p 0.3 / 0.7 (limit {t:.2f} mm): "
+                        "the network is unsure where the array is",
     "bloom_mm": "label {v:.2f} mm wide around the array's tip (limit {t:.2f} mm): blurred or noisy scan",
 }
 
 
 def _reason(rule: Rule, m: dict[str, Any]) -> str:
-    return MEASURE_TEXT[rule.measure].format(**{**m, "model": m.get("model") or "the array"},
-                                             v=float(m[rule.measure]), t=rule.value)
+    model = m.get("model") or "the array"
+    if m.get("model") and m.get("model_source") in ("assumed", "inferred"):
+        model += " (assumed)"
+    return MEASURE_TEXT[rule.measure].format(**{**m, "model": model}, v=float(m[rule.measure]), t=rule.value)
 
 
 def assess(result_label: Volume, contacts: Any, *, probability: np.ndarray | None = None,
            info: dict[str, Any] | None = None, electrode: str | None = None,
-           thresholds: QCThresholds | None = None) -> QCVerdict:
+           thresholds: QCThresholds | None = None, alternate_contacts: Sequence[Any] = ()) -> QCVerdict:
     """The QC verdict of one segmentation result.
 
     Args:
@@ -342,11 +380,13 @@ def assess(result_label: Volume, contacts: Any, *, probability: np.ndarray | Non
             image problem, uncertainty, dropped fragments).
         electrode: the vendor or model the user named, if any.
         thresholds: calibrated rules; default the shipped ``qc_thresholds.json``.
+        alternate_contacts: contacts found the same way on ``SegmentationResult.alternates``.
 
     Returns:
         :class:`QCVerdict`.
     """
-    m = result_measures(result_label, contacts, info=info, electrode=electrode, probability=probability)
+    m = result_measures(result_label, contacts, info=info, electrode=electrode, probability=probability,
+                        alternate_contacts=alternate_contacts)
     return assess_measures(m, thresholds)
 
 
@@ -359,6 +399,8 @@ def assess_measures(m: dict[str, Any], thresholds: QCThresholds | None = None) -
         return QCVerdict("fail", ["empty label: no electrode found"], m)
     if not m.get("n_contacts"):
         return QCVerdict("fail", ["no contacts found on the label"], m)
+    expected = thresholds.expected_mm3(m.get("model"))
+    m = {**m, "expected_label_mm3": expected, "volume_ratio": m["label_mm3"] / expected if expected else None}
     reasons = []
     for rule in thresholds.rules:
         if rule.trips(m):

@@ -11,7 +11,8 @@ label, no metal, no contacts) are set aside. Then, while some bad result is not 
 that flags the most still-unflagged bad results per good result it newly flags is taken (one per
 measure and side, lowered as needed); it is placed halfway between the bad value it reaches for and
 the nearest good value short of it (the widest margin the calibration set allows). It stops when
-every bad result is flagged, or when a cut-off would flag more than ``--budget`` of the good ones.
+every bad result is flagged, or when every cut-off that flags more would flag more than ``--budget``
+of the good results (named or blind).
 
 Held-out phantoms (seeds 820000 + i), generated after the thresholds are written and never used to
 choose anything, then report: bad results flagged / bad, good results flagged / good, named and
@@ -51,7 +52,8 @@ MIN_RECALL = 0.9
 #: (measure, side) pairs a cut-off may be placed on; ">" flags high values
 CANDIDATES = (("contact_count_error", ">"), ("pitch_cv", ">"), ("max_gap_pitches", ">"), ("pitch_ratio", ">"),
               ("pitch_ratio", "<"), ("volume_ratio", ">"), ("volume_ratio", "<"), ("far_fragments_mm3", ">"),
-              ("uncertain_fraction", ">"), ("mean_entropy_bits", ">"), ("bloom_mm", ">"))
+              ("uncertain_fraction", ">"), ("mean_entropy_bits", ">"), ("contact_shift_mm", ">"),
+              ("bloom_mm", ">"))
 
 
 def phantom_specs(seed0: int, n: int) -> list[tuple[int, str, dict[str, Any]]]:
@@ -87,7 +89,7 @@ def rtk_available() -> bool:
 
 def measure_case(seed: int, orientation: str, ov: dict[str, Any], model: Any, **extra: Any) -> list[dict[str, Any]]:
     """Segment one phantom; QC measures and contact accuracy, model named and blind (two rows)."""
-    from cochseg3d.contacts import find_contacts
+    from cochseg3d.contacts import Calibration, find_contacts
     from cochseg3d.inference import run_segmentation
     from cochseg3d.metrics import match_contacts
     from cochseg3d.phantom import generate_patient
@@ -96,9 +98,11 @@ def measure_case(seed: int, orientation: str, ov: dict[str, Any], model: Any, **
     case = generate_patient(seed, preset="small", orientation=orientation, **ov, **extra)
     res = run_segmentation(case.image, model)
     truth = case.contacts["contacts_lps_mm"]
+    cal = Calibration.load(None)
     rows = []
     for mode, electrode in (("named", case.contacts["model"]), ("blind", None)):
-        c = find_contacts(res.label, case.image, electrode=electrode)
+        c = find_contacts(res.label, case.image, electrode=electrode, calibration=cal)
+        moved = [find_contacts(a, case.image, electrode=electrode, calibration=cal) for a in res.alternates.values()]
         m = match_contacts(c.lps_mm, truth)
         err = m["mean_error_mm"]
         bad = not (math.isfinite(err) and err <= MAX_ERROR_MM and m["recall"] >= MIN_RECALL)
@@ -106,7 +110,8 @@ def measure_case(seed: int, orientation: str, ov: dict[str, Any], model: Any, **
                      "vendor": case.contacts["vendor"], "model": case.contacts["model"],
                      "recall": m["recall"], "error_mm": err if math.isfinite(err) else None, "bad": bad,
                      "truth_label_mm3": float(case.label.array.sum() * np.prod(case.image.spacing_mm)),
-                     "measures": result_measures(res.label, c, info=res.info, electrode=electrode)})
+                     "measures": result_measures(res.label, c, info=res.info, electrode=electrode,
+                                                 alternate_contacts=moved)})
     return rows
 
 
@@ -130,6 +135,11 @@ def measure_set(name: str, specs: list, model: Any, work: Path, **extra: Any) ->
     return [r for s, *_ in specs for r in done[s]]
 
 
+def _relative(path: str) -> str:
+    p = Path(path)
+    return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p)
+
+
 def _clean(x: Any) -> Any:
     if isinstance(x, dict):
         return {k: _clean(v) for k, v in x.items()}
@@ -143,6 +153,27 @@ def _clean(x: Any) -> Any:
 
 
 # --- the rule -----------------------------------------------------------------------------------
+def expected_volumes(rows: list[dict[str, Any]], *, min_cases: int = 4) -> dict[str, float]:
+    """Median label volume of good results per model (``min_cases`` or more), and over all ("default")."""
+    good = [r for r in rows if r["mode"] == "named" and not r["bad"] and not _fails_anyway(r)]
+    out = {"default": round(float(np.median([r["measures"]["label_mm3"] for r in good])), 2)}
+    for model in sorted({r["model"] for r in good}):
+        v = [r["measures"]["label_mm3"] for r in good if r["model"] == model]
+        if len(v) >= min_cases:
+            out[model] = round(float(np.median(v)), 2)
+    return out
+
+
+def with_volume_ratio(rows: list[dict[str, Any]], expected: dict[str, float]) -> list[dict[str, Any]]:
+    """Rows whose measures carry the label volume against the model's expected one."""
+    out = []
+    for r in rows:
+        m = r["measures"]
+        ref = expected.get(str(m.get("model")), expected["default"]) if m.get("model") else None
+        out.append({**r, "measures": {**m, "volume_ratio": m["label_mm3"] / ref if ref else None}})
+    return out
+
+
 def _fails_anyway(r: dict[str, Any]) -> bool:
     m = r["measures"]
     return bool(m.get("image_problem")) or not m.get("label_mm3") or not m.get("n_contacts")
@@ -166,6 +197,7 @@ def fit_rules(rows: list[dict[str, Any]], *, budget: float) -> tuple[list[dict[s
     """
     rows = [r for r in rows if not _fails_anyway(r)]
     good = [r for r in rows if not r["bad"]]
+    n_good = {mode: sum(1 for r in good if r["mode"] == mode) for mode in ("named", "blind")}
     cuts: dict[tuple[str, str], float] = {}
 
     def flagged(r):
@@ -185,16 +217,17 @@ def fit_rules(rows: list[dict[str, Any]], *, budget: float) -> tuple[list[dict[s
                 # flag everything at least as extreme as v on this side
                 reach = [r for r in rows if _value(r, measure) is not None and sign * _value(r, measure) >= sign * v]
                 new_bad = sum(1 for r in reach if r["bad"] and not flagged(r))
-                new_good = sum(1 for r in reach if not r["bad"] and not flagged(r))
-                score = (new_bad / (new_good + 0.5), -new_good)
+                new_good = [r for r in reach if not r["bad"] and not flagged(r)]
+                # within the budget in each mode (named, blind) alone
+                if any(sum(1 for r in good if r["mode"] == mode and (flagged(r) or r in new_good))
+                       > budget * n_good[mode] for mode in n_good):
+                    continue
+                score = (new_bad / (len(new_good) + 0.5), -len(new_good))
                 if best is None or score > best[0]:
-                    best = (score, measure, op, v, new_good)
+                    best = (score, measure, op, v)
         if best is None:
             break
-        _, measure, op, v, new_good = best
-        already = sum(1 for r in good if flagged(r))
-        if already + new_good > budget * len(good):
-            break
+        _, measure, op, v = best
         sign = 1.0 if op == ">" else -1.0
         short = [sign * _value(r, measure) for r in good if _value(r, measure) is not None
                  and sign * _value(r, measure) < sign * v]
@@ -239,7 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calibration", type=int, default=60, help="calibration phantoms")
     ap.add_argument("--held-out", type=int, default=60, help="held-out phantoms")
     ap.add_argument("--rtk", type=int, default=20, help="held-out phantoms on the itk-rtk simulator (0: none)")
-    ap.add_argument("--budget", type=float, default=0.08, help="most good results a cut-off may leave flagged")
+    ap.add_argument("--budget", type=float, default=0.06,
+                    help="most good results (fraction, named and blind each) the cut-offs may flag together")
     ap.add_argument("--work", type=Path, default=ROOT / "build" / "qc", help="cache of measured cases")
     ap.add_argument("--out", type=Path, default=ROOT / "cochseg3d" / "qc_thresholds.json")
     ap.add_argument("--calibrate-only", action="store_true", help="write the thresholds; measure no held-out set")
@@ -256,17 +290,20 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     cal = measure_set(f"calibration_{args.calibration}", phantom_specs(CALIBRATION_SEED, args.calibration), model,
                       args.work)
-    rules, left = fit_rules(cal, budget=args.budget)
+    expected = expected_volumes(cal)
+    rules, left = fit_rules(with_volume_ratio(cal, expected), budget=args.budget)
     provenance = {"command": "python scripts/calibrate_qc.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-                  "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "model": info["path"],
+                  "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "model": _relative(info["path"]),
                   "calibration_seeds": [CALIBRATION_SEED, CALIBRATION_SEED + args.calibration - 1],
                   "bad": f"contact error > {MAX_ERROR_MM} mm or recall < {MIN_RECALL}",
                   "rule": "greedy one-sided cut-offs, each halfway between a bad value and the nearest good one",
+                  "budget_good_flagged": args.budget,
                   "unflagged_calibration_bad": [{"seed": r["seed"], "mode": r["mode"], "error_mm": r["error_mm"],
                                                  "recall": r["recall"]} for r in left]}
-    thresholds = QCThresholds.load_dict({"rules": rules, "provenance": provenance}, source=str(args.out))
+    thresholds = QCThresholds.load_dict({"rules": rules, "expected_label_mm3": expected, "provenance": provenance},
+                                        source=str(args.out))
     results = {"calibration": score(cal, thresholds)}
-    provenance["calibration"] = results["calibration"]
+    thresholds.provenance["calibration"] = results["calibration"]
     atomic_write(args.out, lambda t: Path(t).write_text(json.dumps(_clean(thresholds.to_dict()), indent=1) + "\n"))
     print(f"wrote {args.out}: {len(rules)} rules, {len(left)} calibration bad results left unflagged")
     for r in rules:
@@ -283,6 +320,10 @@ def main(argv: list[str] | None = None) -> int:
         results["held_out_rtk"] = score(rtk, thresholds)
     elif args.rtk:
         print("itk-rtk simulator: generate_patient has no ct_model option yet; not measured")
+    # the held-out numbers go into the file's provenance (reported, not used to choose anything)
+    thresholds.provenance.update({k: v for k, v in results.items() if k != "calibration"},
+                                 held_out_seeds=[HELD_OUT_SEED, HELD_OUT_SEED + args.held_out - 1])
+    atomic_write(args.out, lambda t: Path(t).write_text(json.dumps(_clean(thresholds.to_dict()), indent=1) + "\n"))
     report = {"thresholds": thresholds.to_dict(), "results": results,
               "seconds": round(time.perf_counter() - t0, 1)}
     atomic_write(args.work / "report.json", lambda t: Path(t).write_text(json.dumps(_clean(report), indent=1)))

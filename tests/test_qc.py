@@ -10,12 +10,15 @@ from cochseg3d.contacts import Contacts, find_contacts
 from cochseg3d.inference import load_model, run_segmentation
 from cochseg3d.metrics import match_contacts
 from cochseg3d.phantom import generate_patient
-from cochseg3d.qc import QC_THRESHOLDS, QCThresholds, Rule, assess, image_problem, segmentation_measures
+from cochseg3d.qc import (QC_THRESHOLDS, QCThresholds, Rule, assess, contact_shift_mm, image_problem,
+                          segmentation_measures)
 from cochseg3d.volume import Volume, write_image
 
 #: rules for the mechanism tests (the shipped file's values are calibrated, and may move)
 RULES = QCThresholds((Rule("contact_count_error", ">", 1.5), Rule("far_fragments_mm3", ">", 1.0),
-                      Rule("max_gap_pitches", ">", 1.6)))
+                      Rule("max_gap_pitches", ">", 1.6), Rule("contact_shift_mm", ">", 0.3),
+                      Rule("volume_ratio", ">", 2.0), Rule("volume_ratio", "<", 0.5)),
+                     expected_label_mm3={"default": 60.0})
 
 
 @pytest.fixture(scope="module")
@@ -29,23 +32,50 @@ def medel(model):
     case = generate_patient(4247, preset="small", vendor="MED-EL")
     res = run_segmentation(case.image, model)
     contacts = find_contacts(res.label, case.image, electrode=case.contacts["model"])
-    return case, res, contacts
+    moved = [find_contacts(a, case.image, electrode=case.contacts["model"]) for a in res.alternates.values()]
+    return case, res, contacts, moved
 
 
 def test_good_result_is_ok(medel):
-    case, res, contacts = medel
+    case, res, contacts, moved = medel
     m = match_contacts(contacts.lps_mm, case.contacts["contacts_lps_mm"])
     assert m["mean_error_mm"] < 0.3 and m["recall"] >= 0.9  # a good result by the bar
+    assert sorted(res.alternates) == [0.3, 0.7]
     for thresholds in (RULES, QCThresholds.load()):
-        v = assess(res.label, contacts, info=res.info, electrode=case.contacts["model"], thresholds=thresholds)
+        v = assess(res.label, contacts, info=res.info, electrode=case.contacts["model"], thresholds=thresholds,
+                   alternate_contacts=moved)
         assert v.verdict == "ok", v.reasons
+        assert v.measures["contact_shift_mm"] < 0.2
+        assert 0.5 < v.measures["volume_ratio"] < 2.0
         assert v.measures["n_contacts"] == v.measures["n_expected"] == 12
         assert v.measures["far_fragments_mm3"] < 1.0
         assert 0.0 <= v.measures["uncertain_fraction"] and 0.0 < v.measures["mean_entropy_bits"] < 1.0
 
 
+def test_contacts_that_move_with_the_threshold_are_flagged(medel):
+    case, res, contacts, _ = medel
+    pts = contacts.lps_mm
+    assert contact_shift_mm(pts, [pts + [0.0, 0.4, 0.0]]) == pytest.approx(0.4)
+    # two contacts lost: they count at the 1 mm gate; the worse of two alternates is taken
+    assert contact_shift_mm(pts, [pts[:10], pts]) == pytest.approx(2.0 / 12)
+    shifted = Contacts(pts + [0.5, 0.0, 0.0], contacts.method, info=dict(contacts.info))
+    v = assess(res.label, contacts, info=res.info, electrode=case.contacts["model"], thresholds=RULES,
+               alternate_contacts=[shifted])
+    assert v.verdict == "review"
+    assert v.reasons == ["contacts move 0.50 mm when the label is made at p 0.3 / 0.7 (limit 0.30 mm): "
+                         "the network is unsure where the array is"]
+
+
+def test_label_volume_far_from_the_models_is_flagged(medel):
+    case, res, contacts, _ = medel
+    big = QCThresholds(RULES.rules, expected_label_mm3={"default": res.info["volume_mm3"] / 3.0})
+    v = assess(res.label, contacts, info=res.info, electrode=case.contacts["model"], thresholds=big)
+    assert v.verdict == "review" and v.measures["volume_ratio"] == pytest.approx(3.0, rel=1e-3)
+    assert "is 3.00x what" in v.reasons[0]
+
+
 def test_missing_contacts_are_flagged_with_the_count(medel):
-    case, res, contacts = medel
+    case, res, contacts, _ = medel
     model = case.contacts["model"]
     keep = np.r_[0:4, 7:12]  # three contacts in the middle lost
     fewer = Contacts(contacts.lps_mm[keep], contacts.method, contacts.centreline_lps_mm, contacts.profile,
@@ -58,7 +88,7 @@ def test_missing_contacts_are_flagged_with_the_count(medel):
 
 
 def test_far_fragment_is_flagged(medel):
-    case, res, contacts = medel
+    case, res, contacts, _ = medel
     kept = res.label.array > 0
     raw = kept.copy()
     # a 2 mm cube of 'electrode' in a far corner, as a streak or bone blob would give
