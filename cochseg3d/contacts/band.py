@@ -62,14 +62,14 @@ def band_ends(profile: np.ndarray, step_mm: float, n: int, pitch_mm: float, cal:
               ) -> tuple[float | None, float | None]:
     """Arc positions (mm) where the contact band of ``n`` contacts ``pitch_mm`` apart begins and ends.
 
-    Level: ``cal.band_level`` of the way from the profile's lowest value in its first
-    ``cal.band_head_mm`` (the tissue past the apical tip) to the band's median over its nominal length plus 3 mm (its
+    Level: ``band_level`` of the way from the profile's lowest value in its first ``band_head_mm``
+    (the tissue past the apical tip) to the band's median over its nominal length plus 3 mm (its
     saturated plateau, or the middle of its ripple where it is not saturated). Start: where the
-    first run above it at least 2 mm long (or half the band; dips shorter than ``cal.band_gap_mm``
-    between contacts do not break a run) rises. End: of its falls below it
-    (held for 0.5 mm) within ``cal.pitch_scale_range`` of the band's nominal length after the start,
-    the one nearest where a band of nominal length would end. Either is None where the profile
-    has no band, or no such fall (a lead as bright as the contacts, a band cut short).
+    first run above it at least 2 mm long (or half the band; dips shorter than ``band_gap_mm``
+    between contacts do not break a run) rises. End: of its falls below it (held for 0.5 mm)
+    within ``pitch_scale_range`` of the band's nominal length after the start, the one nearest
+    where a band of nominal length would end. Either is None where the profile has no band, or no
+    such fall (a lead as bright as the contacts, a band cut short). Names: ``cal``'s entries.
     """
     profile = np.asarray(profile, dtype=float)
     if len(profile) < 4:
@@ -85,7 +85,7 @@ def band_ends(profile: np.ndarray, step_mm: float, n: int, pitch_mm: float, cal:
         return None, None
     # the band starts where the first long bright run rises: a run already bright where the
     # sampling starts (the apical extension ran into a neighbouring turn's bloom) shows no rise
-    # (a dip shorter than cal.band_gap_mm is a gap between contacts: one band)
+    # (a dip shorter than band_gap_mm is a gap between contacts: one band)
     runs = [(a, b) for a, b in bright_runs(above, step_mm, cal.band_gap_mm)
             if (b - a) * step_mm >= min(2.0, 0.5 * span)]
     rising = [a for a, _ in runs if a > 0]
