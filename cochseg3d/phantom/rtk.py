@@ -41,8 +41,8 @@ from scipy import ndimage
 
 from . import xray
 from .anatomy import ScanGrid, trilinear
-from .rtk_geometry import (Detector, RtkVolume, circular_geometry, extend_truncated, fdk, head_basis, head_chords,
-                           joseph, shadow_window)
+from .rtk_geometry import (Detector, RtkVolume, circular_geometry, fdk, head_basis, head_chords, joseph,
+                           shadow_window)
 
 COARSE_MM = 0.4  # voxel size (mm) at which the anatomy is projected
 BOX_MARGIN_MM = 2.0  # fine box around the contacts
@@ -257,16 +257,19 @@ def _reconstruct(sc: _Scan, L: np.ndarray, dL: np.ndarray | None, true_hu: np.nd
     """Water-equivalent density on the scanner grid: coarse FDK, fine box FDK, sub-voxel detail."""
     p, grid = sc.p, sc.grid
     det = sc.det
+    ext = None
     if sc.head is not None:  # the scanner's head model extends the truncated rows (drawn misfit of its size)
-        n_ext = int(np.ceil(2.2 * max(sc.head[1]) * sc.mag / det.du))
+        n_ext = max(0, min(int(np.ceil(2.2 * max(sc.head[1]) * sc.mag / det.du)), (1024 - det.nu) // 2))
         wide = Detector(det.u0 - n_ext * det.du, det.v0, det.du, det.dv, det.nu + 2 * n_ext, det.nv)
         axes = tuple(a * p["extrapolation_scale"] for a in sc.head[1])
-        mw, mb = head_chords(sc.geometry, wide, sc.head[0], axes, p["skull_mm"])
-        mw += mb * np.float32(xray.bone_hu() / 1000.0 + 1.0)  # bone as water-equivalent path
-        del mb
-        L, det = extend_truncated(L, det, mw, n_ext)
-        del mw
-    rc = fdk(L, det, sc.geometry, sc.vol_c, hann_cut=p["hann_cut"])
+        bone_w = np.float32(xray.bone_hu() / 1000.0 + 1.0)  # bone as water-equivalent path
+
+        def model(i0: int, i1: int) -> np.ndarray:
+            mw, mb = head_chords(sc.geometry, wide, sc.head[0], axes, p["skull_mm"], views=range(i0, i1))
+            return mw + bone_w * mb
+
+        ext = (n_ext, model, p["sid_mm"] * sc.mag)
+    rc = fdk(L, det, sc.geometry, sc.vol_c, hann_cut=p["hann_cut"], extension=ext)
     if max(sc.f) == 1:
         return rc
     sp = np.asarray(grid.spacing_mm, float)
