@@ -39,8 +39,9 @@ log = logging.getLogger(__name__)
 #: HU of the two references
 AIR_HU = -1000.0
 TISSUE_HU = 30.0
-#: gains (grey units per HU) that a scanner may plausibly store
-GAIN_RANGE = (0.5, 2.0)
+#: gains (grey units per HU) that a scanner may plausibly store; low ones are cupped CBCT (the
+#: itk-rtk phantoms' air-to-tissue step is about half of 1030 HU)
+GAIN_RANGE = (0.3, 2.0)
 #: a peak counts when its prominence is at least this fraction of the histogram's highest peak
 _MIN_PROMINENCE = 0.02
 #: an exact value holding this fraction of the voxels, far above its neighbours, is a written constant
