@@ -166,3 +166,26 @@ def test_bad_rtk_arguments():
         generate_patient(1, ct_model="rtk", shape=16, rtk={"views": 10})
     with pytest.raises(ValueError, match="needs ct_model"):
         generate_patient(1, shape=16, rtk={"n_views": 10})
+
+
+def test_cli_parses_ct_model():
+    from cochseg3d.cli import build_parser
+
+    assert build_parser().parse_args(["phantom", "out", "--ct-model", "rtk"]).ct_model == "rtk"
+    assert build_parser().parse_args(["phantom", "out"]).ct_model == "fast"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["phantom", "out", "--ct-model", "xcat"])
+
+
+@pytest.mark.slow
+def test_cli_writes_an_rtk_patient_with_preview(tmp_path):
+    import json
+
+    from cochseg3d.cli import main
+
+    assert main(["phantom", str(tmp_path), "--patients", "1", "--ct-model", "rtk", "--preview", "--no-progress"]) == 0
+    (folder,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    assert (folder / "preview.png").stat().st_size > 10_000
+    params = json.loads((folder / "truth" / "params.json").read_text())
+    assert params["ct_model"] == "rtk" and params["rtk"]["n_views"] >= 180
+    assert json.loads((tmp_path / "cohort.json").read_text())[0]["ct_model"] == "rtk"
