@@ -2,6 +2,9 @@
 
 Everything random comes from one ``numpy.random.Generator`` seeded by the patient seed, drawn in a
 fixed order whatever the overrides, so overriding one parameter leaves every other draw unchanged.
+Two CT models degrade the painted patient: "fast" (image domain, :mod:`.cbct`, the default) and
+"rtk" (itk-rtk projection physics and FDK, :mod:`.rtk`), whose draws and noise come from a generator
+of its own (``[seed, 7]``), so both models see the same anatomy and implant.
 """
 
 from __future__ import annotations
