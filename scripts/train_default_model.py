@@ -54,6 +54,22 @@ def random_overrides(rng: np.random.Generator) -> tuple[str, dict[str, Any]]:
     return orientation, ov
 
 
+def scanner_overrides(rng: np.random.Generator) -> tuple[str, dict[str, Any]]:
+    """As :func:`random_overrides`, wider: a scanner's grey values, noise and streaks as issue 12 lists.
+
+    Grey values: offset -400..1100 (HU + 1000 / + 1024 stored without a rescale included) and gain
+    0.75-1.35, the metal ceiling moving with them (a 12-bit store clips at the same HU whatever the
+    offset); noise up to 250 HU; streaks up to 3.
+    """
+    orientation, ov = random_overrides(rng)
+    gain = float(rng.uniform(0.75, 1.35))
+    offset = float(rng.choice([float(rng.uniform(-400, 1100)), 1000.0, 1024.0], p=[0.7, 0.15, 0.15]))
+    ov.update(offset_hu=offset, gain=gain, noise_hu=float(rng.uniform(20, 250)),
+              streak_strength=float(rng.uniform(0.3, 3.0)),
+              saturation_hu=float(offset + gain * rng.choice([3071.0, 4095.0])))
+    return orientation, ov
+
+
 def write_case(case, root: Path) -> dict[str, Any]:
     """Image and truth as NIfTI under ``root/<case>/`` (a cohort the training data loader reads)."""
     d = root / case.case_id
@@ -76,14 +92,36 @@ def make_cohort(root: Path, specs: list[tuple[int, str, dict[str, Any]]], *, pre
     entries = []
     for seed, orientation, ov in tqdm(specs, desc=f"phantoms -> {root.name}", unit="patient"):
         case = generate_patient(seed, preset=preset, orientation=orientation, **ov)
-        entries.append({**write_case(case, root), "overrides": ov})
+        entries.append({**write_case(case, root), "overrides": ov, "ct_model": case.params.get("ct_model", "fast")})
     atomic_write(root / "cohort.json", lambda t: Path(t).write_text(json.dumps(entries, indent=1)))
     return root
 
 
-def training_specs(n: int, seed: int) -> list[tuple[int, str, dict[str, Any]]]:
+def training_specs(n: int, seed: int, *, rtk_fraction: float = 0.0) -> list[tuple[int, str, dict[str, Any]]]:
+    """``n`` training patients; the last ``rtk_fraction`` of them from the itk-rtk CT model."""
     rng = np.random.default_rng(seed)
-    return [(seed * 1000 + i, *random_overrides(rng)) for i in range(n)]
+    if rtk_fraction <= 0:
+        return [(seed * 1000 + i, *random_overrides(rng)) for i in range(n)]
+    n_rtk = int(round(n * rtk_fraction))
+    specs = []
+    for i in range(n):
+        orientation, ov = scanner_overrides(rng)
+        if i >= n - n_rtk:
+            ov["ct_model"] = "rtk"
+        specs.append((seed * 1000 + i, orientation, ov))
+    return specs
+
+
+def cross_simulator_sets(seed: int, n: int) -> dict[str, list[tuple[int, str, dict[str, Any]]]]:
+    """Held-out sets of both CT models with scanner realism; seeds 950000+ were drawn after the last
+    tuning change (grey levels, contact finder, QC) and nothing was chosen on them."""
+    base = 950_000 + seed * 100
+    fast, rtk_ = np.random.default_rng(seed + 11), np.random.default_rng(seed + 12)
+    sets = {"cross_fast": [(base + i, *scanner_overrides(fast)) for i in range(2 * n)],
+            "cross_rtk": [(base + 300 + i, *scanner_overrides(rtk_)) for i in range(n)]}
+    for _, _, ov in sets["cross_rtk"]:
+        ov["ct_model"] = "rtk"
+    return sets
 
 
 def held_out_sets(seed: int, n: int) -> dict[str, list[tuple[int, str, dict[str, Any]]]]:
@@ -117,7 +155,7 @@ def training_config(cohort: Path, *, epochs: int, seed: int) -> Any:
         "model.name=unet25d", "model.channels=[8,16,32,64]", "model.strides=[2,2,2]", "model.num_res_units=1",
         "model.dropout=0.0", f"train.epochs={epochs}", "train.batch_size=16", "train.lr=0.004",
         "train.device=cpu", f"train.seed={seed}", "train.val_patient_every=2", "train.sw_batch_size=32",
-        "train.early_stop.patience=8", "train.early_stop.min_epochs=8",
+        "train.early_stop.patience=8", "train.early_stop.min_epochs=8", "preprocessing.grey_levels=measured",
     ]
     return load_config(ROOT / "configs" / "unet25d.yaml", overrides), overrides
 
@@ -240,6 +278,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--patients", type=int, default=60, help="training + validation phantom patients")
     ap.add_argument("--test-patients", type=int, default=12, help="held-out in-distribution patients")
     ap.add_argument("--epochs", type=int, default=24)
+    ap.add_argument("--rtk-fraction", type=float, default=0.0,
+                    help="share of training patients from the itk-rtk CT model (then with scanner realism: "
+                         "uncalibrated grey values, noise to 250 HU, streaks to 3)")
+    ap.add_argument("--sets", default=None,
+                    help="comma-separated held-out sets to evaluate (default: all, cross-simulator ones included)")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--weights", type=Path, default=None, help="where default.pt/json go (default: cochseg3d/weights)")
     ap.add_argument("--evaluate-only", action="store_true", help="measure the shipped model only")
@@ -264,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         cohort = work / "train_cohort"
         if not (cohort / "cohort.json").is_file():
-            make_cohort(cohort, training_specs(args.patients, args.seed))
+            make_cohort(cohort, training_specs(args.patients, args.seed, rtk_fraction=args.rtk_fraction))
         t_data = time.perf_counter() - t0
         cfg, overrides = training_config(cohort, epochs=args.epochs, seed=args.seed)
         if args.package_run is not None:
@@ -281,6 +324,12 @@ def main(argv: list[str] | None = None) -> int:
             "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "randomised": {"orientation": list(ORIENTATIONS), "spacing_mm": [0.25, 0.4], "anisotropic_fraction": 0.3,
                            "offset_hu": [-400, 500], "noise_hu": [20, 150], "streak_strength": [0.3, 2.0],
+                           "vendor_model": "all catalogue models (phantom draw)"} if args.rtk_fraction <= 0 else
+                          {"orientation": list(ORIENTATIONS), "spacing_mm": [0.25, 0.4], "anisotropic_fraction": 0.3,
+                           "offset_hu": [-400, 1100], "offset_hu_no_rescale": [1000, 1024], "gain": [0.75, 1.35],
+                           "noise_hu": [20, 250], "streak_strength": [0.3, 3.0],
+                           "ct_models": {"fast": 1 - args.rtk_fraction, "rtk": args.rtk_fraction},
+                           "grey_levels": "measured (air and soft-tissue peaks)",
                            "vendor_model": "all catalogue models (phantom draw)"},
             "config_overrides": overrides, "run": str(run.relative_to(ROOT) if run.is_relative_to(ROOT) else run),
             "seconds": {"data": round(t_data, 1), "training": round(t_train, 1)},
@@ -293,7 +342,10 @@ def main(argv: list[str] | None = None) -> int:
         meta = {"file": dest.name, "size_mb": round(dest.stat().st_size / 2**20, 2), "provenance": provenance}
         atomic_write(meta_path, lambda t: Path(t).write_text(json.dumps(_clean(meta), indent=1)))
         log.info("wrote %s (%.2f MB)", dest, meta["size_mb"])
-    results = evaluate_sets(work, held_out_sets(args.seed, args.test_patients))
+    sets = {**held_out_sets(args.seed, args.test_patients), **cross_simulator_sets(args.seed, args.test_patients)}
+    if args.sets:
+        sets = {k: v for k, v in sets.items() if k in args.sets.split(",")}
+    results = evaluate_sets(work, sets)
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     meta["evaluation"] = {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
