@@ -42,8 +42,9 @@ def hu_from_mu(mu: float | np.ndarray) -> float | np.ndarray:
     return 1000.0 * (np.asarray(mu) - MU_WATER_PER_MM) / MU_WATER_PER_MM
 
 
-def ramp_filter(n_det: int, d: float) -> np.ndarray:
-    """Frequency response of the discrete Ram-Lak kernel (Kak & Slaney eq. 3.61) times a Hann window."""
+def ramp_filter(n_det: int, d: float, cut: float = 1.0) -> np.ndarray:
+    """Frequency response of the discrete Ram-Lak kernel (Kak & Slaney eq. 3.61) times a Hann window
+    reaching zero at ``cut`` x Nyquist (zero above), on ``2**ceil(log2(2 n_det))`` samples."""
     size = int(2 ** np.ceil(np.log2(2 * n_det)))
     n = np.concatenate([np.arange(0, size // 2 + 1), np.arange(-size // 2 + 1, 0)])
     h = np.zeros(size)
@@ -51,7 +52,8 @@ def ramp_filter(n_det: int, d: float) -> np.ndarray:
     odd = n % 2 == 1
     h[odd] = -1 / (np.pi * n[odd] * d) ** 2
     H = np.real(np.fft.rfft(h)) * d
-    H *= 0.5 + 0.5 * np.cos(np.pi * np.fft.rfftfreq(size) / 0.5)  # Hann
+    f = np.fft.rfftfreq(size) / 0.5
+    H *= np.where(f < cut, 0.5 + 0.5 * np.cos(np.pi * f / cut), 0.0)  # Hann
     return H
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .cbct import ramp_filter
+
 SKULL_BONE, SKULL_WATER = 0.85, 0.2  # composition of the analytic skull shell
 
 
@@ -91,17 +93,9 @@ def joseph(vol_itk, det: Detector, geometry, n_views: int, comps: int) -> np.nda
 
 
 def ramp_response(n: int, d: float, cut: float) -> tuple[np.ndarray, int]:
-    """Discrete Ram-Lak response (Kak & Slaney 3.61) times a Hann window cut at ``cut`` x Nyquist."""
-    size = int(2 ** np.ceil(np.log2(2 * n)))
-    k = np.concatenate([np.arange(0, size // 2 + 1), np.arange(-size // 2 + 1, 0)])
-    h = np.zeros(size)
-    h[0] = 1 / (4 * d * d)
-    odd = k % 2 == 1
-    h[odd] = -1 / (np.pi * k[odd] * d) ** 2
-    H = np.real(np.fft.rfft(h)) * d
-    f = np.fft.rfftfreq(size) / 0.5
-    H *= np.where(f < cut, 0.5 + 0.5 * np.cos(np.pi * f / cut), 0.0)
-    return H.astype(np.float32), size
+    """The Hann-windowed ramp of :func:`.cbct.ramp_filter` (float32) and its FFT length."""
+    H = ramp_filter(n, d, cut)
+    return H.astype(np.float32), 2 * (H.size - 1)
 
 
 def fdk(proj: np.ndarray, det: Detector, geometry, vol: RtkVolume, *, hann_cut: float,
