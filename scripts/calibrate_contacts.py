@@ -43,16 +43,29 @@ log = logging.getLogger("calibrate_contacts")
 
 #: seeds of the calibration phantoms (training: seed * 1000 + i; held-out tests: 900000 + ...)
 SEED_BASE = 800_000
+RTK_SEED_BASE = 840_000
 RNG_SEED = 20261127
 
 
-def calibration_cohort(work: Path, n: int) -> Path:
-    """Phantoms randomised like the default model's training data (WORK/cohort_N)."""
-    from train_default_model import make_cohort, random_overrides
+def calibration_cohort(work: Path, n: int, rtk: int = 0) -> Path:
+    """Phantoms randomised like the default model's training data (WORK/cohort_N).
+
+    ``rtk`` > 0: a cross-simulator cohort as a model trained with ``--rtk-fraction`` saw, ``n``
+    fast-model and ``rtk`` itk-rtk patients, all with scanner realism (WORK/cohort_N_rtkM; itk-rtk
+    seeds RTK_SEED_BASE + i), so no table is measured on one simulator alone.
+    """
+    from train_default_model import make_cohort, random_overrides, scanner_overrides
 
     rng = np.random.default_rng(RNG_SEED)
-    specs = [(SEED_BASE + i, *random_overrides(rng)) for i in range(n)]
-    cohort = work / f"cohort_{n}"
+    if rtk <= 0:
+        specs = [(SEED_BASE + i, *random_overrides(rng)) for i in range(n)]
+        cohort = work / f"cohort_{n}"
+    else:
+        specs = [(SEED_BASE + i, *scanner_overrides(rng)) for i in range(n)]
+        for i in range(rtk):
+            orientation, ov = scanner_overrides(rng)
+            specs.append((RTK_SEED_BASE + i, orientation, {**ov, "ct_model": "rtk"}))
+        cohort = work / f"cohort_{n}_rtk{rtk}"
     if not (cohort / "cohort.json").is_file():
         make_cohort(cohort, specs)
     return cohort
@@ -223,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--patients", type=int, default=240, help="calibration phantoms to generate")
+    ap.add_argument("--rtk", type=int, default=0,
+                    help="also this many itk-rtk phantoms (all with scanner realism): for a model trained across "
+                         "both CT models")
     ap.add_argument("--cohort", type=Path, default=None,
                     help="measure on this cohort instead (cohort.json with dicom / contacts per case, as "
                          "`cochseg3d phantom` writes; e.g. your scanner's scans with known contact positions)")
@@ -236,8 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("cochseg3d").setLevel(logging.WARNING)
     base = Calibration.load(args.base)
-    cohort = args.cohort or calibration_cohort(args.work, args.patients)
-    pred = args.work / (f"pred_{cohort.name}" if args.cohort else f"pred_{args.patients}")
+    cohort = args.cohort or calibration_cohort(args.work, args.patients, args.rtk)
+    pred = args.work / f"pred_{cohort.name}"
     segment_cohort(cohort, pred, args.model)
 
     radial = summarise(measure_radial(cohort, pred, base), ("inward_mm",))
@@ -249,7 +265,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, d in list(radial.items()) + list(bands.items()):
         for key, st in d.items():
             log.info("%-22s %-20s median %+.3f mm  mad %.3f  n %d", name, key, st["median"], st["mad"], st["n"])
-    cohort_source = str(args.cohort) if args.cohort else {"seeds": [SEED_BASE, SEED_BASE + args.patients - 1]}
+    cohort_source = str(args.cohort) if args.cohort else {"seeds": [SEED_BASE, SEED_BASE + args.patients - 1],
+                                                       **({"rtk_seeds": [RTK_SEED_BASE, RTK_SEED_BASE + args.rtk - 1]}
+                                                          if args.rtk else {})}
     source = {"script": "scripts/calibrate_contacts.py", "cohort": cohort_source, "model": str(args.model),
               "date": datetime.date.today().isoformat(), "cases": len(rows),
               "base": str(args.base) if args.base else "shipped calibration (switches and constants)"}
