@@ -231,6 +231,22 @@ class Cochlea:
                         self.z(theta) + dz], axis=-1)
         return loc @ self.rows + self.center
 
+    def consensus_frame(self) -> dict:
+        """The cochlear frame of the consensus (Verbist et al., Otol Neurotol 2010;31:722-730), LPS.
+
+        Origin on the modiolar axis at the basal-turn level (the spiral's centre), z along the
+        modiolar axis towards the apex, x towards the round window (theta = 0), y = z x x (a right-
+        handed frame). ``turn_sense`` +1: angles towards the apex turn counter-clockwise about z
+        (seen from the apex), -1: clockwise (the mirrored ear).
+        """
+        x, z = self.rows[0], self.rows[2]
+        y = np.cross(z, x)  # ``rows`` is left-handed for a mirrored ear; this frame never is
+        sense = self.sense * float(np.sign(np.dot(y, self.rows[1])))
+        return {"origin_lps_mm": [round(float(v), 4) for v in self.center],
+                "x_lps": [round(float(v), 6) for v in x], "y_lps": [round(float(v), 6) for v in y],
+                "z_lps": [round(float(v), 6) for v in z],
+                "turn_sense": int(sense), "definition": "Verbist et al. 2010 consensus cochlear coordinates"}
+
     def to_local(self, p: np.ndarray) -> np.ndarray:
         return (np.asarray(p, float) - self.center) @ self.rows.T
 

@@ -617,6 +617,11 @@ def generate_patient(seed: int, *, preset: str = "small", orientation: str = "ax
         "contacts_lps_mm": np.round(path.contacts_lps, 4).tolist(),
         "inside_cochlea": [bool(v) for v in path.inside_cochlea],
         "contact_angles_deg": _unwrapped_angles(coch, path.contacts_lps).round(3).tolist(),
+        # clinical truth (issue 13): the consensus frame, depth along the array from the round window
+        "cochlear_frame": coch.consensus_frame(),
+        "contact_depths_mm": np.round(path.s_round_window - path.contacts_s, 4).tolist(),
+        "contact_modiolus_distance_mm": np.round(np.linalg.norm(coch.to_local(path.contacts_lps)[:, :2], axis=1),
+                                                 4).tolist(),
         "electrode_path_lps_mm": np.round(path.points[::10], 3).tolist(),
     }
     p["electrode"] = model.to_dict()
