@@ -22,10 +22,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ct-model", choices=("fast", "rtk"), default="fast",
                         help="CBCT model: fast (image domain, default) or rtk (itk-rtk projection physics + FDK; "
                              "~1 min per clinical patient)")
+    hard = parser.add_argument_group("hard conditions (issue 12; off by default, 'random' draws per patient)")
+    hard.add_argument("--motion-mm", type=_float_or_random, default=0.0, metavar="MM|random",
+                      help="patient motion during the scan: peak-to-peak displacement of the cochlea (mm)")
+    hard.add_argument("--screw", action="store_const", const=True, default=False,
+                      help="a titanium bone-anchored hearing-implant screw in the temporal bone")
+    hard.add_argument("--screw-random", dest="screw", action="store_const", const="random",
+                      help="a screw in about half the patients (drawn)")
+    hard.add_argument("--dental-fillings", type=_int_or_random, default=0, metavar="N|random",
+                      help="N amalgam dental fillings low in the field")
+    hard.add_argument("--fov-truncation", type=_float_or_random, default=0.0, metavar="T|random",
+                      help="cut the measured field's radius by this fraction (0-0.6): head partly outside the field")
     parser.add_argument("--preview", action="store_true", help="also write <patient>/preview.png")
     parser.add_argument("--no-clutter", action="store_true",
                         help="write only the image series (no localizer, ._ file or README.txt)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _number_or_random(kind: type, what: str):
+    def parse(text: str):
+        if text == "random":
+            return text
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what} or 'random', got {text!r}") from None
+
+    return parse
+
+
+_float_or_random = _number_or_random(float, "a number")
+_int_or_random = _number_or_random(int, "a whole number")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,6 +67,9 @@ def run(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder")
     overrides = {"vendor": args.vendor} if args.vendor else {}
+    for key in ("motion_mm", "screw", "dental_fillings", "fov_truncation"):
+        if getattr(args, key):
+            overrides[key] = getattr(args, key)
     folders = generate_cohort(out, patients=args.patients, seed=args.seed, preset=args.preset,
                               orientation=args.orientation, clutter=not args.no_clutter, preview=args.preview,
                               progress=not args.no_progress, ct_model=args.ct_model, **overrides)

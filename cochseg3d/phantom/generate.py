@@ -24,6 +24,7 @@ from cochseg3d.volume import Grid, Volume
 
 from . import anatomy as an
 from . import cbct
+from . import hard
 from .implant import ArrayFields, ArrayPath, array_fields, build_path
 
 log = logging.getLogger(__name__)
@@ -372,8 +373,10 @@ def _place_implant(P: an.Painter, p: dict, f: _Ear, anat: _Anatomy, model) -> tu
 
 
 def _scanner(P: an.Painter, fld: ArrayFields, p: dict, scan: _Scan, f: _Ear, rng: np.random.Generator,
-             timings: dict, inter: dict | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """CBCT degradation of ``P.hu``; returns the image, the blurred metal HU (sub-box) and its corner."""
+             timings: dict, inter: dict | None,
+             pl: hard.Plan | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """CBCT degradation of ``P.hu``; returns the image, the blurred metal HU (sub-box), its corner and
+    the image the label rule reads (the image itself, or without the hard conditions ``pl``)."""
     grid, sp, true = scan.grid, scan.grid.spacing_mm, P.hu
     k, j, i = fld.kji.T
     # quantum noise enters before the reconstruction blur, so the PSF also sets its grain; its
@@ -434,9 +437,15 @@ def _scanner(P: an.Painter, fld: ArrayFields, p: dict, scan: _Scan, f: _Ear, rng
         out2d, r, radius = _fov_cylinder(scan)
         # projections truncated by the small field brighten its edge
         img += (np.float32(p["truncation_rim_hu"]) * np.exp(-(radius - np.minimum(r, radius)) / 2.0))[None]
+    truth_img = img
+    if pl is not None:  # the label reads the scan without the hard conditions
+        truth_img = img.copy()
+        _grey_values(truth_img, P, p, out2d)
+        out_t = hard.apply_fast(img, true, pl, grid, p, streak_kw, pl.rng)
+        out2d = out_t if out2d is None else (out2d if out_t is None else out2d | out_t)
     _grey_values(img, P, p, out2d)
     timings["shading_saturation"] = time.perf_counter() - t0
-    return img, m, lo
+    return img, m, lo, truth_img
 
 
 def _fov_cylinder(scan: _Scan) -> tuple[np.ndarray, np.ndarray, float]:
@@ -459,13 +468,18 @@ def _grey_values(img: np.ndarray, P: an.Painter, p: dict, out2d: np.ndarray | No
 
 
 def _scanner_rtk(P: an.Painter, fld: ArrayFields, p: dict, scan: _Scan, f: _Ear, rng: np.random.Generator,
-                 timings: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The itk-rtk CBCT model (:mod:`.rtk`); the truth's blurred metal uses that system's PSF."""
+                 timings: dict, pl: hard.Plan | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The itk-rtk CBCT model (:mod:`.rtk`); the truth's blurred metal uses that system's PSF. With the
+    hard conditions ``pl`` the patient is scanned twice: as is (what the label rule reads) and with them."""
+    import copy
+
     from .rtk import simulate_rtk
 
     t0 = time.perf_counter()
+    rng_hard = copy.deepcopy(rng) if pl is not None else None  # the same photon-noise stream
+    head_xy = tuple(f.ear([-60.0, -5.0, 0.0])[:2])
     img, info = simulate_rtk(P.hu, fld, scan.grid, scan.center, p["rtk"], rng, fov_cylinder=p["fov_cylinder"],
-                             head_center_xy=tuple(f.ear([-60.0, -5.0, 0.0])[:2]), timings=timings)
+                             head_center_xy=head_xy, timings=timings)
     p["hu_platinum"] = info.pop("hu_platinum")
     p["rtk_info"] = info
     sig = np.asarray(info["psf_sigma_mm"]) / np.asarray(scan.grid.spacing_mm[::-1])
@@ -476,9 +490,42 @@ def _scanner_rtk(P: an.Painter, fld: ArrayFields, p: dict, scan: _Scan, f: _Ear,
     fm = np.zeros(tuple(hi - lo), dtype=np.float32)
     fm[k - lo[0], j - lo[1], i - lo[2]] = fld.metal
     m = ndimage.gaussian_filter(fm, sig, truncate=3.0) * np.float32(p["hu_platinum"])
-    _grey_values(img, P, p, _fov_cylinder(scan)[0] if p["fov_cylinder"] else None)
+    out2d = _fov_cylinder(scan)[0] if p["fov_cylinder"] else None
+    _grey_values(img, P, p, out2d)
+    truth_img = img
+    if pl is not None:
+        img, out2d = _rtk_hard(P, fld, p, scan, pl, rng_hard, head_xy, out2d)
+        _grey_values(img, P, p, out2d)
     timings["rtk_total"] = time.perf_counter() - t0
-    return img, m, lo
+    return img, m, lo, truth_img
+
+
+def _rtk_hard(P, fld, p, scan: _Scan, pl: hard.Plan, rng, head_xy, out2d):
+    """The rtk scan with the hard conditions: moving patient, extra metal, truncated field."""
+    from .rtk import Extras, simulate_rtk
+
+    iso = np.asarray(scan.center, float).copy()
+    ex = Extras(motion=pl.motion, metals=pl.metals())
+    if pl.motion is not None:
+        ex.blur = lambda a: hard.motion_blur(a, scan.grid, pl.motion)
+    if pl.field_r is not None:
+        iso[:2] = pl.field_xy  # the rotation axis moves with the smaller field
+        ex.fov_radius_mm, ex.taper_mm = pl.field_r, pl.record["truncation"]["extrapolation_taper_mm"]
+        out_t = pl.field_mask(scan.grid)
+        out2d = out_t if out2d is None else out2d | out_t
+    img, _ = simulate_rtk(hard.displaced(P.hu, pl), fld, scan.grid, iso, p["rtk"], rng,
+                          fov_cylinder=p["fov_cylinder"], head_center_xy=head_xy, extras=ex)
+    return img, out2d
+
+
+def _hard_plan(hv: dict, rng: np.random.Generator, scan: _Scan, f: _Ear, path: ArrayPath,
+               cylinder: bool) -> hard.Plan:
+    """The hard conditions' geometry; the field they start from is the grid's inscribed cylinder."""
+    grid, sp = scan.grid, scan.grid.spacing_mm
+    size = (grid.shape[2], grid.shape[1]) if scan.target is None else scan.target.size[:2]
+    radius = 0.5 * min(size[0] * sp[0], size[1] * sp[1])
+    return hard.plan(hv, rng, grid, f.C, f.E, path.points, np.asarray(path.contacts_lps), scan.center[:2], radius,
+                     cylinder)
 
 
 def _truth(fld: ArrayFields, m: np.ndarray, lo: np.ndarray, img: np.ndarray, p: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -527,7 +574,9 @@ def _acquire(img: np.ndarray, label: np.ndarray, metal: np.ndarray, tissue: np.n
 
 
 def generate_patient(seed: int, *, preset: str = "small", orientation: str = "axial", keep_intermediate: bool = False,
-                     ct_model: str = "fast", **overrides: Any) -> PhantomCase:
+                     ct_model: str = "fast", motion_mm: float | str = 0.0, screw: bool | str = False,
+                     dental_fillings: int | str = 0, fov_truncation: float | str = 0.0,
+                     **overrides: Any) -> PhantomCase:
     """Generate one synthetic post-operative temporal-bone CBCT with its ground truth.
 
     Args:
@@ -545,6 +594,11 @@ def generate_patient(seed: int, *, preset: str = "small", orientation: str = "ax
             mu_platinum_per_mm, fov_center_ear_mm (field-of-view centre, mm lateral / anterior /
             superior of the cochlea), gain (grey value = gain * HU + offset_hu), rtk (a dict
             overriding :func:`.rtk.draw_rtk_params` draws; ct_model "rtk" only).
+        motion_mm, screw, dental_fillings, fov_truncation: the hard conditions of :mod:`.hard`
+            (peak-to-peak cochlea motion in mm; a titanium bone-anchored screw; N amalgam fillings;
+            the measured field's radius cut by this fraction), each off by default and ``"random"``
+            to draw it; recorded in ``params["hard_conditions"]``. Neither truth label nor contacts
+            include the screw or the fillings.
 
     Returns:
         The :class:`PhantomCase`; image in HU-like grey values on the acquisition grid.
@@ -570,6 +624,8 @@ def generate_patient(seed: int, *, preset: str = "small", orientation: str = "ax
     elif rtk_overrides:
         raise ValueError("the rtk override needs ct_model='rtk'")
     p["ct_model"] = ct_model
+    hv, rng_hard = hard.resolve(int(seed), motion_mm, screw, dental_fillings, fov_truncation)
+    p["hard_conditions"] = dict(hv)
     if orientation == "mixed":
         orientation = p["mixed_orientation"]
     p["orientation"] = orientation
@@ -590,14 +646,23 @@ def generate_patient(seed: int, *, preset: str = "small", orientation: str = "ax
     path, fld = _place_implant(P, p, f, anat, model)
     timings["implant"] = time.perf_counter() - t0
 
+    pl = None
+    if hard.any_on(hv):
+        pl = _hard_plan(hv, rng_hard, scan, f, path, bool(p["fov_cylinder"]))
+        p["hard_conditions"] = pl.record
     inter: dict | None = {} if keep_intermediate else None
     if ct_model == "rtk":
-        img, m, lo = _scanner_rtk(P, fld, p, scan, f, rng_rtk, timings)
+        img, m, lo, truth_img = _scanner_rtk(P, fld, p, scan, f, rng_rtk, timings, pl)
     else:
-        img, m, lo = _scanner(P, fld, p, scan, f, rng, timings, inter)
+        img, m, lo, truth_img = _scanner(P, fld, p, scan, f, rng, timings, inter, pl)
 
     t0 = time.perf_counter()
-    label, metal = _truth(fld, m, lo, img, p)
+    label, metal = _truth(fld, m, lo, truth_img, p)
+    if pl is not None and pl.field_r is not None:  # nothing is painted outside the reconstructed field
+        out_t = pl.field_mask(scan.grid)
+        pl.record["truncation"]["label_voxels_outside"] = int(label[:, out_t].sum())
+        label[:, out_t] = 0
+        metal[:, out_t] = 0
     timings["truth"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

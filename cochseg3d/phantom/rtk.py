@@ -24,6 +24,12 @@ Chain (parameters drawn per patient by :func:`draw_rtk_params`):
 5. the scanner's water pre-correction (partly: residual cupping), FDK (cosine weights and
    back-projection by RTK, Hann-windowed ramp), HU = 1000 * (water-equivalent density - 1).
 
+Hard conditions (:mod:`.hard`, via :class:`Extras`): patient motion moves the object between views
+(each view's projection geometry takes the inverse motion; FDK uses the nominal one), titanium and
+amalgam objects are two more basis materials projected at the coarse voxels with their own
+attenuation, and a truncated field narrows the detector about a moved rotation axis while the
+scanner's extrapolation of the truncated rows falls off within a taper.
+
 Approximations: the fine box's noise is not simulated at fine scale (its detail term is the mean
 signal's; the noise grain is that of the >= 0.4 mm detector everywhere, which at ~0.25 mm PSF is
 close to a real panel's); outside the box the anatomy's sub-0.4 mm detail passes the system
@@ -33,8 +39,8 @@ linearly (image-domain, blurred by the fine PSF); scatter is a blur of the prima
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import numpy as np
 from scipy import ndimage
@@ -42,7 +48,7 @@ from scipy import ndimage
 from . import xray
 from .anatomy import ScanGrid, trilinear
 from .rtk_geometry import (Detector, RtkVolume, circular_geometry, fdk, head_basis, head_chords, joseph,
-                           shadow_window)
+                           moved_geometry, shadow_window)
 
 COARSE_MM = 0.4  # voxel size (mm) at which the anatomy is projected
 BOX_MARGIN_MM = 2.0  # fine box around the contacts
@@ -107,12 +113,45 @@ def _up(coarse: np.ndarray, f, starts, sizes) -> np.ndarray:
     return trilinear(coarse, coords)
 
 
-def _signal(A: np.ndarray, mus: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Detected polychromatic signal (flat field 1) of basis line integrals ``A`` (..., 3) (mm)."""
+def _signal(A: np.ndarray, mus: np.ndarray, w: np.ndarray, X=(), mx=None) -> np.ndarray:
+    """Detected polychromatic signal (flat field 1) of basis line integrals ``A`` (..., 3) (mm) and
+    of extra materials' line integrals ``X`` (each shaped like ``A[..., 0]``; ``mx[m, bin]`` /mm)."""
     out = np.zeros(A.shape[:-1], np.float32)
-    for m, wb in zip(mus, w):
-        out += np.float32(wb) * np.exp(-(A @ m.astype(np.float32)))
+    for b, (m, wb) in enumerate(zip(mus, w)):
+        att = A @ m.astype(np.float32)
+        for x, mxm in zip(X, () if mx is None else mx):
+            att += np.float32(mxm[b]) * x
+        out += np.float32(wb) * np.exp(-att)
     return out
+
+
+@dataclass
+class Extras:
+    """What :mod:`.hard` adds to an acquisition (all optional).
+
+    Attributes:
+        motion: LPS rigid motion ``transform(s) -> (R, b)`` (x -> R x + b) at scan time s in [0, 1).
+        metals: objects with ``material`` (an :mod:`.xray` material), ``kji`` and ``frac`` (sparse).
+        fov_radius_mm: radius of the measured field about the rotation axis (detector width).
+        taper_mm: the scanner's extrapolation of truncated rows falls to zero within this (isocentre mm).
+        blur: applied to the image-domain sub-voxel detail (the motion blur of what is not projected).
+    """
+
+    motion: Any = None
+    metals: list = field(default_factory=list)
+    fov_radius_mm: float | None = None
+    taper_mm: float | None = None
+    blur: Callable | None = None
+
+
+def _motion_geometry(geometry, motion, n: int, iso: np.ndarray):
+    """Per-view projection geometry of the moving object (LPS motion -> RTK frame (x, z, y) - iso)."""
+    Q = np.array([[1.0, 0, 0], [0, 0, 1.0], [0, 1.0, 0]])
+    tr = []
+    for i in range(n):
+        R, b = motion.transform(i / n)
+        tr.append((Q @ R @ Q.T, Q @ (R @ iso + b - iso)))
+    return moved_geometry(geometry, tr)
 
 
 def _box_of(fld, grid: ScanGrid) -> tuple[np.ndarray, np.ndarray] | None:
@@ -141,9 +180,13 @@ class _Scan:
     box: tuple[np.ndarray, np.ndarray] | None = None  # fine box [lo, hi) (k, j, i)
     vol_b: RtkVolume | None = None
     window: tuple[slice, slice, Detector] | None = None
+    extras: Extras = field(default_factory=Extras)
+    geometry_p: Any = None  # the projections' geometry (the moving object's), else ``geometry``
+    extra_c: list = field(default_factory=list)  # (material, coarse fraction) of extra metals
 
 
-def _setup(true_hu, fld, grid, iso, p, fov_cylinder, head_center_xy, head_axes_mm) -> tuple[_Scan, np.ndarray]:
+def _setup(true_hu, fld, grid, iso, p, fov_cylinder, head_center_xy, head_axes_mm,
+           extras: Extras) -> tuple[_Scan, np.ndarray]:
     """Materials on the coarse grid, geometry, detector; returns the scan and the coarse volume to project."""
     sp = np.asarray(grid.spacing_mm, float)  # (dx, dy, dz)
     nz, ny, nx = grid.shape
@@ -173,28 +216,40 @@ def _setup(true_hu, fld, grid, iso, p, fov_cylinder, head_center_xy, head_axes_m
     sid = p["sid_mm"]
     sdd = sid * p["sdd_over_sid"]
     r_fov = 0.5 * (min(nx * sp[0], ny * sp[1]) if fov_cylinder else np.hypot(nx * sp[0], ny * sp[1])) + sp_c[0]
+    if extras.fov_radius_mm is not None:
+        r_fov = extras.fov_radius_mm + sp_c[0]
     u_half = sdd * r_fov / np.sqrt(sid**2 - r_fov**2)
     v_half = sdd * (nz * sp[2] / 2 + sp_c[2]) / (sid - r_fov)
     du, dv = sp_c[0] * sdd / sid, sp_c[2] * sdd / sid
     nu, nv = 2 * int(np.ceil(u_half / du)), 2 * int(np.ceil(v_half / dv))
     det = Detector(-(nu - 1) / 2 * du, -(nv - 1) / 2 * dv, du, dv, nu, nv)
-    scan = _Scan(p, grid, f, circular_geometry(p), sdd / sid, RtkVolume(org_c, sp_c, shape_c, iso), basis_c, det, head)
+    scan = _Scan(p, grid, f, circular_geometry(p), sdd / sid, RtkVolume(org_c, sp_c, shape_c, iso), basis_c, det, head,
+                 extras=extras)
+    scan.geometry_p = scan.geometry
+    if extras.motion is not None:
+        scan.geometry_p = _motion_geometry(scan.geometry, extras.motion, p["n_views"], np.asarray(iso, float))
+    for o in extras.metals:
+        x = np.zeros(shape_c, np.float32)
+        np.add.at(x, (o.kji[:, 0] // fz, o.kji[:, 1] // fxy, o.kji[:, 2] // fxy), o.frac / np.float32(fz * fxy * fxy))
+        scan.extra_c.append((o.material, x))
     box = _box_of(fld, grid) if max(f) > 1 else None
     if box is not None:
         scan.box = box
         scan.vol_b = RtkVolume(np.asarray(grid.origin_mm) + box[0][::-1] * sp, sp, tuple(box[1] - box[0]), iso)
-        scan.window = shadow_window(scan.geometry, scan.vol_b, det, p["n_views"], fxy, fz)
+        geos = scan.geometry if scan.geometry_p is scan.geometry else [scan.geometry, scan.geometry_p]
+        scan.window = shadow_window(geos, scan.vol_b, det, p["n_views"], fxy, fz)
     return scan, proj_c
 
 
 def _project(sc: _Scan, proj_c: np.ndarray, true_hu: np.ndarray, fld) -> tuple[np.ndarray, np.ndarray | None]:
     """Basis line integrals (views, v, u, 3) on the detector, and on the fine window (or None)."""
-    n = sc.p["n_views"]
-    A = joseph(sc.vol_c.to_itk(proj_c), sc.det, sc.geometry, n, 3)
+    n, geo = sc.p["n_views"], sc.geometry_p
+    A = joseph(sc.vol_c.to_itk(proj_c), sc.det, geo, n, 3)
     if sc.head is not None:
-        w_head, b_head = head_chords(sc.geometry, sc.det, sc.head[0], sc.head[1], sc.p["skull_mm"])
+        w_head, b_head = head_chords(geo, sc.det, sc.head[0], sc.head[1], sc.p["skull_mm"])
         A[..., 0] += w_head
         A[..., 1] += b_head
+    sc.extra_c = [(m, joseph(sc.vol_c.to_itk(x), sc.det, geo, n, 0)) for m, x in sc.extra_c]  # now line integrals
     if sc.box is None:
         return A, None
     lo, hi = sc.box
@@ -207,7 +262,7 @@ def _project(sc: _Scan, proj_c: np.ndarray, true_hu: np.ndarray, fld) -> tuple[n
     for c, fine in enumerate((rho, bone, mf)):
         detail[..., c] = fine - _up(sc.basis_c[..., c], sc.f, lo, hi - lo)
     sv, su, det_f = sc.window
-    B = joseph(sc.vol_b.to_itk(detail), det_f, sc.geometry, n, 3)
+    B = joseph(sc.vol_b.to_itk(detail), det_f, geo, n, 3)
     Af = np.stack([trilinear(A[..., c], _win_coords(sc, det_f)) for c in range(3)], axis=-1)
     Af += B
     Af[..., 2] = np.maximum(Af[..., 2], 0)
@@ -229,12 +284,15 @@ def _detector(sc: _Scan, A: np.ndarray, Af: np.ndarray | None, rng) -> tuple[np.
     fz, _, fxy = sc.f
     e_b, w_b = xray.spectrum(p["kvp"], p["al_mm"], p["cu_mm"], p["n_bins"])
     mus = np.stack([xray.mu_per_mm(m, e_b) for m in ("water", "bone", "platinum_iridium")], axis=1)
+    X = [x for _, x in sc.extra_c]
+    mx = [xray.mu_per_mm(m, e_b) for m, _ in sc.extra_c]
     wc = xray.WaterCorrection(e_b, w_b, strength=p["water_correction"])
     n0, floor, blur = p["photons_per_pixel"], p["count_floor"], p["detector_blur_px"]
-    E = ndimage.gaussian_filter(_signal(A, mus, w_b), (0, blur / fz, blur / fxy))
+    E = ndimage.gaussian_filter(_signal(A, mus, w_b, X, mx), (0, blur / fz, blur / fxy))
     if Af is not None:
         sv, su, det_f = sc.window
-        Ef = ndimage.gaussian_filter(_signal(Af, mus, w_b), (0, blur, blur))
+        Xf = [trilinear(x, _win_coords(sc, det_f)) for x in X]
+        Ef = ndimage.gaussian_filter(_signal(Af, mus, w_b, Xf, mx), (0, blur, blur))
         nb = (n, Ef.shape[1] // fz, fz, Ef.shape[2] // fxy, fxy)
         E[:, sv, su] = Ef.reshape(nb).mean(axis=(2, 4))
     sp_c = sc.vol_c.spacing
@@ -264,9 +322,15 @@ def _reconstruct(sc: _Scan, L: np.ndarray, dL: np.ndarray | None, true_hu: np.nd
         axes = tuple(a * p["extrapolation_scale"] for a in sc.head[1])
         bone_w = np.float32(xray.bone_hu() / 1000.0 + 1.0)  # bone as water-equivalent path
 
+        taper = np.ones(wide.nu, np.float32)
+        if sc.extras.taper_mm is not None:  # a cruder extrapolation: it falls to zero within the taper
+            d = np.maximum(np.maximum(n_ext - np.arange(wide.nu), np.arange(wide.nu) - (n_ext + det.nu - 1)), 0)
+            w_px = max(sc.extras.taper_mm * sc.mag / det.du, 1.0)
+            taper = (np.cos(0.5 * np.pi * np.minimum(d / w_px, 1.0)) ** 2).astype(np.float32)
+
         def model(i0: int, i1: int) -> np.ndarray:
             mw, mb = head_chords(sc.geometry, wide, sc.head[0], axes, p["skull_mm"], views=range(i0, i1))
-            return mw + bone_w * mb
+            return (mw + bone_w * mb) * taper
 
         ext = (n_ext, model, p["sid_mm"] * sc.mag)
     rc = fdk(L, det, sc.geometry, sc.vol_c, hann_cut=p["hann_cut"], extension=ext)
@@ -277,6 +341,8 @@ def _reconstruct(sc: _Scan, L: np.ndarray, dL: np.ndarray | None, true_hu: np.nd
     # sub-0.4 mm anatomy (outside the fine box): linear, through the fine PSF
     dhu = true_hu - _up(_block_mean(true_hu, sc.f), sc.f, (0, 0, 0), grid.shape)
     dhu = ndimage.gaussian_filter(dhu, _psf_sigma_mm(sp, p) / sp[::-1], truncate=3.0)
+    if sc.extras.blur is not None:
+        dhu = sc.extras.blur(dhu)
     dhu *= np.float32(1e-3)
     rho += dhu
     if sc.box is not None:  # inside, the box's own reconstruction holds that detail
@@ -289,7 +355,7 @@ def _reconstruct(sc: _Scan, L: np.ndarray, dL: np.ndarray | None, true_hu: np.nd
 
 def simulate_rtk(true_hu: np.ndarray, fld, grid: ScanGrid, iso_lps, params: dict, rng: np.random.Generator, *,
                  fov_cylinder: bool, head_center_xy, head_axes_mm=(72.0, 92.0),
-                 timings: dict | None = None) -> tuple[np.ndarray, dict]:
+                 timings: dict | None = None, extras: Extras | None = None) -> tuple[np.ndarray, dict]:
     """Reconstructed HU (float32 ``[k, j, i]`` on ``grid``) of the true HU and the implant's metal.
 
     Args:
@@ -303,6 +369,7 @@ def simulate_rtk(true_hu: np.ndarray, fld, grid: ScanGrid, iso_lps, params: dict
         head_center_xy, head_axes_mm: the head's elliptic cylinder (LPS x, y mm; semi-axes mm);
             ``head_axes_mm=None``: no head around the grid (the grid alone is scanned).
         timings: seconds per stage are added here.
+        extras: the hard conditions (:class:`Extras`: motion, other metal, a truncated field); None: none.
 
     Returns:
         (HU image before gain / offset / saturation, info: ``hu_platinum``, ``psf_sigma_mm`` of the
@@ -311,7 +378,7 @@ def simulate_rtk(true_hu: np.ndarray, fld, grid: ScanGrid, iso_lps, params: dict
     timings = {} if timings is None else timings
     t0 = time.perf_counter()
     sc, proj_c = _setup(true_hu, fld, grid, np.asarray(iso_lps, float), params, fov_cylinder, head_center_xy,
-                        head_axes_mm)
+                        head_axes_mm, extras or Extras())
     timings["rtk_setup"], t0 = time.perf_counter() - t0, time.perf_counter()
     A, Af = _project(sc, proj_c, true_hu, fld)
     del proj_c

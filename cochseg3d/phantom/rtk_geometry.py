@@ -80,6 +80,26 @@ def circular_geometry(p: dict):
     return g
 
 
+def moved_geometry(geometry, transforms):
+    """The geometry that sees the static object as ``geometry`` sees it moved by ``transforms``:
+    one ``(R, t)`` per view (RTK frame, x -> R x + t); source and detector take the inverse motion."""
+    import itk
+
+    g = itk.ThreeDCircularProjectionGeometry.New()
+    for i, (R, t) in enumerate(transforms):
+        s = np.array(geometry.GetSourcePosition(i))[:3]
+        M = itk.array_from_matrix(geometry.GetProjectionCoordinatesToFixedSystemMatrix(i))
+
+        def point(x):
+            return itk.Point[itk.D, 3]([float(v) for v in R.T @ (x - t)])
+
+        def vector(x):
+            return itk.Vector[itk.D, 3]([float(v) for v in R.T @ x])
+
+        g.AddProjection(point(s), point(M[:3, 3]), vector(M[:3, 0]), vector(M[:3, 1]))
+    return g
+
+
 def joseph(vol_itk, det: Detector, geometry, n_views: int, comps: int) -> np.ndarray:
     import itk
 
@@ -192,14 +212,16 @@ def head_basis(xs, ys, head_xy, axes_mm, skull_mm) -> tuple[np.ndarray, np.ndarr
 
 
 def shadow_window(geometry, box: RtkVolume, det: Detector, n_views: int, fu: int, fv: int) -> tuple[slice, slice, Detector]:
-    """Coarse-detector slices (v, u) that hold the shadow of ``box`` in every view, and the fine window."""
+    """Coarse-detector slices (v, u) that hold the shadow of ``box`` in every view, and the fine window
+    (``geometry`` may be a list: the window then holds the box's shadow in each)."""
     import itk
 
     c = np.c_[box.corners_rtk(), np.ones(8)].T
     uv = []
-    for i in range(n_views):
-        h = itk.array_from_matrix(geometry.GetMatrix(i)) @ c
-        uv.append(h[:2] / h[2])
+    for g in (geometry if isinstance(geometry, (list, tuple)) else [geometry]):
+        for i in range(n_views):
+            h = itk.array_from_matrix(g.GetMatrix(i)) @ c
+            uv.append(h[:2] / h[2])
     uv = np.concatenate(uv, axis=1)
     a0 = max(int(np.floor((uv[0].min() - det.u0) / det.du)) - 2, 0)
     a1 = min(int(np.ceil((uv[0].max() - det.u0) / det.du)) + 3, det.nu)

@@ -6,6 +6,9 @@ water; cortical bone (ICRU-44, 1.92 g/cm^3); aluminium and copper (tube filtrati
 K edge (78.4 keV) is kept as a step. The platinum-iridium of the contacts (Pt90Ir10, 21.55 g/cm^3) is
 treated as platinum at that density (iridium's 76.1 keV edge is merged into platinum's; an
 approximation of a few per cent between 76 and 78 keV). Between table energies: log-log interpolation.
+Metal other than the array (issue 12's hard conditions): titanium (4.51 g/cm^3, a bone-anchored
+fixture) and dental amalgam (11.6 g/cm^3; by mass Hg 0.50, Ag 0.35, Sn 0.10, Cu 0.05, mixed from the
+elements' XCOM values, mercury's 83.1 keV K edge kept as a step).
 
 Spectrum: Kramers' bremsstrahlung photon fluence ``(kVp - E) / E`` (unfiltered), hardened by the tube's
 aluminium and copper filtration, detected by an energy-integrating flat panel (weight ``E``), summed
@@ -26,7 +29,12 @@ _MASS_ATT = {
 }
 _PT_E = np.array([20.0, 30.0, 40.0, 50.0, 60.0, 78.39, 78.40, 80.0, 100.0, 150.0])
 _PT = np.array([75.6, 27.0, 12.8, 6.97, 4.35, 2.20, 9.00, 8.60, 4.99, 1.86])
-DENSITY_G_CM3 = {"water": 1.0, "bone": 1.92, "aluminium": 2.699, "copper": 8.96, "platinum_iridium": 21.55}
+_MASS_ATT["titanium"] = np.array([15.85, 4.972, 2.214, 1.213, 0.7661, 0.4052, 0.2721, 0.1649])
+_EDGED = {"platinum_iridium": (_PT_E, _PT),
+          "amalgam": (np.array([20.0, 30.0, 40.0, 50.0, 60.0, 80.0, 83.09, 83.11, 100.0, 150.0]),
+                      np.array([49.5, 26.3, 12.25, 6.82, 4.19, 1.98, 1.78, 4.58, 2.94, 1.10]))}
+DENSITY_G_CM3 = {"water": 1.0, "bone": 1.92, "aluminium": 2.699, "copper": 8.96, "platinum_iridium": 21.55,
+                 "titanium": 4.51, "amalgam": 11.6}
 
 #: true HU of the phantom's anatomy are taken at this energy (keV) for the material decomposition
 E_REF_KEV = 60.0
@@ -37,8 +45,9 @@ BONE_ONSET_HU = 300.0
 def mu_per_mm(material: str, e_kev) -> np.ndarray:
     """Linear attenuation (/mm) of ``material`` at the nominal density, energies ``e_kev``."""
     le = np.log(np.asarray(e_kev, float))
-    if material == "platinum_iridium":
-        mass = np.exp(np.interp(le, np.log(_PT_E), np.log(_PT)))
+    if material in _EDGED:
+        e_tab, m_tab = _EDGED[material]
+        mass = np.exp(np.interp(le, np.log(e_tab), np.log(m_tab)))
     else:
         mass = np.exp(np.interp(le, np.log(_E_KEV), np.log(_MASS_ATT[material])))
     return mass * DENSITY_G_CM3[material] / 10.0
