@@ -189,3 +189,84 @@ def test_cli_writes_an_rtk_patient_with_preview(tmp_path):
     params = json.loads((folder / "truth" / "params.json").read_text())
     assert params["ct_model"] == "rtk" and params["rtk"]["n_views"] >= 180
     assert json.loads((tmp_path / "cohort.json").read_text())[0]["ct_model"] == "rtk"
+
+
+# --- hard conditions of issue 12 (cochseg3d.phantom.hard) in the rtk model ---
+
+
+def test_rtk_off_by_default_is_bit_identical():
+    """Digest (image, label, metal, tissue) of this patient made before the hard conditions existed."""
+    c = generate_patient(4, ct_model="rtk", shape=40, spacing_mm=0.4, fov_center_ear_mm=[0.0, 0.0, 0.0],
+                         rtk={"n_views": 60}, motion_mm=0.0, screw=False, dental_fillings=0, fov_truncation=0.0)
+    h = hashlib.sha256(c.image.array.tobytes() + c.label.array.tobytes() + c.metal.array.tobytes()
+                       + c.tissue.array.tobytes()).hexdigest()
+    assert h[:16] == "f9651581e8338ef0"
+
+
+def test_moved_geometry_moves_the_object():
+    p = {"n_views": 6, "first_angle_deg": 10.0, "sid_mm": 500.0, "sdd_over_sid": 1.5}
+    g = rg.circular_geometry(p)
+    same = rg.moved_geometry(g, [(np.eye(3), np.zeros(3))] * 6)
+    for i in range(6):
+        assert np.allclose(itk.array_from_matrix(g.GetMatrix(i)), itk.array_from_matrix(same.GetMatrix(i)), atol=1e-6)
+    R = an.rotation([0, 1, 0], np.radians(3.0))
+    t = np.array([1.5, -0.5, 2.0])
+    moved = rg.moved_geometry(g, [(R, t)] * 6)
+    x = np.array([4.0, 2.0, -3.0])
+    for i in range(6):  # the static point through the moved geometry lands where the moved point does
+        a = itk.array_from_matrix(moved.GetMatrix(i)) @ np.r_[x, 1]
+        b = itk.array_from_matrix(g.GetMatrix(i)) @ np.r_[R @ x + t, 1]
+        assert np.allclose(a[:2] / a[2], b[:2] / b[2], atol=1e-6)
+
+
+def _rod(grid, r_mm: float, x0: float, material: str):
+    from cochseg3d.phantom import hard
+
+    z, y, x = np.meshgrid(grid.zs, grid.ys, grid.xs, indexing="ij")
+    sel = (x - x0) ** 2 + y**2 < r_mm**2
+    return hard.Sparse(material, np.argwhere(sel), np.ones(int(sel.sum()), np.float32), 0.0)
+
+
+def test_other_metal_is_projected_with_its_own_attenuation():
+    n, d = 40, 0.4
+    grid, _, (x, y, z, _, _) = _water_phantom(n, d)
+    hu = np.zeros(grid.shape, np.float32)
+    core, ring = {}, {}
+    for material in ("titanium", "amalgam"):
+        p, rng = rtk.rtk_params(3, dict(CLEAN, n_views=180, kvp=90.0))
+        rod = _rod(grid, 1.0, 2.0, material)
+        img, _ = rtk.simulate_rtk(hu, _inert_fields(n), grid, (0.0, 0.0, 0.0), p, rng, fov_cylinder=False,
+                                  head_center_xy=(0.0, 0.0), head_axes_mm=None, extras=rtk.Extras(metals=[rod]))
+        sel = (np.abs(z) < 3) & ((x - 2.0) ** 2 + y**2 < 0.4**2)
+        core[material] = float(np.median(img[sel]))
+        around = (np.abs(z) < 3) & ((x - 2.0) ** 2 + y**2 > 3.0**2) & (x**2 + y**2 < 6.5**2)
+        ring[material] = float(np.std(img[around]))
+    assert 4000 < core["titanium"] < 25000, core  # titanium: ~16000 HU at 60 keV
+    assert core["amalgam"] > 5 * core["titanium"], core
+    assert ring["amalgam"] > 3 * ring["titanium"], ring  # its own (much stronger) streaks
+
+
+def test_rtk_hard_conditions_change_the_image_not_the_label():
+    from scipy import ndimage
+
+    base = _case(offset_hu=0.0, gain=1.0, saturation_hu=30000.0, rtk={"n_views": 90})
+    near = ndimage.binary_dilation(base.label.array > 0, iterations=3)
+    for kw in (dict(motion_mm=1.5), dict(screw=True), dict(fov_truncation=0.3)):
+        c = _case(offset_hu=0.0, gain=1.0, saturation_hu=30000.0, rtk={"n_views": 90}, **kw)
+        rec = c.params["hard_conditions"]
+        diff = np.abs(c.image.array.astype(float) - base.image.array)
+        if "fov_truncation" in kw:
+            out = c.tissue.array == an.OUTSIDE
+            assert not np.any(c.label.array[out])
+            assert np.array_equal(c.label.array[~out], base.label.array[~out])
+            assert np.median(diff[~out]) > 30  # truncation shifts the grey values inside
+            continue
+        assert np.array_equal(c.label.array, base.label.array) and c.contacts == base.contacts
+        if "motion_mm" in kw:
+            assert rec["motion"]["peak_to_peak_mm"] == pytest.approx(1.5, rel=0.02)
+            assert np.mean(diff[near]) > 200
+        else:
+            ijk = np.round((np.asarray(rec["screw_geometry"]["centre_lps_mm"]) - np.asarray(c.image.origin_mm))
+                           / np.asarray(c.image.spacing_mm)).astype(int)
+            assert c.image.array[ijk[2], ijk[1], ijk[0]] > 5000 and c.label.array[ijk[2], ijk[1], ijk[0]] == 0
+            assert base.image.array[ijk[2], ijk[1], ijk[0]] < 3000
