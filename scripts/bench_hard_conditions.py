@@ -148,24 +148,29 @@ def main(argv: list[str] | None = None) -> int:
     if args.fresh and args.work.exists():
         shutil.rmtree(args.work)
     sets = condition_sets(args.fast, args.rtk, names)
+    sets = {k: sets[k] for k in sorted(sets, key=lambda k: (names.index(k.split("_", 1)[1]), k))}  # both CT models early
     t0 = time.perf_counter()
     sha = hashlib.sha256(args.model.read_bytes()).hexdigest()[:16]
-    results = tdm.evaluate_sets(args.work, sets, model_path=args.model)
-    md = table(results)
+    out = args.json or args.work / "results.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {}
+    for name, specs in sets.items():  # written after each set: a long run stopped early keeps what it measured
+        results[name] = tdm.evaluate_sets(args.work, {name: specs}, model_path=args.model)[name]
+        md = table(results)
+        meta = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                "command": "python scripts/bench_hard_conditions.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+                "model": str(args.model), "model_sha256_16": sha,
+                "seeds": {"fast": [SEED_FAST, SEED_FAST + args.fast - 1], "rtk": [SEED_RTK, SEED_RTK + args.rtk - 1],
+                          "acquisitions_rng": SEED_ACQ},
+                "conditions": CONDITIONS, "seconds": round(time.perf_counter() - t0, 1),
+                "complete": len(results) == len(sets)}
+        seen = {n: _conditions_seen(args.work / "test" / n) for n in results}
+        out.write_text(json.dumps(tdm._clean({"meta": meta, "table": md, "conditions_seen": seen, "results": results}),
+                                  indent=1))
+        logging.warning("%s done (%d/%d sets, %.0f s)", name, len(results), len(sets), time.perf_counter() - t0)
     if hashlib.sha256(args.model.read_bytes()).hexdigest()[:16] != sha:
         logging.warning("%s changed during the run; the numbers are of the model loaded at its start (%s)",
                         args.model, sha)
-    meta = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "command": "python scripts/bench_hard_conditions.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-            "model": str(args.model), "model_sha256_16": sha,
-            "seeds": {"fast": [SEED_FAST, SEED_FAST + args.fast - 1], "rtk": [SEED_RTK, SEED_RTK + args.rtk - 1],
-                      "acquisitions_rng": SEED_ACQ},
-            "conditions": CONDITIONS, "seconds": round(time.perf_counter() - t0, 1)}
-    seen = {name: _conditions_seen(args.work / "test" / name) for name in sets}
-    out = args.json or args.work / "results.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(tdm._clean({"meta": meta, "table": md, "conditions_seen": seen, "results": results}),
-                              indent=1))
     print(md)
     print(f"\n{meta['date']}  model {meta['model_sha256_16']}  {meta['seconds']} s  -> {out}")
     return 0

@@ -130,7 +130,7 @@ def test_random_draws_are_recorded_and_deterministic():
 
 
 def test_bad_values():
-    for kw in (dict(fov_truncation=0.9), dict(motion_mm=-1.0), dict(dental_fillings=40)):
+    for kw in (dict(fov_truncation=0.9), dict(motion_mm=-1.0), dict(dental_fillings=40), dict(motion_mm="lots")):
         with pytest.raises(ValueError, match="fov_truncation"):
             generate_patient(1, shape=16, **kw)
 

@@ -7,7 +7,8 @@ and the head partly outside the reconstructed field.
   position is its true one (the truth stays where the image is, on average). The rtk model moves
   the object between projection views (each view's geometry is the inverse motion of the nominal
   one; the scanner reconstructs with the nominal geometry); the fast model averages the
-  reconstructed volume over the cochlea's positions (blur for a drift, ghosts for a jerk).
+  reconstructed volume over the cochlea's positions (blur for a drift, ghosts for a jerk; a
+  translation only, and its noise is averaged too, so it comes out smoother than it should).
 * ``screw``: a bone-anchored hearing-implant fixture: a threaded titanium cylinder (3.5-4 mm wide,
   3-4 mm long, with a 0.5 mm flange) in the temporal bone 20-40 mm posterior-superior of the
   cochlea, axis about lateral, moved inside the field (to its edge) where the field is smaller.
@@ -47,10 +48,14 @@ def resolve(seed: int, motion_mm, screw, dental_fillings, fov_truncation) -> tup
     """The conditions' values (``"random"`` drawn) and the generator of their details."""
     rng = np.random.default_rng([int(seed), 13])
     u = rng.random(4)  # drawn whatever is asked, so one "random" does not shift another's draw
-    v = {"motion_mm": 0.3 + 1.7 * u[0] if motion_mm == RANDOM else float(motion_mm or 0.0),
-         "screw": bool(u[1] < 0.5) if screw == RANDOM else bool(screw),
-         "dental_fillings": int(u[2] * 5) if dental_fillings == RANDOM else int(dental_fillings or 0),
-         "fov_truncation": 0.1 + 0.25 * u[3] if fov_truncation == RANDOM else float(fov_truncation or 0.0)}
+    try:
+        v = {"motion_mm": 0.3 + 1.7 * u[0] if motion_mm == RANDOM else float(motion_mm or 0.0),
+             "screw": bool(u[1] < 0.5) if screw == RANDOM else bool(screw),
+             "dental_fillings": int(u[2] * 5) if dental_fillings == RANDOM else int(dental_fillings or 0),
+             "fov_truncation": 0.1 + 0.25 * u[3] if fov_truncation == RANDOM else float(fov_truncation or 0.0)}
+    except (TypeError, ValueError):
+        raise ValueError(f"motion_mm, dental_fillings and fov_truncation take a number or 'random'; got "
+                         f"{motion_mm!r}, {dental_fillings!r}, {fov_truncation!r}") from None
     if not (0 <= v["motion_mm"] <= 20 and 0 <= v["dental_fillings"] <= 12 and 0 <= v["fov_truncation"] <= 0.6):
         raise ValueError(f"motion_mm must be in [0, 20], dental_fillings in 0..12 and fov_truncation in [0, 0.6]; "
                          f"got {motion_mm}, {dental_fillings}, {fov_truncation}")
