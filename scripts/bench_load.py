@@ -2,7 +2,7 @@
 """Benchmark: load a DICOM series with cochseg3d vs SimpleITK, dcm2niix and dicom2nifti; discovery.
 
 Writes a synthetic CT series (``--slices`` x ``--size`` x ``--size``, int16) with
-``cochseg3d.dicom_write.write_series``, then times each reader in its own fresh process (so the
+``cochseg3d.phantom.dicom_write.write_series``, then times each reader in its own fresh process (so the
 peak resident memory, VmHWM, is that reader's alone) on the same warm page cache, and times
 header-only discovery of a folder of ``--discover-files`` files against GDCM's scanner (SimpleITK)
 and a naive full pydicom read. Results go to BENCHMARKS.md (section ``load``).
@@ -154,7 +154,7 @@ def make_series(folder: Path, slices: int, size: int, *, seed: int = 0, series_n
     """A CT-like int16 volume (air, head, bone, metal wire) written as DICOM; returns seconds."""
     import numpy as np
 
-    from cochseg3d.dicom_write import write_series
+    from cochseg3d.phantom.dicom_write import write_series
     from cochseg3d.volume import Volume
 
     rng = np.random.default_rng(seed)

@@ -225,7 +225,7 @@ def test_cli_prefill_dicom_folder_label_overlays_series(tmp_path) -> None:
     import SimpleITK as sitk
 
     from cochseg3d.cli import main
-    from cochseg3d.dicom_write import write_series
+    from cochseg3d.phantom.dicom_write import write_series
     from cochseg3d.volume import read_image
 
     img = _image()

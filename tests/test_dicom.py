@@ -24,7 +24,7 @@ from pydicom.uid import (
 )
 
 from cochseg3d.dicom import SeriesGapError, choose_main_series, discover, load_input, load_series
-from cochseg3d.dicom_write import write_series
+from cochseg3d.phantom.dicom_write import write_series
 from cochseg3d.volume import Volume
 
 SHAPE = (8, 12, 10)  # k, j, i

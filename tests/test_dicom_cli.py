@@ -13,7 +13,7 @@ import yaml
 
 from cochseg3d.cli import main
 from cochseg3d.dicom import discover, load_series
-from cochseg3d.dicom_write import write_series
+from cochseg3d.phantom.dicom_write import write_series
 from cochseg3d.volume import CANONICAL_DIRECTION, Volume, canonical, read_image
 
 SECRET = "DOE^JANE"

@@ -7,7 +7,7 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 
-from cochseg3d.dicom_write import stored_values, write_series
+from cochseg3d.phantom.dicom_write import stored_values, write_series
 from cochseg3d.volume import Volume
 
 AXIAL = np.eye(3)

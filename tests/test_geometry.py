@@ -16,7 +16,7 @@ import pytest
 import SimpleITK as sitk
 
 from cochseg3d.dicom import discover, load_input, load_series
-from cochseg3d.dicom_write import write_series
+from cochseg3d.phantom.dicom_write import write_series
 from cochseg3d.volume import CANONICAL_DIRECTION, Volume, canonical, write_image
 
 REALDATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "realdata" / "dcm_qa_sag"

@@ -115,7 +115,7 @@ def test_segment_cli_folder_of_patients_skips_a_bad_one(tmp_path):
 
 def test_segment_cli_dicom_folder_with_dicom_seg(tmp_path):
     pydicom = pytest.importorskip("pydicom")
-    from cochseg3d.dicom_write import write_series
+    from cochseg3d.phantom.dicom_write import write_series
 
     ckpt = _checkpoint(tmp_path / "m.pt")
     vol, _ = _curved_wire(CORONAL, shape=(10, 16, 18))
@@ -139,7 +139,7 @@ def test_segment_cli_dicom_folder_with_dicom_seg(tmp_path):
 
 
 def test_find_inputs_tells_one_patient_from_many(tmp_path):
-    from cochseg3d.dicom_write import write_series
+    from cochseg3d.phantom.dicom_write import write_series
 
     vol = Volume(np.zeros((3, 4, 5), np.int16), (0.3, 0.3, 0.3))
     # one patient, two series folders
@@ -170,7 +170,7 @@ def test_label_overlays_dcm2niix_conversion(tmp_path, direction):
     import sys
     from pathlib import Path
 
-    from cochseg3d.dicom_write import write_series
+    from cochseg3d.phantom.dicom_write import write_series
 
     exe = shutil.which("dcm2niix") or str(Path(sys.executable).parent / "dcm2niix")
     if not Path(exe).exists():

@@ -62,7 +62,7 @@ def write_patient(case: PhantomCase, out: str | os.PathLike, *, clutter: bool = 
     Returns:
         The patient folder.
     """
-    from cochseg3d.dicom_write import write_series
+    from cochseg3d.phantom.dicom_write import write_series
 
     root = Path(out) / case.case_id
     dicom = root / "DICOM"

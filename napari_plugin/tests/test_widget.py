@@ -152,7 +152,7 @@ def test_roi_limits_prefill_and_autosave(make_napari_viewer, case_path, tmp_path
 
 
 def test_reader_opens_dicom_folder(make_napari_viewer, tmp_path) -> None:
-    from cochseg3d.dicom_write import write_series
+    from cochseg3d.phantom.dicom_write import write_series
     from napari_cochseg3d._reader import napari_get_reader
 
     a = np.full((6, 10, 8), 40.0, np.float32)
