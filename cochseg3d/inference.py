@@ -3,11 +3,14 @@
 The pipeline is ``canonical`` -> :func:`predict_canonical` (in-plane resampling to the model's pixel
 size, HU window, 2.5D channel stacking, MONAI ``SliceInferer``) -> threshold -> :func:`postprocess`
 (small and far-away components dropped) -> ``from_canonical`` onto exactly the source grid.
+Only the network and its post-processing live here: :func:`cochseg3d.segment` (:mod:`.pipeline`)
+is the public entry point, :mod:`.inputs` finds the patients, :mod:`.export` writes the results.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass, field
@@ -26,6 +29,8 @@ log = logging.getLogger(__name__)
 
 #: the checkpoint shipped inside the package (see scripts/train_default_model.py)
 DEFAULT_MODEL = Path(__file__).resolve().parent / "weights" / "default.pt"
+#: a clipped ceiling at or above this HU may hide metal (dense bone reaches ~1900 HU on phantoms)
+CEILING_ABOVE_BONE_HU = 1500.0
 
 
 # --- network input ------------------------------------------------------------------------------
@@ -319,8 +324,8 @@ def load_model(
     Returns:
         ``(model, preprocessing, checkpoint_info)``; the model is in eval mode on ``device`` and
         also carries its preprocessing as ``model.cochseg3d_preprocessing`` (and the checkpoint's
-        ``inference.roi_size``, if any, as ``model.cochseg3d_roi_size``) so that
-        ``segment(volume, model)`` needs nothing else.
+        ``inference.roi_size``, if any, as ``model.cochseg3d_roi_size``, and its path as
+        ``model.cochseg3d_path``) so that ``cochseg3d.segment(volume, model=model)`` needs nothing else.
     """
     from cochseg3d.models import load_checkpoint
 
@@ -337,7 +342,17 @@ def load_model(
     roi = (info.get("inference") or {}).get("roi_size")
     model.cochseg3d_roi_size = tuple(int(r) for r in roi) if roi else None  # type: ignore[attr-defined]
     info = {**info, "path": str(path)}
+    model.cochseg3d_path = str(path)  # type: ignore[attr-defined]
     return model.to(device).eval(), pre, info
+
+
+def _clipped_at_ceiling(hu: np.ndarray) -> bool:
+    """The brightest value is a stored ceiling above dense bone (HU + 1000 stored with a 3071 cap
+    clips at 2071 HU): metal may hide under it, so the image cannot be called metal-free."""
+    flat = np.asarray(hu).ravel()
+    top = float(np.nanmax(flat))
+    at_top = int(np.count_nonzero(flat >= top - 0.5))
+    return top >= CEILING_ABOVE_BONE_HU and at_top >= max(8, flat.size // 100_000)
 
 
 def run_segmentation(
@@ -356,11 +371,19 @@ def run_segmentation(
     progress: bool = False,
     roi_size: tuple[int, int] | None = None,
 ) -> SegmentationResult:
-    """Segment the electrode array of one CT volume; see :func:`segment` for the arguments.
+    """Segment the electrode array of one CT volume (the network and post-processing only).
 
     Args:
+        volume: CT on its source grid (any orientation, oblique included), HU or scanner grey values.
+        model: the network (e.g. from :func:`load_model`, which attaches its preprocessing).
+        preprocessing: the model's input preparation; taken from the model when omitted.
+        threshold: probability at or above which a voxel is electrode.
+        batch_size, overlap: sliding-window patches per forward pass and their overlap fraction.
+        device: "cpu", "cuda", "cuda:1" ...
+        postprocessing: drop small components and those far from the array (:func:`postprocess`).
         probabilities: also return the probability map on the source grid (linear resampling for
             oblique series).
+        progress: progress bar.
     """
     pre = preprocessing or getattr(model, "cochseg3d_preprocessing", None)
     if pre is None:
@@ -369,14 +392,21 @@ def run_segmentation(
     can = volume if _is_canonical(volume) and "source_grid" in volume.meta else canonical(volume)
     from cochseg3d.qc import ALTERNATE_P, image_problem, segmentation_measures
 
+    # grey values to HU once, here: the no-metal check reads what the network will see
+    hu = pre.hu(can)
     # a flat image or one without metal gets an empty label: the network would paint bone there
-    problem = image_problem(can)
+    problem = image_problem(hu)
+    if problem and problem.startswith("no metal") and _clipped_at_ceiling(hu.array):
+        log.info("%s: %s, but the brightest voxels are clipped at the stored ceiling; segmenting",
+                 volume.meta.get("source") or "image", problem)
+        problem = None
     if problem:
         log.warning("%s: %s; the label is left empty", volume.meta.get("source") or "image", problem)
         prob = np.zeros(can.array.shape, np.float32)
     else:
-        prob = predict_canonical(model, can, pre, batch_size=batch_size, overlap=overlap, device=device,
-                                 progress=progress, roi_size=roi_size)
+        prob = predict_canonical(model, hu, dataclasses.replace(pre, grey_levels="as_stored"),
+                                 batch_size=batch_size, overlap=overlap, device=device, progress=progress,
+                                 roi_size=roi_size)
     mask = raw_mask = prob >= float(threshold)
     raw = int(mask.sum())
     if postprocessing:
@@ -412,321 +442,16 @@ def run_segmentation(
                               alternates=alternates)
 
 
-def segment(
-    volume: Volume,
-    model: torch.nn.Module,
-    *,
-    preprocessing: Preprocessing | None = None,
-    threshold: float = 0.5,
-    batch_size: int = 16,
-    overlap: float = 0.25,
-    device: str = "cpu",
-    postprocessing: bool = True,
-    progress: bool = False,
-) -> Volume:
-    """Electrode label of ``volume`` on exactly its own grid (size, spacing, origin, direction).
 
-    Args:
-        volume: CT in HU on its source grid (any orientation, oblique included).
-        model: the network (e.g. from :func:`load_model`, which attaches its preprocessing).
-        preprocessing: the model's input preparation; taken from the model when omitted.
-        threshold: probability at or above which a voxel is electrode.
-        batch_size: sliding-window patches per forward pass.
-        overlap: sliding-window overlap fraction.
-        device: "cpu" or "cuda".
-        postprocessing: drop small components and those far from the array (:func:`postprocess`).
-        progress: progress bar.
-
-    Returns:
-        uint8 Volume (0 background, 1 electrode) on the source grid, ready for NIfTI.
-    """
-    return run_segmentation(
-        volume, model, preprocessing=preprocessing, threshold=threshold, batch_size=batch_size,
-        overlap=overlap, device=device, postprocessing=postprocessing, progress=progress,
-    ).label
+#: moved to their own modules; still importable from here for existing scripts
+_MOVED = {"segment_path": "cochseg3d.pipeline", "find_inputs": "cochseg3d.inputs", "is_image_path": "cochseg3d.inputs",
+          "preview_png": "cochseg3d.export", "write_dicom_seg": "cochseg3d.export",
+          "electrode_slab": "cochseg3d.export"}
 
 
-# --- outputs ------------------------------------------------------------------------------------
-def electrode_slab(mask: np.ndarray, *, slice_spacing_mm: float, pad_mm: float = 1.0) -> tuple[int, int]:
-    """Coronal slices ``[k0, k1)`` spanning a canonical mask plus ``pad_mm`` (the middle one if empty)."""
-    ks = np.flatnonzero(np.asarray(mask).any(axis=(1, 2)))
-    if not ks.size:
-        k0 = mask.shape[0] // 2
-        return k0, k0 + 1
-    pad = int(math.ceil(pad_mm / slice_spacing_mm))
-    return max(0, int(ks.min()) - pad), min(mask.shape[0], int(ks.max()) + pad + 1)
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        import importlib
 
-
-def preview_png(
-    image: Volume,
-    label: Volume,
-    path: str | Path,
-    *,
-    contacts_lps_mm: np.ndarray | None = None,
-    title: str = "",
-    window_hu: tuple[float, float] = (-500.0, 3000.0),
-) -> Path:
-    """Coronal slab MIP through the electrode with the label outline (and contacts), as PNG.
-
-    The slab spans the label's anterior-posterior extent plus 1 mm; the left panel shows the whole
-    coronal field, the right one zooms onto the array. Axes are in mm (patient right on the left of
-    the image, superior up, as a radiologist reads a coronal view).
-    """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    can = canonical(image)
-    lab = canonical(label, is_label=True).array > 0
-    sx, sy, sz = can.spacing_mm  # cols (R->L), rows (S->I), slices (A->P)
-    k0, k1 = electrode_slab(lab, slice_spacing_mm=sz)
-    mip = can.array[k0:k1].max(axis=0).astype(np.float32)
-    lab_mip = lab[k0:k1].any(axis=0)
-    extent = (-0.5 * sx, (mip.shape[1] - 0.5) * sx, (mip.shape[0] - 0.5) * sy, -0.5 * sy)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 5), dpi=100)
-    for n, ax in enumerate(axes):
-        ax.imshow(mip, cmap="gray", vmin=window_hu[0], vmax=window_hu[1], extent=extent, interpolation="nearest")
-        if lab_mip.any():
-            ax.contour(np.arange(mip.shape[1]) * sx, np.arange(mip.shape[0]) * sy, lab_mip.astype(float),
-                       levels=[0.5], colors="red", linewidths=0.8)
-        if contacts_lps_mm is not None and len(contacts_lps_mm):
-            ijk = can.lps_to_index(np.asarray(contacts_lps_mm))
-            ax.plot(ijk[:, 0] * sx, ijk[:, 1] * sy, "o", ms=3 if n else 1.5, mfc="none", mec="yellow", mew=0.8)
-            ax.plot(ijk[0, 0] * sx, ijk[0, 1] * sy, "o", ms=5 if n else 2.5, mfc="none", mec="cyan", mew=1.0)
-        ax.set_xlabel("mm (patient right -> left)")
-        ax.set_ylabel("mm (superior -> inferior)")
-    if lab_mip.any():
-        rows, cols = np.nonzero(lab_mip)
-        m = 3.0
-        axes[1].set_xlim(cols.min() * sx - m, cols.max() * sx + m)
-        axes[1].set_ylim(rows.max() * sy + m, rows.min() * sy - m)
-        axes[1].set_title("electrode (cyan: most apical contact)")
-    axes[0].set_title(title or f"coronal MIP, slices {k0}-{k1 - 1}")
-    fig.tight_layout()
-    out = Path(path)
-    from cochseg3d.volume import atomic_write
-
-    atomic_write(out, lambda tmp: fig.savefig(tmp, format="png"))
-    plt.close(fig)
-    return out
-
-
-def write_dicom_seg(label: Volume, source_folder: str | Path, series_uid: str, path: str | Path) -> Path:
-    """DICOM SEG (binary, highdicom) of ``label`` referencing the source series' images.
-
-    Each source image is matched to the label's slice at its ImagePositionPatient, so the SEG is
-    only written when the label lies on the series' own grid (as :func:`segment` delivers it).
-
-    Raises:
-        ValueError: the series is not found in ``source_folder`` or its slices do not fall on the
-            label's grid.
-    """
-    import highdicom as hd
-    import pydicom
-    from pydicom.sr.codedict import codes
-
-    from cochseg3d import __version__
-    from cochseg3d.dicom import discover
-
-    logging.getLogger("highdicom").setLevel(max(logging.WARNING, logging.getLogger("highdicom").level))
-    found = [s for s in discover(source_folder) if s.series_uid == series_uid]
-    if not found:
-        raise ValueError(f"{source_folder}: series {series_uid} not found; cannot reference it in a DICOM SEG")
-    headers = [h for s in found for h in s.slices]
-    datasets = [pydicom.dcmread(h.path) for h in headers]
-    frames = np.zeros((len(datasets), *label.array.shape[1:]), dtype=np.uint8)
-    for n, ds in enumerate(datasets):
-        ijk = label.lps_to_index(np.asarray(ds.ImagePositionPatient, dtype=float))
-        k = int(round(float(ijk[2])))
-        if np.abs(ijk - [0, 0, k]).max() > 1e-2 or not 0 <= k < label.array.shape[0]:
-            raise ValueError(f"{headers[n].path}: slice not on the label's grid; DICOM SEG needs the source grid")
-        if (int(ds.Rows), int(ds.Columns)) != label.array.shape[1:]:
-            raise ValueError(f"{headers[n].path}: {ds.Rows}x{ds.Columns} differs from the label's slice size")
-        frames[n] = label.array[k] > 0
-    algo = hd.AlgorithmIdentificationSequence(
-        name="cochseg3d", version=__version__, family=codes.cid7162.ArtificialIntelligence
-    )
-    desc = hd.seg.SegmentDescription(
-        segment_number=1,
-        segment_label="electrode array",
-        segmented_property_category=hd.sr.CodedConcept("260787004", "SCT", "Physical object"),
-        segmented_property_type=hd.sr.CodedConcept("43252007", "SCT", "Cochlear prosthesis"),
-        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-        algorithm_identification=algo,
-    )
-    seg = hd.seg.Segmentation(
-        source_images=datasets,
-        pixel_array=frames,
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=[desc],
-        series_instance_uid=hd.UID(),
-        series_number=9901,
-        sop_instance_uid=hd.UID(),
-        instance_number=1,
-        manufacturer="cochseg3d",
-        manufacturer_model_name="cochseg3d segment",
-        software_versions=__version__,
-        device_serial_number="none",
-        series_description="cochseg3d electrode",
-        omit_empty_frames=False,
-    )
-    from cochseg3d.volume import atomic_write
-
-    return atomic_write(Path(path), lambda tmp: seg.save_as(tmp))
-
-
-def _first_dicom_header(folder: Path) -> tuple[str, str] | None:
-    """(PatientID, StudyInstanceUID) of the first readable DICOM file under ``folder``."""
-    import pydicom
-
-    for p in sorted(folder.rglob("*")):
-        if p.is_file() and not p.name.startswith(".") and not is_image_path(p):
-            try:
-                ds = pydicom.dcmread(p, stop_before_pixels=True, specific_tags=["PatientID", "StudyInstanceUID"])
-            except Exception:  # not DICOM: keep looking
-                continue
-            return str(ds.get("PatientID", "")), str(ds.get("StudyInstanceUID", ""))
-    return None
-
-
-def _is_dicom_file(path: Path) -> bool:
-    """True for a DICOM Part 10 file (or a readable preamble-less one); README.txt etc. are not."""
-    import pydicom
-
-    try:
-        with open(path, "rb") as f:
-            head = f.read(132)
-        if head[128:132] == b"DICM":
-            return True
-        pydicom.dcmread(path, stop_before_pixels=True)
-        return True
-    except Exception:  # anything unreadable as DICOM is not a patient's image
-        return False
-
-
-def is_image_path(path: Path) -> bool:
-    from cochseg3d.volume import is_image_file
-
-    return is_image_file(path)
-
-
-def find_inputs(path: str | Path) -> list[Path]:
-    """The patients under ``path``: one image file, one DICOM folder, or a folder of many.
-
-    A folder is one patient when it holds DICOM files itself, or when all its sub-folders belong to
-    one patient and study (series folders). Otherwise every image file and every sub-folder in it
-    is a patient. A phantom cohort folder (``cohort.json``) lists its patients' DICOM folders.
-    """
-    import json
-
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file or folder")
-    if path.is_file():
-        return [path]
-    cohort = path / "cohort.json"
-    if cohort.is_file():
-        entries = json.loads(cohort.read_text())
-        return [path / e["dicom"] for e in entries]
-    children = sorted(p for p in path.iterdir() if not p.name.startswith("."))
-    files = [p for p in children if p.is_file()]
-    if any(_is_dicom_file(p) for p in files if not is_image_path(p)):
-        return [path]  # DICOM files right here: one patient
-    images = [p for p in files if is_image_path(p)]
-    folders = [p for p in children if p.is_dir()]
-    if folders and not images:
-        ids = {h for h in (_first_dicom_header(f) for f in folders) if h is not None}
-        if len({pid for pid, _ in ids}) <= 1 and len({st for _, st in ids}) <= 1:
-            return [path]  # series sub-folders of one patient
-    return images + folders
-
-
-def segment_path(
-    source: str | Path,
-    out_dir: str | Path,
-    model: torch.nn.Module,
-    *,
-    preprocessing: Preprocessing | None = None,
-    device: str = "cpu",
-    threshold: float = 0.5,
-    batch_size: int = 16,
-    overlap: float = 0.25,
-    probabilities: bool = False,
-    seg_dicom: bool = False,
-    png: bool = True,
-    electrode: str | None = None,
-    case_id: str | None = None,
-    model_info: dict[str, Any] | None = None,
-    qc_thresholds: Any | None = None,
-    calibration: str | Path | None = None,
-) -> dict[str, Any]:
-    """Segment one patient (DICOM folder or image file) and write its outputs into ``out_dir``.
-
-    Writes ``<case>.nii.gz`` (label, source grid), ``<case>.contacts.json``, ``<case>.png`` and on
-    request ``<case>.prob.nii.gz`` and ``<case>.seg.dcm``. ``electrode`` is a vendor ("MED-EL",
-    "Cochlear", "AB") or a catalogue model name giving the contact count and pitch.
-    ``calibration``: the contact finder's calibration file (default: the one shipped).
-
-    Returns:
-        A summary record (case id, series, voxel count, volume mm^3, contacts found, QC verdict, files).
-
-    Raises:
-        cochseg3d.contacts.CalibrationError: a bad calibration file (the message names it).
-    """
-    import json
-    import time
-
-    from cochseg3d.contacts import Calibration, electrode_spec, find_contacts
-    from cochseg3d.dicom import load_input
-    from cochseg3d.utils import sanitize_case_id
-    from cochseg3d.volume import atomic_write, write_image
-
-    t0 = time.perf_counter()
-    cal = Calibration.load(calibration)  # a bad file fails before the network runs
-    source = Path(source)
-    volume = load_input(source)
-    case = sanitize_case_id(case_id or volume.meta.get("case_id") or source.name)
-    out_dir = Path(out_dir)
-    res = run_segmentation(volume, model, preprocessing=preprocessing, device=device, threshold=threshold,
-                           batch_size=batch_size, overlap=overlap, probabilities=probabilities)
-    files = {"label": write_image(res.label, out_dir / f"{case}.nii.gz")}
-    if res.probability is not None:
-        files["probability"] = write_image(res.probability, out_dir / f"{case}.prob.nii.gz")
-    spec = electrode_spec(electrode) if electrode else {}
-    contacts = find_contacts(res.label, volume, **spec, calibration=cal)
-    series = {k: volume.meta.get(k) for k in ("series_uid", "series_number", "series_description", "modality")}
-    record = contacts.to_json(
-        case_id=case,
-        source=str(source),
-        series=series,
-        coordinate_systems={"lps": "DICOM/ITK patient LPS, mm", "ras": "NIfTI/3D Slicer RAS, mm"},
-        electrode_hint=electrode,
-        label_volume_mm3=res.info["volume_mm3"],
-        model=(model_info or {}).get("path"),
-    )
-    from cochseg3d.qc import assess
-
-    # the verdict on the result (qc_thresholds: a cochseg3d.qc.QCThresholds; default the shipped file)
-    moved = [find_contacts(alt, volume, **spec, calibration=cal) for alt in res.alternates.values()]
-    record["qc"] = assess(res.label, contacts, info=res.info, electrode=electrode, thresholds=qc_thresholds,
-                          alternate_contacts=moved).to_json()
-    files["contacts"] = atomic_write(out_dir / f"{case}.contacts.json",
-                                     lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1)))
-    if png:
-        title = f"{case}: {series.get('series_description') or source.name} ({record['n_contacts']} contacts)"
-        files["png"] = preview_png(volume, res.label, out_dir / f"{case}.png", contacts_lps_mm=contacts.lps_mm,
-                                   title=title)
-    if seg_dicom:
-        if not series.get("series_uid"):
-            log.warning("%s: not a DICOM series; no DICOM SEG written", source)
-        else:
-            files["seg"] = write_dicom_seg(res.label, volume.meta.get("source") or source, series["series_uid"],
-                                           out_dir / f"{case}.seg.dcm")
-    log.info("%s: %d electrode voxels (%.1f mm^3), %d contacts (%s) in %.1f s", case, res.info["voxels"],
-             res.info["volume_mm3"], record["n_contacts"], contacts.method, time.perf_counter() - t0)
-    return {"case_id": case, "source": str(source), "series_uid": series.get("series_uid"),
-            "series_description": series.get("series_description"), "voxels": res.info["voxels"],
-            "volume_mm3": res.info["volume_mm3"], "n_contacts": record["n_contacts"],
-            "contacts_method": contacts.method, "seconds": round(time.perf_counter() - t0, 2),
-            "qc": record["qc"], "files": {k: str(v) for k, v in files.items()}}
+        return getattr(importlib.import_module(_MOVED[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

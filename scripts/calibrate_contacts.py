@@ -73,7 +73,8 @@ def calibration_cohort(work: Path, n: int, rtk: int = 0) -> Path:
 
 def segment_cohort(cohort: Path, pred: Path, model_path: Path) -> None:
     """Every case of ``cohort`` segmented as `cochseg3d segment` would (kept between runs)."""
-    from cochseg3d.inference import load_model, segment_path
+    from cochseg3d.inference import load_model
+    from cochseg3d.pipeline import segment_path
 
     model, pre, _ = load_model(model_path)
     for e in json.loads((cohort / "cohort.json").read_text()):

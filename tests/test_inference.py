@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from cochseg3d.inference import postprocess, predict_canonical, predict_naive, segment, stack_context
+from cochseg3d.inference import postprocess, predict_canonical, predict_naive, run_segmentation, stack_context
 from cochseg3d.preprocessing import Preprocessing
 from cochseg3d.volume import Volume, canonical
+from tests.helpers import BrightDetector
 
 CORONAL = np.array([[1, 0, 0], [0, 0, -1], [0, -1, 0]], dtype=float)
 SAGITTAL = np.array([[0, 0, 1], [1, 0, 0], [0, -1, 0]], dtype=float)
@@ -16,22 +17,6 @@ def _oblique():
     from scipy.spatial.transform import Rotation
 
     return Rotation.from_euler("xyz", [20, -15, 25], degrees=True).as_matrix()
-
-
-class BrightDetector(torch.nn.Module):
-    """A fixed 1x1 convolution: electrode logit rises steeply with the intensity of one channel."""
-
-    def __init__(self, in_channels: int = 1, channel: int = 0, level: float = 0.6, gain: float = 60.0):
-        super().__init__()
-        self.conv = torch.nn.Conv2d(in_channels, 2, 1)
-        with torch.no_grad():
-            self.conv.weight.zero_()
-            self.conv.bias.zero_()
-            self.conv.weight[1, channel] = gain
-            self.conv.bias[1] = -gain * level
-
-    def forward(self, x):
-        return self.conv(x)
 
 
 def _tiny_unet(in_channels: int):
@@ -155,10 +140,10 @@ def test_postprocess_keeps_a_chain_of_separate_contacts_over_a_longer_lone_lead(
     assert not out[20, 44, 50]
 
 
-def test_segment_returns_label_on_source_grid():
+def test_run_segmentation_returns_label_on_source_grid():
     vol, truth = _bright_box_volume(direction=CORONAL)
     pre = Preprocessing(spacing_mm=0.3, roi_size=(32, 32))
-    lab = segment(vol, BrightDetector(), preprocessing=pre)
+    lab = run_segmentation(vol, BrightDetector(), preprocessing=pre).label
     assert lab.grid.allclose(vol.grid, atol_mm=1e-9)
     assert lab.array.dtype == np.uint8
     assert _dice(lab.array, truth) > 0.85

@@ -1,4 +1,5 @@
-"""segment(): output on exactly the source grid, overlaying the truth; the `segment` CLI end to end."""
+"""cochseg3d.segment(): output on exactly the source grid, overlaying the truth, in memory or to a
+folder; the `segment` CLI end to end; finding the patients under a path."""
 
 import json
 
@@ -7,10 +8,12 @@ import pytest
 import SimpleITK as sitk
 import torch
 
+import cochseg3d
 from cochseg3d.cli import main
-from cochseg3d.inference import find_inputs, segment
+from cochseg3d.inputs import find_inputs
 from cochseg3d.preprocessing import Preprocessing
 from cochseg3d.volume import Volume, write_image
+from tests.helpers import bright_model
 
 CORONAL = np.array([[1, 0, 0], [0, 0, -1], [0, -1, 0]], dtype=float)
 SAGITTAL = np.array([[0, 0, 1], [1, 0, 0], [0, -1, 0]], dtype=float)
@@ -20,22 +23,6 @@ def _oblique():
     from scipy.spatial.transform import Rotation
 
     return Rotation.from_euler("xyz", [20, -15, 25], degrees=True).as_matrix()
-
-
-class BrightDetector(torch.nn.Module):
-    """Electrode wherever the windowed intensity exceeds 0.6 (i.e. > 2000 HU): a known 'model'."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv = torch.nn.Conv2d(1, 2, 1)
-        with torch.no_grad():
-            self.conv.weight.zero_()
-            self.conv.bias.zero_()
-            self.conv.weight[1, 0] = 60.0
-            self.conv.bias[1] = -36.0
-
-    def forward(self, x):
-        return self.conv(x)
 
 
 def _curved_wire(direction, spacing=(0.25, 0.3, 0.35), shape=(36, 40, 44)):
@@ -60,7 +47,7 @@ def _curved_wire(direction, spacing=(0.25, 0.3, 0.35), shape=(36, 40, 44)):
 def test_label_is_on_the_source_grid_and_overlays_the_truth(name, direction):
     vol, truth = _curved_wire(direction)
     pre = Preprocessing(spacing_mm=0.3, roi_size=(64, 64))
-    lab = segment(vol, BrightDetector(), preprocessing=pre)
+    lab = cochseg3d.segment(vol, model=bright_model(pre), device="cpu", qc=False).label
     assert lab.grid.allclose(vol.grid, atol_mm=1e-6), name
     assert lab.array.shape == vol.array.shape and lab.array.dtype == np.uint8
     got = lab.array.astype(bool)
@@ -99,7 +86,8 @@ def test_segment_cli_folder_of_patients_skips_a_bad_one(tmp_path):
     assert rc == 1  # one patient failed, the others finished
     summary = json.loads((out / "summary.json").read_text())
     assert {d["case_id"] for d in summary["done"]} == {"p0", "p1"}
-    assert len(summary["failed"]) == 1 and "broken" in summary["failed"][0]["source"]
+    assert len(summary["failed"]) == 1 and summary["failed"][0]["case_id"] == "broken"
+    assert str(inp) not in (out / "summary.json").read_text()  # no input path in what is shared
     for case, grid in grids.items():
         img = sitk.ReadImage(str(out / f"{case}.nii.gz"))
         assert img.GetSize() == grid.size
@@ -237,3 +225,78 @@ def test_default_model_segments_a_phantom_on_its_grid():
     res = run_segmentation(case.image, model)
     assert res.label.grid.allclose(case.image.grid, atol_mm=1e-6)
     assert dice(res.label.array, case.label.array) > 0.6
+
+
+# --- cochseg3d.segment(), the public function -----------------------------------------------------
+PRE = Preprocessing(spacing_mm=0.3, roi_size=(64, 64))
+
+
+def test_segment_in_memory_writes_nothing_and_returns_label_contacts_qc(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    vol, truth = _curved_wire(CORONAL, shape=(20, 24, 28))
+    res = cochseg3d.segment(vol, model=bright_model(PRE), device="cpu", case_id="wire/01")
+    assert isinstance(res, cochseg3d.Result) and res.files == {} and list(tmp_path.iterdir()) == []
+    assert res.case_id == "wire_01"  # sanitised: no path separators
+    assert res.label.grid.allclose(vol.grid, atol_mm=1e-6) and res.label.array.dtype == np.uint8
+    got = res.label.array.astype(bool)
+    assert 2 * (got & truth).sum() / (got.sum() + truth.sum()) > 0.8
+    assert len(res.contacts.lps_mm) > 0 and res.qc["verdict"] in ("ok", "review", "fail")
+    with pytest.raises(Exception):
+        res.case_id = "other"  # a frozen record
+    assert cochseg3d.segment(vol, model=bright_model(PRE), device="cpu", qc=False).qc is None
+
+
+def test_segment_to_a_folder_records_the_case_id_not_the_input_path(tmp_path):
+    from cochseg3d.phantom.dicom_write import write_series
+
+    vol, _ = _curved_wire(CORONAL, shape=(10, 16, 18))
+    vol.array[:] = np.rint(vol.array)
+    src = tmp_path / "Doe_John_1961"  # folder names often hold the patient's name
+    write_series(vol, src, patient_id="P07", uid_seed="n")
+    before = {p.name: p.read_bytes() for p in src.iterdir()}
+    out = tmp_path / "seg"
+    res = cochseg3d.segment(src, out, model=bright_model(PRE), device="cpu", png=True, electrode="MED-EL")
+    assert res.case_id == "P07"
+    assert set(res.files) == {"label", "contacts", "png"}
+    assert sorted(p.name for p in out.iterdir()) == ["P07.contacts.json", "P07.nii.gz", "P07.png"]
+    text = (out / "P07.contacts.json").read_text()
+    rec = json.loads(text)
+    assert rec["case_id"] == "P07" and rec["qc"] == res.qc and rec["n_contacts"] == len(res.contacts.lps_mm)
+    assert "Doe_John" not in text and str(tmp_path) not in text and "source" not in rec
+    assert {p.name: p.read_bytes() for p in src.iterdir()} == before  # the input is untouched
+
+
+def test_segment_refuses_an_output_inside_the_input_folder(tmp_path, capsys):
+    vol, _ = _curved_wire(np.eye(3), shape=(8, 10, 12))
+    write_image(vol, tmp_path / "pat" / "scan.nii.gz")
+    with pytest.raises(ValueError, match="inside the input folder"):
+        cochseg3d.segment(tmp_path / "pat", tmp_path / "pat" / "seg", model=bright_model(PRE), device="cpu")
+    ckpt = _checkpoint(tmp_path / "m.pt")
+    capsys.readouterr()
+    rc = main(["segment", str(tmp_path / "pat"), "-o", str(tmp_path / "pat" / "seg"), "--model", str(ckpt),
+               "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "inside the input folder" in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in (tmp_path / "pat").iterdir()) == ["scan.nii.gz"]
+
+
+def test_hu_plus_1000_image_with_a_3071_ceiling_is_not_declared_metal_free():
+    from cochseg3d.phantom import generate_patient
+    from cochseg3d.qc import image_problem
+
+    # stored as HU + 1000, clipped at 3071: metal and the densest bone share the ceiling
+    case = generate_patient(1, preset="small", offset_hu=1000.0, saturation_hu=3071.0, shape=64)
+    assert image_problem(case.image).startswith("no metal")  # what the grey values alone say
+    res = cochseg3d.segment(case.image, model=bright_model(Preprocessing(spacing_mm=0.4, roi_size=(64, 64))),
+                            device="cpu", qc=False)
+    assert res.info["qc"]["image_problem"] is None
+    assert res.label.array.sum() > 0
+
+
+def test_import_cochseg3d_stays_light():
+    import subprocess
+    import sys
+
+    code = ("import sys, cochseg3d; heavy = [m for m in ('torch', 'itk', 'monai') if m in sys.modules]; "
+            "assert not heavy, heavy; assert callable(cochseg3d.segment)")
+    subprocess.run([sys.executable, "-c", code], check=True)

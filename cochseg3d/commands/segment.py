@@ -1,4 +1,8 @@
-"""``cochseg3d segment INPUT``: electrode label (NIfTI on the source grid), contacts, preview."""
+"""``cochseg3d segment INPUT``: electrode label (NIfTI on the source grid), contacts, preview.
+
+The CLI side only (arguments, device, the cohort loop and its shards, the flagged patients);
+each patient is one :func:`cochseg3d.segment` call.
+"""
 
 from __future__ import annotations
 
@@ -43,69 +47,94 @@ def _shard(items: list, rank: int, world: int) -> list:
     return items[rank::world]
 
 
-def run(args: argparse.Namespace) -> int:
-    import json
-
+def _device(choice: str) -> str:
+    """The device this process runs on; under torchrun each rank takes its own GPU."""
     import torch
-    from tqdm.auto import tqdm
 
     from cochseg3d.cli import UserError
-    from cochseg3d.contacts import Calibration, CalibrationError, electrode_spec
-    from cochseg3d.inference import find_inputs, load_model, segment_path
-    from cochseg3d.volume import atomic_write
 
-    if args.electrode:
-        electrode_spec(args.electrode)  # fail early on a typo
-    try:
-        Calibration.load(args.calibration)  # and on a bad calibration file, before any patient
-    except CalibrationError as exc:
-        raise UserError(f"--calibration: {exc}") from None
-    if not 0.0 < args.threshold < 1.0:
-        raise UserError(f"--threshold must lie in (0, 1), got {args.threshold}")
-    if not 0.0 <= args.overlap < 1.0:
-        raise UserError(f"--overlap must lie in [0, 1), got {args.overlap}")
-    # under torchrun every process takes its share of the patients (and its own GPU)
-    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    device = args.device
+    device = choice
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda":
         if not torch.cuda.is_available():
             raise UserError("--device cuda: no CUDA device available")
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0)) % torch.cuda.device_count()}"
+    return device
+
+
+def _case_ids(cases: list[Path]) -> list[str | None]:
+    """Case ids of a cohort: patients of one folder may share a PatientID, their names keep them apart."""
+    from cochseg3d.utils import sanitize_case_id
+
+    if len(cases) < 2:
+        return [None] * len(cases)
+    used: set[str] = set()
+    ids = []
+    for src in cases:
+        case_id = sanitize_case_id(src.name.split(".")[0] if src.is_file() else src.name)
+        if src.name == "DICOM":  # phantom cohort layout <case>/DICOM
+            case_id = sanitize_case_id(src.parent.name)
+        while case_id in used:
+            case_id += "_b"
+        used.add(case_id)
+        ids.append(case_id)
+    return ids
+
+
+def _scrub(text: str, src: Path, case_id: str) -> str:
+    """An error message with the input path replaced by the case id (summary.json is shared)."""
+    for p in sorted({str(src.resolve()), str(src)}, key=len, reverse=True):
+        text = text.replace(p, f"<{case_id}>")
+    return text
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from cochseg3d.cli import UserError
+    from cochseg3d.contacts import Calibration, CalibrationError, electrode_spec
+    from cochseg3d.dicom import check_output_outside_input
+    from cochseg3d.export import write_json
+    from cochseg3d.inference import load_model
+    from cochseg3d.inputs import find_inputs
+    from cochseg3d.pipeline import segment, summary
     from cochseg3d.qc import QCThresholds
 
+    if args.electrode:
+        electrode_spec(args.electrode)  # fail early on a typo
+    try:
+        calibration = Calibration.load(args.calibration)  # and on a bad calibration file, before any patient
+    except CalibrationError as exc:
+        raise UserError(f"--calibration: {exc}") from None
+    if not 0.0 < args.threshold < 1.0:
+        raise UserError(f"--threshold must lie in (0, 1), got {args.threshold}")
+    if not 0.0 <= args.overlap < 1.0:
+        raise UserError(f"--overlap must lie in [0, 1), got {args.overlap}")
+    if args.input.exists():
+        check_output_outside_input(args.input, args.output)  # the input is never written to
+    # under torchrun every process takes its share of the patients (and its own GPU)
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    device = _device(args.device)
     qc_thresholds = QCThresholds.load(args.qc_thresholds)  # a broken file fails before any patient
     model, pre, info = load_model(args.model, device=device)
     cases = find_inputs(args.input)
     if not cases:
         raise UserError(f"{args.input}: no patients found (need DICOM files, image files or patient folders)")
-    mine = _shard(cases, rank, world)
+    mine = _shard(list(zip(cases, _case_ids(cases))), rank, world)
     batch = len(cases) > 1
     log.info("%d patient(s) to segment%s with %s on %s", len(mine), f" (shard {rank}/{world})" if world > 1 else "",
              info["path"], device)
     done, failed = [], []
-    used_ids: set[str] = set()
     bar = tqdm(mine, desc="segment", unit="patient", disable=len(mine) < 2)
-    for src in bar:
+    for src, case_id in bar:
         bar.set_postfix_str(src.name[:30])
         try:
-            case_id = None
-            if len(cases) > 1:
-                from cochseg3d.utils import sanitize_case_id
-
-                # patients of one folder may share a PatientID: the folder/file name keeps them apart
-                case_id = sanitize_case_id(src.name.split(".")[0] if src.is_file() else src.name)
-                if src.name == "DICOM":  # phantom cohort layout <case>/DICOM
-                    case_id = sanitize_case_id(src.parent.name)
-                while case_id in used_ids:
-                    case_id += "_b"
-                used_ids.add(case_id)
-            rec = segment_path(src, args.output, model, preprocessing=pre, device=device,
-                               threshold=args.threshold, batch_size=args.batch_size, overlap=args.overlap,
-                               probabilities=args.probabilities, seg_dicom=args.seg_dicom, png=not args.no_png,
-                               electrode=args.electrode, case_id=case_id, model_info=info,
-                               qc_thresholds=qc_thresholds, calibration=args.calibration)
+            res = segment(src, args.output, model=model, preprocessing=pre, device=device, electrode=args.electrode,
+                          calibration=calibration, png=not args.no_png, dicom_seg=args.seg_dicom,
+                          case_id=case_id, threshold=args.threshold, batch_size=args.batch_size,
+                          overlap=args.overlap, probabilities=args.probabilities, qc_thresholds=qc_thresholds)
+            rec = summary(res)
             done.append(rec)
             print(f"{rec['case_id']}: {rec['voxels']} voxels ({rec['volume_mm3']:.1f} mm^3), "
                   f"{rec['n_contacts']} contacts, QC {rec['qc']['verdict']} -> {rec['files']['label']}")
@@ -115,14 +144,14 @@ def run(args: argparse.Namespace) -> int:
             if not batch:
                 raise
             log.error("%s: skipped: %s", src, exc)
-            failed.append({"source": str(src), "error": f"{type(exc).__name__}: {exc}"})
+            failed.append({"case_id": case_id, "error": _scrub(f"{type(exc).__name__}: {exc}", src, case_id)})
     if batch:
-        summary = {"model": info["path"], "qc": _qc_summary(done), "done": done, "failed": failed}
+        doc = {"model": info["path"], "qc": _qc_summary(done), "done": done, "failed": failed}
         name = "summary.json" if world == 1 else f"summary.rank{rank}.json"
-        atomic_write(args.output / name, lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=1)))
+        write_json(doc, args.output / name)
         print(f"{len(done)} segmented, {len(failed)} failed; summary in {args.output / name}")
         for f in failed:
-            print(f"  failed: {f['source']}: {f['error']}")
+            print(f"  failed: {f['case_id']}: {f['error']}")
     _print_qc(done, batch)
     return 1 if failed else 0
 

@@ -1,10 +1,11 @@
 """Write a :class:`~cochseg3d.volume.Volume` as a de-identified DICOM image series.
 
-Used by the phantom (synthetic patients; hence it lives in ``cochseg3d.phantom``) and by the tests that check the loader against SimpleITK
-and dcm2niix. One file per ``k`` slice, stored values ``int16`` (BitsAllocated 16,
-PixelRepresentation 1) with ``HU = stored * RescaleSlope + RescaleIntercept``, explicit VR little
-endian. UIDs are deterministic: the same ``uid_seed`` (or, without one, the same content) gives the
-same Study/Series/SOP/FrameOfReference UIDs, so written data sets are reproducible.
+Used by the phantom (synthetic patients; hence it lives in ``cochseg3d.phantom``) and by the tests
+that check the loader against SimpleITK and dcm2niix. One file per ``k`` slice, stored values
+``int16`` (BitsAllocated 16, PixelRepresentation 1) with ``HU = stored * RescaleSlope +
+RescaleIntercept``, explicit VR little endian. UIDs are deterministic: the same ``uid_seed`` (or,
+without one, the same content) gives the same Study/Series/SOP/FrameOfReference UIDs, so written
+data sets are reproducible.
 """
 
 from __future__ import annotations

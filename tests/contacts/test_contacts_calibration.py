@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from scipy.spatial import cKDTree
 
 from cochseg3d.contacts import Calibration, CalibrationError, find_contacts
 from cochseg3d.contacts.calibration import DEFAULT_PATH
+from tests.helpers import BrightDetector
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -129,22 +129,6 @@ def test_calibration_tables_recover_a_bloom_slope_and_model_offsets():
     assert got.source["cohort"] == {"seeds": [1, 2]}
 
 
-class _BrightDetector(torch.nn.Module):
-    """Electrode wherever the windowed intensity exceeds 0.6 (about 2000 HU): a known 'model'."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv = torch.nn.Conv2d(1, 2, 1)
-        with torch.no_grad():
-            self.conv.weight.zero_()
-            self.conv.bias.zero_()
-            self.conv.weight[1, 0] = 60.0
-            self.conv.bias[1] = -36.0
-
-    def forward(self, x):
-        return self.conv(x)
-
-
 def test_segment_path_places_contacts_with_the_calibration_file(tmp_path):
     from cochseg3d.inference import segment_path
     from cochseg3d.phantom import generate_patient
@@ -157,7 +141,7 @@ def test_segment_path_places_contacts_with_the_calibration_file(tmp_path):
     moved = cal.replace(band_to_first_mm={**cal.band_to_first_mm, "CI612 Contour Advance": 0.664})
     (tmp_path / "moved.json").write_text(json.dumps(moved.to_dict()))
     pre = Preprocessing(spacing_mm=0.35, roi_size=(64, 64))
-    segment_path(src, tmp_path / "out", _BrightDetector(), preprocessing=pre, png=False,
+    segment_path(src, tmp_path / "out", BrightDetector(), preprocessing=pre, png=False,
                  electrode="CI612 Contour Advance", calibration=tmp_path / "moved.json")
     got = np.array(json.loads((tmp_path / "out" / "p.contacts.json").read_text())["contacts_lps_mm"])
     label, image = read_image(tmp_path / "out" / "p.nii.gz"), read_image(src)
@@ -174,7 +158,7 @@ def test_bad_calibration_file_stops_segment_before_any_work(tmp_path, capsys):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({**Calibration.load().to_dict(), "version": 7}))
     with pytest.raises(CalibrationError, match="bad.json"):
-        segment_path(tmp_path / "missing.nii.gz", tmp_path / "out", _BrightDetector(), calibration=bad)
+        segment_path(tmp_path / "missing.nii.gz", tmp_path / "out", BrightDetector(), calibration=bad)
     assert not (tmp_path / "out").exists()  # nothing written
     argv = ["segment", str(tmp_path / "missing.nii.gz"), "-o", str(tmp_path / "cli"), "--calibration", str(bad)]
     assert main(argv) == 2

@@ -1,0 +1,90 @@
+"""What ``segment`` was pointed at: the patients under a path (beside the DICOM reader, :mod:`.dicom`).
+
+A path is one image file, one patient's DICOM folder (its files right there, or series sub-folders
+of one patient and study), a phantom cohort folder (``cohort.json``), or a folder of many patients.
+Only regular files are opened: a named pipe or a device among the files is passed over, never read.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from cochseg3d.volume import is_image_file
+
+
+def is_image_path(path: Path) -> bool:
+    """True for a NIfTI / NRRD / MHA file name (not DICOM)."""
+    return is_image_file(path)
+
+
+def _is_dicom_file(path: Path) -> bool:
+    """True for a DICOM Part 10 file, or a preamble-less one as :mod:`.dicom` reads it; README.txt is not."""
+    import pydicom
+    from pydicom.misc import is_dicom
+
+    from cochseg3d.dicom import _looks_like_raw_dicom
+
+    if not path.is_file():  # a FIFO would block the read
+        return False
+    try:
+        if is_dicom(path):
+            return True
+        if not _looks_like_raw_dicom(path):
+            return False
+        pydicom.dcmread(path, stop_before_pixels=True, force=True)
+        return True
+    except Exception:  # anything unreadable as DICOM is not a patient's image
+        return False
+
+
+def _first_dicom_header(folder: Path) -> tuple[str, str] | None:
+    """(PatientID, StudyInstanceUID) of the first readable DICOM file under ``folder``."""
+    import pydicom
+
+    for p in sorted(folder.rglob("*")):
+        if p.is_file() and not p.name.startswith(".") and not is_image_path(p) and _is_dicom_file(p):
+            try:
+                ds = pydicom.dcmread(p, stop_before_pixels=True, force=True,
+                                     specific_tags=["PatientID", "StudyInstanceUID"])
+            except Exception:  # unreadable after all: keep looking
+                continue
+            return str(ds.get("PatientID", "")), str(ds.get("StudyInstanceUID", ""))
+    return None
+
+
+def find_inputs(path: str | Path) -> list[Path]:
+    """The patients under ``path``: one image file, one DICOM folder, or a folder of many.
+
+    A folder is one patient when it holds DICOM files itself, or when all its sub-folders belong to
+    one patient and study (series folders). Otherwise every image file and every sub-folder in it
+    is a patient. A phantom cohort folder (``cohort.json``) lists its patients' DICOM folders.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: ``path`` is neither a regular file nor a folder, or its cohort.json is broken.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or folder")
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise ValueError(f"{path}: neither a regular file nor a folder")
+    cohort = path / "cohort.json"
+    if cohort.is_file():
+        try:
+            return [path / e["dicom"] for e in json.loads(cohort.read_text())]
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ValueError(f"{cohort}: not a cohort list of {{'dicom': folder}} entries ({exc})") from None
+    children = sorted(p for p in path.iterdir() if not p.name.startswith("."))
+    files = [p for p in children if p.is_file()]
+    if any(_is_dicom_file(p) for p in files if not is_image_path(p)):
+        return [path]  # DICOM files right here: one patient
+    images = [p for p in files if is_image_path(p)]
+    folders = [p for p in children if p.is_dir()]
+    if folders and not images:
+        ids = {h for h in (_first_dicom_header(f) for f in folders) if h is not None}
+        if len({pid for pid, _ in ids}) <= 1 and len({st for _, st in ids}) <= 1:
+            return [path]  # series sub-folders of one patient
+    return images + folders
