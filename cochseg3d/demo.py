@@ -4,17 +4,18 @@ phantom cohort (DICOM) -> inspect + convert -> annotations (auto pre-fill on the
 coronal slices, corrected from the phantom truth) -> train -> segment the held-out patients' DICOM
 folders -> evaluate against truth -> ``report.md``.
 
-Every stage runs the same ``cochseg3d`` verb a user would type (recorded in the report), writes
-its outputs atomically and leaves a marker in ``OUT/.demo/``; a rerun skips finished stages and an
-interrupted training run resumes from its last checkpoint.
+Every stage calls the library functions behind a ``cochseg3d`` verb (``generate_cohort``,
+``discover`` / ``load_series``, ``train``, :func:`cochseg3d.segment`, ``evaluate_folders``) and
+records the command a user would type for it in the report; it writes its outputs atomically and
+leaves a marker in ``OUT/.demo/``; a rerun skips finished stages and an interrupted training run
+resumes from its last checkpoint.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import logging
+import math
 import shlex
 import shutil
 import time
@@ -48,19 +49,6 @@ class DemoPlan:
             raise ValueError(f"--patients must be at least 4 (train, validation and test patients), got {n}")
         test = max(1, round(n * 0.25))
         return cls(patients=n, test_patients=test, seed=seed, epochs=epochs or (16 if quick else None))
-
-
-_VERBS_WITH_PROGRESS = ("phantom", "convert", "train")
-
-
-def _cli(argv: list[str]) -> tuple[int, str]:
-    """Run a ``cochseg3d`` verb in this process; returns (status, captured stdout)."""
-    from cochseg3d.cli import main
-
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        status = main([str(a) for a in argv])
-    return status, buf.getvalue()
 
 
 def _command(argv: list[str]) -> str:
@@ -98,14 +86,6 @@ class Demo:
         self.stages.append(info)
         return info
 
-    def _run_cli(self, argv: list[str], *, allow_fail: bool = False) -> str:
-        if not self.progress and argv[0] in _VERBS_WITH_PROGRESS:
-            argv = [*argv, "--no-progress"]
-        status, text = _cli(argv)
-        if status != 0 and not allow_fail:
-            raise RuntimeError(f"`{_command(argv)}` failed with status {status}:\n{text[-2000:]}")
-        return text
-
     @property
     def cohort_dir(self) -> Path:
         return self.out / "phantoms"
@@ -122,23 +102,37 @@ class Demo:
 
     # --- stages -------------------------------------------------------------------------------
     def stage_phantoms(self) -> dict[str, Any]:
+        from cochseg3d.phantom import generate_cohort
+
+        generate_cohort(self.cohort_dir, patients=self.plan.patients, seed=self.plan.seed,
+                        orientation=self.plan.orientation, preview=True, progress=self.progress)
+        cases = self.cohort()
         argv = ["phantom", self.cohort_dir, "--patients", self.plan.patients, "--seed", self.plan.seed,
                 "--orientation", self.plan.orientation, "--preview"]
-        self._run_cli(argv)
-        cases = self.cohort()
         return {"commands": [_command(argv)], "cases": len(cases),
                 "vendors": sorted({c["vendor"] for c in cases}),
                 "orientations": sorted({c["orientation"] for c in cases})}
 
     def stage_ingest(self) -> dict[str, Any]:
-        first = self.cohort()[0]
-        inspect_argv = ["inspect", self.cohort_dir / first["case_id"], "--json"]
-        text = self._run_cli(inspect_argv)
-        atomic_write(self.out / "inspect.json", lambda tmp: tmp.write_text(text))
-        convert_argv = ["convert", self.cohort_dir, self.out / "nifti"]
-        self._run_cli(convert_argv)
-        n = len(list((self.out / "nifti").glob("*.nii.gz")))
-        return {"commands": [_command(inspect_argv), _command(convert_argv)], "nifti_volumes": n}
+        from cochseg3d.commands.convert import sidecar
+        from cochseg3d.dicom import discover, load_series
+        from cochseg3d.export import write_json
+        from cochseg3d.utils import sanitize_case_id
+        from cochseg3d.volume import write_image
+
+        first = self.cohort_dir / self.cohort()[0]["case_id"]
+        seen = discover(first)
+        write_json({"series": [s.summary() for s in seen], "skipped": [s.reason for s in seen.all_skipped]},
+                   self.out / "inspect.json")
+        # every volume series of the cohort to NIfTI with its de-identified sidecar
+        nifti = self.out / "nifti"
+        volumes = [s for s in discover(self.cohort_dir, progress=self.progress) if s.is_volume]
+        for info in volumes:
+            vol, name = load_series(info), sanitize_case_id(info.label)
+            write_image(vol, nifti / f"{name}.nii.gz")
+            write_json(sidecar(info, vol), nifti / f"{name}.json")
+        return {"commands": [_command(["inspect", first, "--json"]), _command(["convert", self.cohort_dir, nifti])],
+                "nifti_volumes": len(volumes)}
 
     def stage_annotate(self) -> dict[str, Any]:
         from cochseg3d.annotation import prefill_canonical, save_annotation
@@ -182,58 +176,78 @@ class Demo:
                              _command(["annotate", self.cohort_dir / first["dicom"], "--store", store])],
                 "cases": rows}
 
-    def _train_argv(self, run: Path) -> list[str]:
+    def _train_overrides(self) -> list[str]:
+        return ["data.source=annotations", f"data.path={self.out / 'annotations'}", "data.split=[0.8,0.2,0.0]",
+                f"train.device={self.device}", *([f"train.epochs={self.plan.epochs}"] if self.plan.epochs else [])]
+
+    def stage_train(self) -> dict[str, Any]:
+        from cochseg3d.training import train
+
         config = REPO_CONFIGS / "demo.yaml"
         if not config.exists():
             raise FileNotFoundError(f"{config}: the demo config is missing (install the repository in editable mode)")
-        argv = ["train", "--config", config, "--out", run, "--set", "data.source=annotations",
-                "--set", f"data.path={self.out / 'annotations'}", "--set", "data.split=[0.8,0.2,0.0]",
-                "--set", f"train.device={self.device}"]
-        return argv + (["--set", f"train.epochs={self.plan.epochs}"] if self.plan.epochs else [])
-
-    def stage_train(self) -> dict[str, Any]:
         run = self.out / "run"
-        argv = self._train_argv(run)
+        overrides = self._train_overrides()
         if (run / "last.pt").exists():
             # an interrupted earlier demo: continue where it stopped
-            self._run_cli(["train", "--resume", run])
+            train(None, resume=run, progress=self.progress)
         else:
             if run.exists():
                 shutil.rmtree(run)  # a run killed before its first checkpoint holds nothing to keep
-            self._run_cli(argv)
+            train(config, out_dir=run, progress=self.progress, overrides=overrides)
         best = run / "best.pt"
         if not best.exists():
             raise RuntimeError(f"{run}: training finished without best.pt")
+        argv = ["train", "--config", config, "--out", run, *[a for o in overrides for a in ("--set", o)]]
         return {"commands": [_command(argv)], "checkpoint": str(best)}
 
     def stage_segment(self) -> dict[str, Any]:
+        import cochseg3d
+        from cochseg3d.inference import load_model
+        from cochseg3d.pipeline import resolve_device
+
         _, test = self.split()
         out = self.out / "segment"
+        checkpoint = self.out / "run" / "best.pt"
+        device = resolve_device(self.device)
+        model = load_model(checkpoint, device=device)[0]  # once for all held-out patients
         commands = []
         for case in test:
-            argv = ["segment", self.cohort_dir / case["dicom"], "-o", out, "--model", self.out / "run" / "best.pt",
-                    "--device", self.device, "--electrode", case["model"]]
-            self._run_cli(argv)
-            commands.append(_command(argv))
+            cochseg3d.segment(self.cohort_dir / case["dicom"], out, model=model, device=device,
+                              electrode=case["model"], png=True)
+            commands.append(_command(["segment", self.cohort_dir / case["dicom"], "-o", out, "--model", checkpoint,
+                                      "--device", self.device, "--electrode", case["model"]]))
         return {"commands": commands, "cases": [c["case_id"] for c in test]}
 
     def stage_evaluate(self) -> dict[str, Any]:
+        from cochseg3d.export import write_json
+        from cochseg3d.metrics import COLUMNS, evaluate_folders, summarize
+
         # the held-out patients' truth only: an index beside the cohort pointing into it
         _, test = self.split()
         truth = self.out / "test_truth"
         index = [{**c, **{k: str(Path("..") / "phantoms" / c[k]) for k in ("dicom", "label", "metal", "contacts")}}
                  for c in test]
-        truth.mkdir(parents=True, exist_ok=True)
-        atomic_write(truth / "cohort.json", lambda tmp: tmp.write_text(json.dumps(index, indent=1)))
+        write_json(index, truth / "cohort.json")
+        rows = evaluate_folders(self.out / "segment", truth, progress=self.progress)
+        summary = summarize(rows)
+
+        def clean(table: list[dict[str, Any]]) -> list[dict[str, Any]]:  # JSON has no inf / nan
+            return [{k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in r.items()}
+                    for r in table]
+
+        write_json({"pred_dir": str(self.out / "segment"), "truth_dir": str(truth), "gate_mm": 1.0,
+                    "cases": clean(rows), "summary": clean(summary)}, self.out / "evaluation.json")
+        _write_csv(rows + summary, [*COLUMNS, "n", "failed", "error"], self.out / "evaluation.csv")
         argv = ["evaluate", self.out / "segment", truth, "-o", self.out / "evaluation"]
-        self._run_cli(argv, allow_fail=True)
-        payload = json.loads((self.out / "evaluation.json").read_text())
-        return {"commands": [_command(argv)], "summary": payload.get("summary", []), "cases": payload.get("cases", [])}
+        return {"commands": [_command(argv)], "summary": clean(summary), "cases": clean(rows)}
 
     def stage_report(self) -> dict[str, Any]:
         from cochseg3d.demo_report import write_report
 
-        path = write_report(self)
+        _, test = self.split()
+        path = write_report(self.out, plan=dict(self.plan.__dict__), stages=self.stages, test_cases=test,
+                            cohort_dir=self.cohort_dir)
         return {"report": str(path)}
 
     def run(self) -> Path:
@@ -247,6 +261,17 @@ class Demo:
         (self.marks / "report.json").unlink(missing_ok=True)  # the report always reflects this run
         self._stage("report", "write the report", self.stage_report)
         return self.out / "report.md"
+
+
+def _write_csv(rows: list[dict[str, Any]], columns: list[str], path: Path) -> Path:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return atomic_write(path, lambda tmp: tmp.write_text(buf.getvalue()))
 
 
 def run_demo(out: str | Path = "demo_out", *, patients: int | None = None, quick: bool = False, seed: int = 0,

@@ -8,14 +8,11 @@ import platform
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from cochseg3d.volume import Volume, atomic_write, canonical
-
-if TYPE_CHECKING:
-    from cochseg3d.demo import Demo
 
 
 def overlay_png(image: Volume, pred: Volume, truth: Volume, path: Path, *, title: str,
@@ -31,7 +28,7 @@ def overlay_png(image: Volume, pred: Volume, truth: Volume, path: Path, *, title
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from cochseg3d.inference import electrode_slab
+    from cochseg3d.export import electrode_slab
 
     can = canonical(image)
     p = canonical(pred, is_label=True).array > 0
@@ -101,19 +98,30 @@ METRIC_COLUMNS = [("case_id", "case"), ("vendor", "vendor"), ("model", "array"),
                   ("n_contacts_pred", "contacts found"), ("n_contacts_truth", "contacts true")]
 
 
-def write_report(demo: "Demo") -> Path:
-    """Write ``demo.out/report.md`` (and its figures in ``report_files/``); print the headline."""
+def write_report(out: Path, *, plan: dict[str, Any], stages: list[dict[str, Any]], test_cases: list[dict[str, Any]],
+                 cohort_dir: Path) -> Path:
+    """Write ``out/report.md`` (and its figures in ``report_files/``); print the headline.
+
+    Args:
+        out: the demo folder (``segment/``, ``run/`` inside it).
+        plan: the run's sizes ("patients", "seed", "orientation").
+        stages: one record per stage ("name", "title", "seconds", "commands", "reused", and the
+            stage's own results: "evaluate" its "cases" and "summary", "annotate" its "cases").
+        test_cases: the held-out patients' cohort.json entries.
+        cohort_dir: the phantom cohort (the entries' paths are relative to it).
+    """
     from cochseg3d.dicom import load_input
     from cochseg3d.volume import read_image
 
-    out = demo.out
+    out, cohort_dir = Path(out), Path(cohort_dir)
     files = out / "report_files"
     files.mkdir(exist_ok=True)
-    stages = {s["name"]: s for s in demo.stages}
+    all_stages = stages
+    stages = {s["name"]: s for s in all_stages}
     evaluation = stages.get("evaluate", {})
     cases = evaluation.get("cases", [])
     summary = evaluation.get("summary", [])
-    _, test = demo.split()
+    test = test_cases
 
     figures = []
     for case in test:
@@ -121,11 +129,11 @@ def write_report(demo: "Demo") -> Path:
         pred_path = out / "segment" / f"{cid}.nii.gz"
         if not pred_path.exists():
             continue
-        image = load_input(demo.cohort_dir / case["dicom"])
-        truth = read_image(demo.cohort_dir / case["label"])
+        image = load_input(cohort_dir / case["dicom"])
+        truth = read_image(cohort_dir / case["label"])
         pc = out / "segment" / f"{cid}.contacts.json"
         pred_contacts = json.loads(pc.read_text()).get("contacts_lps_mm") if pc.exists() else None
-        truth_contacts = json.loads((demo.cohort_dir / case["contacts"]).read_text())["contacts_lps_mm"]
+        truth_contacts = json.loads((cohort_dir / case["contacts"]).read_text())["contacts_lps_mm"]
         row = next((r for r in cases if r.get("case_id") == cid), {})
         title = (f"{cid}: {case['vendor']} {case['model']}, {case['orientation']} acquisition\n"
                  f"Dice {_fmt(row.get('dice'))}, contacts {_fmt(row.get('n_contacts_pred'))}/"
@@ -137,13 +145,13 @@ def write_report(demo: "Demo") -> Path:
         shutil.copyfile(curves, files / "curves.png")
 
     overall = next((r for r in summary if r.get("case_id") == "ALL"), {})
-    total = sum(float(s.get("seconds", 0.0)) for s in demo.stages)
+    total = sum(float(s.get("seconds", 0.0)) for s in all_stages)
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         "# cochseg3d demo report", "",
         f"{now} on {platform.node() or 'this machine'} ({platform.machine()}, Python {platform.python_version()}). "
-        f"{demo.plan.patients} synthetic phantom patients (seed {demo.plan.seed}, orientation "
-        f"{demo.plan.orientation}); {len(test)} held out for testing, never annotated nor seen in training.", "",
+        f"{plan['patients']} synthetic phantom patients (seed {plan['seed']}, orientation "
+        f"{plan['orientation']}); {len(test)} held out for testing, never annotated nor seen in training.", "",
         "## Headline (held-out patients)", "",
         f"- Dice **{_fmt(overall.get('dice'))}**, surface Dice at 1 mm **{_fmt(overall.get('surface_dice_1mm'))}**, "
         f"HD95 {_fmt(overall.get('hd95_mm'))} mm, false-positive volume far from the array "
@@ -173,14 +181,14 @@ def write_report(demo: "Demo") -> Path:
                                ("voxels_corrected", "voxels corrected")]), ""]
     lines += ["## Timings", "", "| stage | seconds | |", "|---|---:|---|"]
     lines += [f"| {s['title']} | {float(s.get('seconds', 0)):.1f} | {'reused' if s.get('reused') else ''} |"
-              for s in demo.stages]
+              for s in all_stages]
     lines += [f"| **total** | **{total:.1f}** | |", ""]
     lines += ["## Reproduce by hand", "", "Each stage is a `cochseg3d` command (the annotation step is a person "
               "in napari; here its corrections come from the phantom truth):", "", "```bash"]
-    for s in demo.stages:
+    for s in all_stages:
         lines += [c for c in s.get("commands", [])]
     lines += ["```", "", "## Where things are", "",
-              f"- phantoms (DICOM + truth): `{demo.cohort_dir}`", f"- NIfTI conversions: `{out / 'nifti'}`",
+              f"- phantoms (DICOM + truth): `{cohort_dir}`", f"- NIfTI conversions: `{out / 'nifti'}`",
               f"- annotations: `{out / 'annotations'}`", f"- training run: `{out / 'run'}`",
               f"- segmentations (labels on the source grid, contacts, previews): `{out / 'segment'}`",
               f"- evaluation: `{out / 'evaluation.csv'}`", ""]

@@ -38,7 +38,7 @@ def contacts_record(contacts: Any, *, case_id: str, series: dict[str, Any], elec
     return record
 
 
-def write_json(record: dict[str, Any], path: str | Path) -> Path:
+def write_json(record: Any, path: str | Path) -> Path:
     """``record`` as indented JSON (contacts.json, summary.json)."""
     text = json.dumps(record, indent=1)
     return atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text))

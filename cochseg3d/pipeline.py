@@ -49,7 +49,8 @@ class Result:
     info: Mapping[str, Any] = field(default_factory=dict)
 
 
-def _device(device: str) -> str:
+def resolve_device(device: str) -> str:
+    """``"auto"`` -> "cuda" when a GPU is there, else "cpu"; any other name as given."""
     import torch
 
     if device == "auto":
@@ -146,7 +147,7 @@ def segment(
     source = None if isinstance(input, Volume) else Path(input)
     if source is not None and output is not None:
         _check_output(source, Path(output))
-    device = _device(device)
+    device = resolve_device(device)
     net = _model(model, device)
     if source is None:
         volume = input
@@ -166,17 +167,9 @@ def segment(
         moved = [find_contacts(alt, volume, **spec, calibration=cal) for alt in res.alternates.values()]
         verdict = assess(res.label, contacts, info=res.info, electrode=electrode, thresholds=qc_thresholds,
                          alternate_contacts=moved).to_json()
-    files: dict[str, Path] = {}
-    if output is not None:
-        from cochseg3d.export import contacts_record, write_outputs
-
-        series = {k: volume.meta.get(k) for k in ("series_uid", "series_number", "series_description", "modality")}
-        record = contacts_record(contacts, case_id=case, series=series, electrode=electrode,
-                                 label_volume_mm3=res.info["volume_mm3"], model=getattr(net, "cochseg3d_path", None),
-                                 qc=verdict)
-        files = write_outputs(output, case, image=volume, label=res.label, record=record,
-                              contacts_lps_mm=contacts.lps_mm, probability=res.probability, png=png,
-                              dicom_seg=dicom_seg)
+    files = {} if output is None else _write(Path(output), case, volume, res, contacts, verdict, electrode=electrode,
+                                             model_path=getattr(net, "cochseg3d_path", None), png=png,
+                                             dicom_seg=dicom_seg)
     # the input path goes to the log only: folder names often hold a patient's name
     log.info("%s -> %s: %d electrode voxels (%.1f mm^3), %d contacts (%s) in %.1f s", source or "volume", case,
              res.info["voxels"], res.info["volume_mm3"], len(contacts.lps_mm), contacts.method,
@@ -184,6 +177,17 @@ def segment(
     info = {**res.info, "seconds": round(time.perf_counter() - t0, 2)}
     return Result(label=res.label, contacts=contacts, qc=verdict, case_id=case, files=files,
                   probability=res.probability, info=info)
+
+
+def _write(out: Path, case: str, volume: Volume, res: Any, contacts: "Contacts", verdict: dict[str, Any] | None, *,
+           electrode: str | None, model_path: str | None, png: bool, dicom_seg: bool) -> dict[str, Path]:
+    from cochseg3d.export import contacts_record, write_outputs
+
+    series = {k: volume.meta.get(k) for k in ("series_uid", "series_number", "series_description", "modality")}
+    record = contacts_record(contacts, case_id=case, series=series, electrode=electrode,
+                             label_volume_mm3=res.info["volume_mm3"], model=model_path, qc=verdict)
+    return write_outputs(out, case, image=volume, label=res.label, record=record, contacts_lps_mm=contacts.lps_mm,
+                         probability=res.probability, png=png, dicom_seg=dicom_seg)
 
 
 def summary(result: Result) -> dict[str, Any]:

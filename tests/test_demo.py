@@ -40,3 +40,20 @@ def test_tiny_demo_end_to_end_and_rerun_reuses(tmp_path, capsys):
     run_demo(out, patients=4, epochs=1, seed=3, device="cpu", progress=False)
     printed = capsys.readouterr().out
     assert printed.count("reused") == 6
+
+
+def test_report_is_written_from_plain_data(tmp_path, capsys):
+    from cochseg3d.demo_report import write_report
+
+    stages = [{"name": "train", "title": "train the demo U-Net", "seconds": 12.5,
+               "commands": ["cochseg3d train --config configs/demo.yaml --out run"]},
+              {"name": "evaluate", "title": "evaluate", "seconds": 1.0, "commands": [], "reused": True,
+               "cases": [{"case_id": "p1", "vendor": "MED-EL", "dice": 0.81}],
+               "summary": [{"case_id": "ALL", "dice": 0.81, "contact_recall": 0.9}]}]
+    report = write_report(tmp_path, plan={"patients": 4, "seed": 3, "orientation": "mixed"}, stages=stages,
+                          test_cases=[], cohort_dir=tmp_path / "phantoms")
+    text = report.read_text()
+    assert report == tmp_path / "report.md"
+    assert "4 synthetic phantom patients (seed 3" in text and "Dice **0.810**" in text
+    assert "cochseg3d train --config configs/demo.yaml" in text and "| **total** | **13.5** |" in text
+    assert "held-out Dice 0.810" in capsys.readouterr().out
