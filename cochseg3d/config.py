@@ -15,6 +15,7 @@ stored in every checkpoint.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -394,9 +395,86 @@ def load_config(path: str | os.PathLike, overrides: Iterable[str] = ()) -> Confi
     return config_from_dict(tree, source=str(path), overrides=overrides)
 
 
-def validate(cfg: Config) -> None:
-    """Cross-field checks; raise :class:`ConfigError` naming the offending key."""
+#: value ranges: dotted key -> (test of one number, what it must be). Lists/tuples are checked per item.
+_POSITIVE = (lambda v: v > 0, "> 0")
+_NON_NEGATIVE = (lambda v: v >= 0, ">= 0")
+_AT_LEAST_1 = (lambda v: v >= 1, ">= 1")
+_PROBABILITY = (lambda v: 0 <= v <= 1, "between 0 and 1")
+_FRACTION_BELOW_1 = (lambda v: 0 <= v < 1, ">= 0 and < 1")
+RANGES: dict[str, tuple[Any, str]] = {
+    "preprocessing.spacing_mm": _POSITIVE, "preprocessing.roi_size": _AT_LEAST_1,
+    "preprocessing.context": _NON_NEGATIVE,
+    "data.phantom_patients": _AT_LEAST_1, "data.png_pixel_spacing_mm": _POSITIVE, "data.split": _PROBABILITY,
+    "data.negative_fraction": _NON_NEGATIVE, "data.crop_margin_px": _NON_NEGATIVE, "data.resize_to": _AT_LEAST_1,
+    "data.pos_neg_ratio": _NON_NEGATIVE, "data.samples_per_slice": _AT_LEAST_1, "data.cache_rate": _PROBABILITY,
+    "data.num_workers": _NON_NEGATIVE,
+    "data.augment.affine_prob": _PROBABILITY, "data.augment.rotate_deg": _NON_NEGATIVE,
+    "data.augment.zoom_range": _POSITIVE, "data.augment.shear": _NON_NEGATIVE,
+    "data.augment.flip_lr_prob": _PROBABILITY, "data.augment.intensity_scale_prob": _PROBABILITY,
+    "data.augment.intensity_scale": _NON_NEGATIVE, "data.augment.intensity_shift_prob": _PROBABILITY,
+    "data.augment.intensity_shift": _NON_NEGATIVE, "data.augment.noise_prob": _PROBABILITY,
+    "data.augment.noise_std": _NON_NEGATIVE, "data.augment.blur_prob": _PROBABILITY,
+    "data.augment.blur_sigma": _NON_NEGATIVE,
+    "model.channels": _AT_LEAST_1, "model.strides": _AT_LEAST_1, "model.num_res_units": _NON_NEGATIVE,
+    "model.dropout": _FRACTION_BELOW_1, "model.kernel_size": _AT_LEAST_1,
+    "train.epochs": _AT_LEAST_1, "train.batch_size": _AT_LEAST_1, "train.lr": _POSITIVE,
+    "train.weight_decay": _NON_NEGATIVE, "train.warmup_epochs": _NON_NEGATIVE,
+    "train.val_patient_every": _NON_NEGATIVE, "train.sw_batch_size": _AT_LEAST_1,
+    "train.sw_overlap": _FRACTION_BELOW_1, "train.grad_clip": _NON_NEGATIVE,
+    "train.early_stop.patience": _AT_LEAST_1, "train.early_stop.smoothing": _FRACTION_BELOW_1,
+    "train.early_stop.min_delta": _NON_NEGATIVE, "train.early_stop.min_epochs": _NON_NEGATIVE,
+}
+#: (low, high) pairs whose low must lie below the high
+_ORDERED = ("preprocessing.window_hu", "data.augment.zoom_range", "data.augment.blur_sigma")
+
+
+def _lookup(cfg: Config, dotted: str) -> Any:
+    node: Any = cfg
+    for part in dotted.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def _finite_numbers(obj: Any, prefix: str) -> Iterable[tuple[str, float]]:
+    """Every float of a config (dotted key, value), for the NaN / infinity check."""
+    if dataclasses.is_dataclass(obj):
+        for f in dataclasses.fields(obj):
+            if f.name != "source":
+                yield from _finite_numbers(getattr(obj, f.name), f"{prefix}{f.name}" if not prefix else f"{prefix}.{f.name}")
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from _finite_numbers(v, prefix)
+    elif isinstance(obj, float):
+        yield prefix, obj
+
+
+def check_ranges(cfg: Config) -> None:
+    """Every number within its range (:data:`RANGES`), finite, and ordered pairs ordered.
+
+    Raises:
+        ConfigError: naming the key, its value and the range (and the file).
+    """
     src = cfg.source
+    for key, value in _finite_numbers(cfg, ""):
+        if not math.isfinite(value):
+            raise ConfigError(f"{_where(key, src)} must be a finite number, got {value}")
+    for key, (ok, what) in RANGES.items():
+        value = _lookup(cfg, key)
+        if value is None:
+            continue
+        items = value if isinstance(value, (list, tuple)) else [value]
+        if not all(ok(v) for v in items):
+            raise ConfigError(f"{_where(key, src)} must be {what}, got {list(value) if items is value else value}")
+    for key in _ORDERED:
+        lo, hi = _lookup(cfg, key)
+        if not lo < hi:
+            raise ConfigError(f"{_where(key, src)} must be [low, high] with low < high, got {[lo, hi]}")
+
+
+def validate(cfg: Config) -> None:
+    """Range and cross-field checks; raise :class:`ConfigError` naming the offending key."""
+    src = cfg.source
+    check_ranges(cfg)
     d, t, p = cfg.data, cfg.train, cfg.preprocessing
     if d.source not in ("phantom", "cohort", "annotations", "png"):
         raise ConfigError(f"{_where('data.source', src)} must be phantom, cohort, annotations or png, got {d.source!r}")

@@ -54,3 +54,23 @@ def test_overrides_and_roundtrip(tmp_path):
     again = load_config(out)
     assert again.to_dict() | {"source": None} == cfg.to_dict() | {"source": None}
     assert yaml.safe_load(out.read_text())["train"]["epochs"] == 7
+
+
+@pytest.mark.parametrize("tree, key", [
+    ({"preprocessing": {"spacing_mm": -0.4}}, "preprocessing.spacing_mm"),
+    ({"preprocessing": {"spacing_mm": 0}}, "preprocessing.spacing_mm"),
+    ({"preprocessing": {"roi_size": [0, 0]}}, "preprocessing.roi_size"),
+    ({"preprocessing": {"window_hu": [4000, -1000]}}, "preprocessing.window_hu"),
+    ({"train": {"epochs": -3}}, "train.epochs"),
+    ({"train": {"lr": -1e-3}}, "train.lr"),
+    ({"train": {"lr": float("nan")}}, "train.lr"),
+    ({"train": {"sw_overlap": 1.0}}, "train.sw_overlap"),
+    ({"data": {"split": [1.2, -0.1, -0.1]}}, "data.split"),
+    ({"data": {"augment": {"flip_lr_prob": 2}}}, "data.augment.flip_lr_prob"),
+    ({"model": {"dropout": 1.0}}, "model.dropout"),
+])
+def test_values_out_of_range_name_the_key(tmp_path, tree, key):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    with pytest.raises(ConfigError, match=rf"'{key}' in .*bad\.yaml must be"):
+        load_config(path)
