@@ -32,8 +32,9 @@ def _is_dicom_file(path: Path) -> bool:
             return True
         if not _looks_like_raw_dicom(path):
             return False
-        pydicom.dcmread(path, stop_before_pixels=True, force=True)
-        return True
+        # force reads anything: an image's header names its SOP class
+        ds = pydicom.dcmread(path, stop_before_pixels=True, force=True, specific_tags=["SOPClassUID"])
+        return bool(ds.get("SOPClassUID"))
     except Exception:  # anything unreadable as DICOM is not a patient's image
         return False
 

@@ -1,5 +1,5 @@
 """cochseg3d.segment(): output on exactly the source grid, overlaying the truth, in memory or to a
-folder; the `segment` CLI end to end; finding the patients under a path."""
+folder; the `segment` CLI end to end."""
 
 import json
 
@@ -10,7 +10,6 @@ import torch
 
 import cochseg3d
 from cochseg3d.cli import main
-from cochseg3d.inputs import find_inputs
 from cochseg3d.preprocessing import Preprocessing
 from cochseg3d.volume import Volume, write_image
 from tests.helpers import bright_model
@@ -126,24 +125,6 @@ def test_segment_cli_dicom_folder_with_dicom_seg(tmp_path):
     assert int(seg.NumberOfFrames) == len(files)
 
 
-def test_find_inputs_tells_one_patient_from_many(tmp_path):
-    from cochseg3d.phantom.dicom_write import write_series
-
-    vol = Volume(np.zeros((3, 4, 5), np.int16), (0.3, 0.3, 0.3))
-    # one patient, two series folders
-    write_series(vol, tmp_path / "one" / "s1", patient_id="A", study_uid="1.2.3", uid_seed="a1")
-    write_series(vol, tmp_path / "one" / "s2", patient_id="A", study_uid="1.2.3", uid_seed="a2", series_number=2)
-    assert find_inputs(tmp_path / "one") == [tmp_path / "one"]
-    # two patients
-    write_series(vol, tmp_path / "many" / "A", patient_id="A", uid_seed="b1")
-    write_series(vol, tmp_path / "many" / "B", patient_id="B", uid_seed="b2")
-    assert find_inputs(tmp_path / "many") == [tmp_path / "many" / "A", tmp_path / "many" / "B"]
-    # DICOM files directly in the folder
-    assert find_inputs(tmp_path / "many" / "A") == [tmp_path / "many" / "A"]
-    with pytest.raises(FileNotFoundError):
-        find_inputs(tmp_path / "nope")
-
-
 def _corner_points(img):
     size = img.GetSize()
     pts = [img.TransformContinuousIndexToPhysicalPoint([float(a), float(b), float(c)])
@@ -191,14 +172,6 @@ def test_segment_cli_shards_patients_across_torchrun_ranks(tmp_path, monkeypatch
     # rank 1 of 2 takes every second patient starting with the second
     assert sorted(p.name for p in (tmp_path / "out").glob("*.nii.gz")) == ["p1.nii.gz"]
     assert (tmp_path / "out" / "summary.rank1.json").is_file()
-
-
-def test_find_inputs_ignores_stray_text_files(tmp_path):
-    vol = Volume(np.zeros((3, 4, 5), np.int16), (0.3, 0.3, 0.3))
-    write_image(vol, tmp_path / "batch" / "a.nii.gz")
-    write_image(vol, tmp_path / "batch" / "b.nii.gz")
-    (tmp_path / "batch" / "README.txt").write_text("cases from the clinic")
-    assert find_inputs(tmp_path / "batch") == [tmp_path / "batch" / "a.nii.gz", tmp_path / "batch" / "b.nii.gz"]
 
 
 def test_shipped_default_model_loads_with_provenance():
