@@ -251,6 +251,9 @@ def test_segment_refuses_an_output_inside_the_input_folder(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "inside the input folder" in err and len(err.strip().splitlines()) == 1
     assert sorted(p.name for p in (tmp_path / "pat").iterdir()) == ["scan.nii.gz"]
+    (tmp_path / "taken").write_text("a file, not a folder")
+    rc = main(["segment", str(tmp_path / "pat"), "-o", str(tmp_path / "taken"), "--model", str(ckpt)])
+    assert rc == 2 and "exists and is not a folder" in capsys.readouterr().err
 
 
 def test_hu_plus_1000_image_with_a_3071_ceiling_is_not_declared_metal_free():

@@ -113,6 +113,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--overlap must lie in [0, 1), got {args.overlap}")
     if args.input.exists():
         check_output_outside_input(args.input, args.output)  # the input is never written to
+    if args.output.exists() and not args.output.is_dir():
+        raise UserError(f"{args.output}: exists and is not a folder; -o names the output folder")
     # under torchrun every process takes its share of the patients (and its own GPU)
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     device = _device(args.device)
