@@ -8,9 +8,11 @@ Method: the intracochlear array follows the scala's spiral, so the track (the de
 the contacts alone) is fitted by a spiral about an unknown axis, radius ``ra + exp(lb - k psi)``
 and height ``h0 + h1 psi + h2 psi^2`` in the cumulative angle ``psi`` (least squares, soft-L1 loss,
 started from the track's PCA plane and a circle fit). The round window is where the array enters
-the spiral: outside, the lead runs straight on along the spiral's tangent, so the entry is the
-junction that best splits the centreline into "on the spiral" (apical side) and "on the tangent
-line" (basal side). The apex is the end the spiral climbs towards (``z`` grows along ``psi``).
+the spiral: outside, the lead runs straight on, so the entry is where the centreline's curvature
+(over +-1 mm) first falls below half the spiral's (1 / radius) for 1 mm; the spiral is then fitted
+again up to the entry, with the basal turn's dip, and the entry found again. Where the centreline
+never runs straight, the junction that best splits it into "on the spiral" and "on the spiral's
+tangent" stands in. The apex is the end the spiral climbs towards (``z`` grows along ``psi``).
 """
 
 from __future__ import annotations
@@ -188,6 +190,7 @@ def _straight_from(track: np.ndarray, fit: SpiralFit, *, half_mm: float = 1.0) -
     so the curvature crosses half the spiral's where the array leaves it (symmetric, unbiased).
     """
     s = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(track, axis=0), axis=1))])
+    step = max(float(np.median(np.diff(s))), 1e-3)
     i = np.arange(len(track))
     lo = np.searchsorted(s, s - half_mm)
     hi = np.minimum(np.searchsorted(s, s + half_mm), len(track) - 1)
@@ -197,7 +200,7 @@ def _straight_from(track: np.ndarray, fit: SpiralFit, *, half_mm: float = 1.0) -
     kappa = 2 * cross / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) * np.linalg.norm(c, axis=1) + 1e-12)
     rho, _, _ = fit.local(track)
     low = (kappa < 0.5 / np.maximum(rho, 0.5)) & (s > s[0] + half_mm) & (s < s[-1] - half_mm)
-    run = int(np.ceil(half_mm / max(np.median(np.diff(s)), 1e-3)))
+    run = int(np.ceil(half_mm / step))
     for j in np.flatnonzero(low):
         if low[j: j + run].all():
             return int(j)
@@ -258,9 +261,10 @@ def estimate_frame(lps_mm: np.ndarray, centreline: np.ndarray | None = None) -> 
         rw = _junction(track, fit, basal) if start is None else start
         for _ in range(3):  # again up to the entry, without the lead, then the entry again
             fit = fit_spiral(track[: rw + 1], dip=True)
-            before, rw = rw, _junction(track, fit, rw)
-            if abs(rw - before) <= 2:
+            new = _straight_from(track, fit)
+            if new is None or abs(new - rw) <= 2:
                 break
+            rw = new
     else:
         fit = fit_spiral(track)
         rw = len(track) - 1

@@ -1,6 +1,6 @@
 """Frame and angle errors against the phantom's truth (used by the tests; run as a script to measure).
 
-    python -m tests.clinical.truthcheck --seeds 985000 20 [--found]
+    python -m tests.clinical.truthcheck --seeds 985000 20 [--found | --model]
 """
 
 from __future__ import annotations
@@ -34,14 +34,24 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", nargs=2, type=int, default=[985000, 20])
     ap.add_argument("--found", action="store_true", help="contacts found on the truth label (named electrode)")
+    ap.add_argument("--model", action="store_true", help="contacts the default model finds (segment, named electrode)")
     a = ap.parse_args()
+    if a.model:
+        from cochseg3d.inference import load_model
+
+        net = load_model()[0]
     from cochseg3d.phantom import generate_patient
 
     rows = []
     for seed in range(a.seeds[0], a.seeds[0] + a.seeds[1]):
         case = generate_patient(seed)
         c = case.contacts
-        if a.found:
+        if a.model:
+            import cochseg3d
+
+            fc = cochseg3d.segment(case.image, model=net, electrode=c["model"], qc=False, device="cpu").contacts
+            e = errors(c, fc.lps_mm, fc.centreline_lps_mm)
+        elif a.found:
             from cochseg3d.contacts import find_contacts
 
             fc = find_contacts(case.label, case.image, electrode=c["model"])
