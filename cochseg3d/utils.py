@@ -1,9 +1,12 @@
-"""Small shared helpers: safe case ids, logging set-up."""
+"""Small shared helpers: safe case ids, printable paths, file-kind and output-path checks, logging set-up."""
 
 from __future__ import annotations
 
 import logging
+import os
 import re
+import stat
+from pathlib import Path
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -15,6 +18,80 @@ def sanitize_case_id(text: str, fallback: str = "case") -> str:
     return s or fallback
 
 
+def display_path(path: str | os.PathLike) -> str:
+    """``path`` as printable text: bytes that are not UTF-8 become U+FFFD (names need not be UTF-8)."""
+    text = os.fspath(path)
+    if isinstance(text, bytes):
+        return text.decode("utf-8", "replace")
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+_FILE_KINDS = [(stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
+               (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+               (stat.S_ISDIR, "a folder")]
+
+
+def not_regular_reason(path: str | os.PathLike) -> str | None:
+    """Why ``path`` must not be opened as a file (None for a regular, non-empty file), from ``os.stat``.
+
+    A named pipe or a device would block (or never end) a read, so these are told apart before
+    anything is opened.
+    """
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        return f"cannot stat ({exc.strerror or type(exc).__name__})"
+    if stat.S_ISREG(st.st_mode):
+        return None if st.st_size else "empty file"
+    kind = next((k for test, k in _FILE_KINDS if test(st.st_mode)), "not a regular file")
+    return f"not a regular file ({kind}); not opened"
+
+
+def check_output_folder(path: str | os.PathLike) -> Path:
+    """Refuse an output folder that is an existing non-folder, or lies below one.
+
+    Raises:
+        ValueError: naming the path that is in the way.
+    """
+    path = Path(path)
+    for p in [path, *path.parents]:
+        if p.exists() and not p.is_dir():
+            what = "the output folder" if p == path else f"a folder above {display_path(path)}"
+            raise ValueError(f"{display_path(p)}: exists and is not a folder (it should be {what}); "
+                             "choose another output path")
+    return path
+
+
+def check_output_file(path: str | os.PathLike) -> Path:
+    """Refuse an output file whose path is an existing folder, or lies below a non-folder."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{display_path(path)}: is a folder; give a file name for the output")
+    check_output_folder(path.parent)
+    return path
+
+
+def read_picture(path: str | os.PathLike):
+    """A PNG (or other picture) opened and fully decoded by PIL, or a ValueError naming the file.
+
+    Pipes and devices are refused before opening; a truncated or non-picture file gives one line.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    kind = not_regular_reason(path)
+    if kind is not None:
+        raise ValueError(f"{display_path(path)}: {kind}")
+    try:
+        im = Image.open(path)
+        im.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ValueError(f"{display_path(path)}: not a readable PNG ({' '.join(str(exc).split())})") from None
+    return im
+
+
 def setup_logging(verbose: int = 0) -> None:
     level = logging.WARNING - 10 * verbose if verbose else logging.INFO
     logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s")
+    # pydicom logs each decoder plugin's failure with its traceback; cochseg3d reports the file and
+    # the reason itself, in one line, so pydicom's own log is shown only with -v
+    logging.getLogger("pydicom").setLevel(logging.DEBUG if verbose else logging.CRITICAL)

@@ -23,13 +23,14 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from cochseg3d.dicom import discover
+    from cochseg3d.utils import display_path
 
     found = discover(args.folder, progress=args.progress)
     if args.json:
         doc = {
-            "folder": str(args.folder),
+            "folder": display_path(args.folder),
             "series": [s.summary() for s in found],
-            "skipped": [{"file": str(s.path), "reason": s.reason} for s in found.skipped],
+            "skipped": [{"file": display_path(s.path), "reason": s.reason} for s in found.skipped],
         }
         print(json.dumps(doc, indent=2))
         return 0
@@ -49,17 +50,7 @@ def run(args: argparse.Namespace) -> int:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
     if not rows:
         print("(no image series)")
-    skipped = found.all_skipped
-    if skipped:
-        print(f"\nskipped {len(skipped)} file(s):")
-        if len(skipped) <= 30 or args.all_skips:
-            for s in skipped:
-                print(f"  {s.path}: {s.reason}")
-        else:  # a big folder: one line per reason, a few files each (--all-skips lists them all)
-            by_reason: dict[str, list] = {}
-            for s in skipped:
-                by_reason.setdefault(s.reason, []).append(s.path)
-            for reason, paths in sorted(by_reason.items(), key=lambda kv: -len(kv[1])):
-                names = ", ".join(str(p) for p in paths[:3]) + (", ..." if len(paths) > 3 else "")
-                print(f"  {len(paths)} x {reason}: {names}")
+    report = found.skip_report(None if args.all_skips else 30)
+    if report:
+        print("\n" + "\n".join(report))
     return 0
