@@ -275,12 +275,99 @@ def _suffix(path: Path) -> str:
     raise ValueError(f"{path}: unsupported image file type (use one of {', '.join(_IMAGE_SUFFIXES)})")
 
 
+def _gzip_content(path: Path, keep: int) -> tuple[bytes, int]:
+    """(first ``keep`` bytes, total length) of a gzip file's content, checking its CRC and length.
+
+    ITK reads a cut-short ``.nii.gz`` without a word (zeros where the data ended); the gzip
+    trailer tells a whole file from a damaged one.
+    """
+    import gzip
+    import zlib
+
+    head, total = b"", 0
+    try:
+        with gzip.open(path, "rb") as f:
+            while chunk := f.read(1 << 22):
+                if len(head) < keep:
+                    head += chunk[: keep - len(head)]
+                total += len(chunk)
+    except EOFError:
+        raise ValueError(f"{path}: truncated gzip data (the file ends before its end marker); "
+                         "copy it again") from None
+    except (gzip.BadGzipFile, zlib.error, OSError) as exc:
+        raise ValueError(f"{path}: corrupt gzip data ({exc}); copy it again") from None
+    return head, total
+
+
+def _nifti_layout(head: bytes) -> tuple[int, int, list[float]] | None:
+    """(bytes a NIfTI-1/-2 file needs, dimensions, spatial voxel sizes) from its header, or None."""
+    import struct
+
+    for order in "<>":
+        if len(head) >= 348 and struct.unpack(order + "i", head[:4])[0] == 348:
+            dim = struct.unpack(order + "8h", head[40:56])
+            bitpix = struct.unpack(order + "h", head[72:74])[0]
+            pixdim = struct.unpack(order + "8f", head[76:108])
+            offset = int(struct.unpack(order + "f", head[108:112])[0])
+            break
+        if len(head) >= 540 and struct.unpack(order + "i", head[:4])[0] == 540:
+            bitpix = struct.unpack(order + "h", head[14:16])[0]
+            dim = struct.unpack(order + "8q", head[16:80])
+            pixdim = struct.unpack(order + "8d", head[104:168])
+            offset = struct.unpack(order + "q", head[168:176])[0]
+            break
+    else:
+        return None
+    n = max(1, min(int(dim[0]), 7))
+    voxels = int(np.prod([max(int(d), 1) for d in dim[1:n + 1]], dtype=np.int64))
+    return offset + voxels * max(int(bitpix), 0) // 8, n, [float(v) for v in pixdim[1:min(n, 3) + 1]]
+
+
+def check_image_file(path: str | os.PathLike) -> None:
+    """Refuse an image file that is not whole before handing it to ITK: not a regular file, empty,
+    damaged gzip, a NIfTI shorter than its header says, or NIfTI voxel sizes that are not positive.
+
+    Raises:
+        ValueError: naming the file and what is wrong with it.
+    """
+    from cochseg3d.utils import not_regular_reason
+
+    path = Path(path)
+    kind = not_regular_reason(path)
+    if kind is not None:
+        raise ValueError(f"{path}: {kind}")
+    name = path.name.lower()
+    if name.endswith(".gz"):
+        head, total = _gzip_content(path, 540)
+    elif name.endswith(".nii"):
+        with open(path, "rb") as f:
+            head = f.read(540)
+        total = path.stat().st_size
+    else:
+        return
+    if not name.endswith((".nii", ".nii.gz")):
+        return
+    layout = _nifti_layout(head)
+    if layout is None:
+        raise ValueError(f"{path}: not a NIfTI file (no NIfTI-1/-2 header)")
+    need, _, sizes = layout
+    if total < need:
+        raise ValueError(f"{path}: truncated: holds {total} of the {need} bytes its header describes")
+    if not all(np.isfinite(v) and v > 0 for v in sizes):
+        raise ValueError(f"{path}: voxel spacing (pixdim) {sizes} is not positive; the geometry is unknown")
+
+
 def read_image(path: str | os.PathLike) -> Volume:
-    """Read a NIfTI / NRRD / MetaImage file into a Volume (LPS geometry, as SimpleITK reads it)."""
+    """Read a NIfTI / NRRD / MetaImage file into a Volume (LPS geometry, as SimpleITK reads it).
+
+    The file is checked first (:func:`check_image_file`): a truncated or damaged file is refused,
+    never read with zeros in place of the missing data.
+    """
     path = Path(path)
     _suffix(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
+    check_image_file(path)
     try:
         img = sitk.ReadImage(str(path))
     except RuntimeError as exc:
@@ -291,7 +378,10 @@ def read_image(path: str | os.PathLike) -> Volume:
         img = img[:, :, :, 0]
     if img.GetDimension() != 3:
         raise ValueError(f"{path}: is {img.GetDimension()}D; need a 3D image")
-    return Volume.from_sitk(img, {"source_path": str(path)})
+    try:
+        return Volume.from_sitk(img, {"source_path": str(path)})
+    except ValueError as exc:  # e.g. a zero spacing in an NRRD / MHA header
+        raise ValueError(f"{path}: {exc}") from None
 
 
 def atomic_write(path: str | os.PathLike, write) -> Path:

@@ -83,3 +83,42 @@ def test_read_image_errors_name_the_file(tmp_path):
 def test_grid_dict_roundtrip():
     g = _volume(CORONAL).grid
     assert Grid.from_dict(g.to_dict()) == g
+
+
+def _nii_file(path, spacing=(0.4, 0.4, 0.4)):
+    import SimpleITK as sitk
+
+    img = sitk.GetImageFromArray(np.arange(4 * 16 * 16, dtype=np.int16).reshape(4, 16, 16))
+    img.SetSpacing(spacing)
+    sitk.WriteImage(img, str(path))
+    return path
+
+
+@pytest.mark.parametrize("name, damage, why", [
+    ("a.nii.gz", lambda d: d[: len(d) * 6 // 10], "truncated gzip"),
+    ("b.nii.gz", lambda d: d[:-4], "truncated gzip|corrupt gzip"),
+    ("c.nii.gz", lambda d: d[:len(d) // 2] + bytes([d[len(d) // 2] ^ 0xFF]) + d[len(d) // 2 + 1:], "gzip"),
+    ("d.nii", lambda d: d[: len(d) // 2], "truncated: holds"),
+    ("e.nii", lambda d: b"", "empty file"),
+])
+def test_damaged_image_files_are_refused_by_name(tmp_path, name, damage, why):
+    from cochseg3d.volume import read_image
+
+    p = _nii_file(tmp_path / name)
+    p.write_bytes(damage(p.read_bytes()))
+    with pytest.raises(ValueError, match=rf"{name}: .*({why})"):
+        read_image(p)
+
+
+def test_nifti_zero_pixdim_refused_whole_file_read(tmp_path):
+    import nibabel
+
+    from cochseg3d.volume import read_image
+
+    p = _nii_file(tmp_path / "ok.nii.gz")
+    assert read_image(p).array.shape == (4, 16, 16)
+    img = nibabel.load(str(p))
+    img.header["pixdim"][1:4] = [0, 0, 0]
+    nibabel.save(img, str(tmp_path / "zero.nii.gz"))
+    with pytest.raises(ValueError, match="zero.nii.gz: voxel spacing"):
+        read_image(tmp_path / "zero.nii.gz")
