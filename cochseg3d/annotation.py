@@ -532,8 +532,10 @@ def read_png_mask(path: str | os.PathLike, *, slice_shape: tuple[int, int]) -> n
     """A bool mask from a PNG (grey, RGB or RGBA; > 127 is electrode) of the coronal slice's size."""
     from PIL import Image
 
+    from cochseg3d.utils import read_picture
+
     path = Path(path)
-    with Image.open(path) as im:
+    with read_picture(path) as im:
         if im.mode in ("RGBA", "LA"):
             im = im.convert("RGBA")
             arr = np.asarray(im)

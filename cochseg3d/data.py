@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from cochseg3d.config import Config, DataConfig
-from cochseg3d.utils import sanitize_case_id
+from cochseg3d.utils import read_picture, sanitize_case_id
 from cochseg3d.volume import Volume, canonical, read_image
 
 log = logging.getLogger(__name__)
@@ -200,8 +200,6 @@ def load_png_folder(cfg: DataConfig) -> list[Patient]:
 
     Masks are 0/255 (> 127 is electrode, as cochseg3d.annotation reads them). The pixel size comes from ``cfg.png_pixel_spacing_mm`` (PNGs carry none).
     """
-    from PIL import Image
-
     root = Path(cfg.path or "")
     img_dir, mask_dir = root / cfg.png_images, root / cfg.png_masks
     for d in (root, img_dir, mask_dir):
@@ -214,10 +212,11 @@ def load_png_folder(cfg: DataConfig) -> list[Patient]:
     by_case: dict[str, Patient] = {}
     for n, f in enumerate(files):
         m = mask_dir / f.name
-        if not m.is_file():
+        if not m.exists():
             raise FileNotFoundError(f"{m}: mask missing for image {f}")
-        img = np.asarray(Image.open(f).convert("L"), dtype=np.float32)
-        mask = np.asarray(Image.open(m).convert("L")) > 127
+        # a corrupt / truncated PNG or a pipe is named with its reason, not a PIL traceback
+        img = np.asarray(read_picture(f).convert("L"), dtype=np.float32)
+        mask = np.asarray(read_picture(m).convert("L")) > 127
         if mask.shape != img.shape:
             raise ValueError(f"{m}: mask is {mask.shape[1]}x{mask.shape[0]} pixels but image {f} is "
                              f"{img.shape[1]}x{img.shape[0]}")
