@@ -254,17 +254,13 @@ def truth_cases(truth_dir: str | Path) -> list[dict[str, Any]]:
 
     Uses ``cohort.json`` when present, else every sub-folder holding ``truth/label.nii.gz``.
     """
-    import json
-
     truth_dir = Path(truth_dir)
     if not truth_dir.is_dir():
         raise FileNotFoundError(f"{truth_dir}: no such folder")
     cohort = truth_dir / "cohort.json"
     cases = []
     if cohort.is_file():
-        for e in json.loads(cohort.read_text()):
-            cases.append({"case_id": e["case_id"], "label": truth_dir / e["label"],
-                          "contacts": truth_dir / e["contacts"] if e.get("contacts") else None})
+        cases = _cohort_entries(cohort, truth_dir)
     else:
         for d in sorted(p for p in truth_dir.iterdir() if (p / "truth" / "label.nii.gz").is_file()):
             c = d / "truth" / "contacts.json"
@@ -273,6 +269,57 @@ def truth_cases(truth_dir: str | Path) -> list[dict[str, Any]]:
     if not cases:
         raise ValueError(f"{truth_dir}: no cases (needs cohort.json or <case>/truth/label.nii.gz)")
     return cases
+
+
+def read_json(path: str | Path) -> Any:
+    """A JSON file's content, or a ValueError naming the file (not JSON, not a regular file)."""
+    import json
+
+    from cochseg3d.utils import not_regular_reason
+
+    kind = not_regular_reason(path)
+    if kind is not None:
+        raise ValueError(f"{path}: {kind}")
+    try:
+        return json.loads(Path(path).read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from None
+
+
+def _cohort_entries(cohort: Path, truth_dir: Path) -> list[dict[str, Any]]:
+    """The cases of a cohort.json: a list of ``{"case_id", "label"[, "contacts"]}`` objects whose
+    paths stay inside the truth folder; anything else is refused naming the file and the key."""
+    doc = read_json(cohort)
+    if not isinstance(doc, list):
+        raise ValueError(f"{cohort}: must be a list of case objects, got a JSON {type(doc).__name__}")
+    root = truth_dir.resolve()
+    cases = []
+    for i, e in enumerate(doc):
+        if not isinstance(e, dict):
+            raise ValueError(f"{cohort}: entry {i} must be an object with 'case_id' and 'label', got {e!r:.60}")
+        for key in ("case_id", "label"):
+            if not isinstance(e.get(key), str) or not e[key]:
+                raise ValueError(f"{cohort}: entry {i} has no {key!r} (a non-empty string)")
+        paths = {}
+        for key in ("label", "contacts"):
+            if not e.get(key):
+                continue
+            if not isinstance(e[key], str):
+                raise ValueError(f"{cohort}: entry {i} {key!r} must be a path string, got {e[key]!r:.60}")
+            p = truth_dir / e[key]
+            if root != p.resolve() and root not in p.resolve().parents:
+                raise ValueError(f"{cohort}: entry {i} {key!r} {e[key]!r} lies outside the truth folder")
+            paths[key] = p
+        cases.append({"case_id": e["case_id"], "label": paths["label"], "contacts": paths.get("contacts")})
+    return cases
+
+
+def _contacts(path: Path, what: str) -> Any:
+    """The ``contacts_lps_mm`` list of a contacts JSON, or a ValueError naming the file and the key."""
+    doc = read_json(path)
+    if not isinstance(doc, dict) or not isinstance(doc.get("contacts_lps_mm"), list):
+        raise ValueError(f"{path}: {what} contacts file has no 'contacts_lps_mm' list")
+    return doc
 
 
 def evaluate_case(pred_label: Volume, truth_label: Volume, *, pred_contacts_lps_mm=None,
@@ -296,8 +343,6 @@ def evaluate_folders(pred_dir: str | Path, truth_dir: str | Path, *, gate_mm: fl
 
     A missing or unreadable prediction gives a row with an ``error`` entry instead of metrics.
     """
-    import json
-
     from cochseg3d.volume import read_image
 
     pred_dir = Path(pred_dir)
@@ -312,14 +357,14 @@ def evaluate_folders(pred_dir: str | Path, truth_dir: str | Path, *, gate_mm: fl
     for c in cases:
         row: dict[str, Any] = {"case_id": c["case_id"]}
         try:
-            truth_contacts = json.loads(Path(c["contacts"]).read_text()) if c["contacts"] else None
+            truth_contacts = _contacts(Path(c["contacts"]), "truth") if c["contacts"] else None
             if truth_contacts:
                 row.update(vendor=truth_contacts.get("vendor"), model=truth_contacts.get("model"))
             pred_path = pred_dir / f"{c['case_id']}.nii.gz"
             if not pred_path.is_file():
                 raise FileNotFoundError(f"{pred_path}: no prediction for this case")
             pc = pred_dir / f"{c['case_id']}.contacts.json"
-            pred_contacts = json.loads(pc.read_text())["contacts_lps_mm"] if pc.is_file() else None
+            pred_contacts = _contacts(pc, "predicted")["contacts_lps_mm"] if pc.exists() else None
             row.update(evaluate_case(read_image(pred_path), read_image(c["label"]),
                                      pred_contacts_lps_mm=pred_contacts, truth_contacts=truth_contacts,
                                      gate_mm=gate_mm))

@@ -24,12 +24,14 @@ def run(args: argparse.Namespace) -> int:
     import math
 
     from cochseg3d.metrics import COLUMNS, evaluate_folders, format_table, summarize
+    from cochseg3d.utils import check_output_folder
     from cochseg3d.volume import atomic_write
 
+    stem = args.output or (args.pred_dir / "evaluation")
+    check_output_folder(Path(f"{stem}.csv").parent)  # before the work, not after it
     rows = evaluate_folders(args.pred_dir, args.truth_dir, gate_mm=args.gate_mm, progress=True)
     summary = summarize(rows)
     print(format_table(rows + summary))
-    stem = args.output or (args.pred_dir / "evaluation")
     cols = list(COLUMNS) + ["n", "failed", "error"]
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
