@@ -13,7 +13,7 @@ import pkgutil
 import sys
 
 from cochseg3d import __version__, commands
-from cochseg3d.utils import setup_logging
+from cochseg3d.utils import display_path, setup_logging
 
 log = logging.getLogger("cochseg3d")
 
@@ -47,14 +47,39 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     setup_logging(args.verbose)
+    _printable_stdout()
     try:
         return int(args._run(args) or 0)
     except (UserError, FileNotFoundError, NotADirectoryError, ValueError) as exc:
-        print(f"cochseg3d {args.command}: error: {exc}", file=sys.stderr)
+        print(f"cochseg3d {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the system refused a read or write: name the file, no traceback
+        where = f"{display_path(exc.filename)}: " if exc.filename else ""
+        print(f"cochseg3d {args.command}: error: {where}{exc.strerror or _one_line(exc)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"cochseg3d {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug, not bad input: one line for the user, the traceback with -v
+        if args.verbose:
+            raise
+        print(f"cochseg3d {args.command}: unexpected error: {type(exc).__name__}: {_one_line(exc)} "
+              "(run with -v for the traceback, and please report it)", file=sys.stderr)
+        return 1
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+def _printable_stdout() -> None:
+    """File names need not be UTF-8: print their undecodable bytes escaped instead of failing."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            try:
+                stream.reconfigure(errors="backslashreplace")
+            except (ValueError, OSError):  # a stream that cannot be reconfigured keeps its setting
+                pass
 
 
 if __name__ == "__main__":

@@ -339,13 +339,22 @@ def config_from_dict(tree: dict[str, Any], *, source: str | None = None,
     """Build a :class:`Config` from a nested dict plus ``--set`` style overrides."""
     tree = dict(tree or {})
     tree.pop("source", None)
+    overrides = list(overrides)
     for ov in overrides:
         key, value = parse_override(ov)
         _check_override_key(key, ov)
         _set_nested(tree, key, value)
     cfg = _build(Config, tree, "", source)
     cfg.source = source
-    validate(cfg)
+    try:
+        validate(cfg)
+    except ConfigError as exc:
+        # a value given with --set is not in the file: say where it came from
+        for ov in overrides:
+            key = ov.split("=", 1)[0].strip()
+            if f"'{key}'" in str(exc):
+                raise ConfigError(f"{exc} (set by --set {ov})") from None
+        raise
     return cfg
 
 

@@ -63,16 +63,18 @@ def run(args: argparse.Namespace) -> int:
 
     from cochseg3d.dicom import check_output_outside_input
     from cochseg3d.dicom import SeriesGapError, discover, load_series
-    from cochseg3d.utils import sanitize_case_id
+    from cochseg3d.utils import check_output_folder, display_path, sanitize_case_id
     from cochseg3d.volume import atomic_write, write_image
 
-    out = Path(args.output)
+    out = check_output_folder(args.output)
     check_output_outside_input(args.folder, out)
     found = discover(args.folder, progress=not args.no_progress)
     volumes = [s for s in found if s.is_volume]
     if not volumes:
         reasons = "; ".join(str(s) for s in found.all_skipped[:5])
-        raise ValueError(f"{args.folder}: no image volume series found. Skipped: {reasons or 'nothing'}")
+        raise ValueError(f"{display_path(args.folder)}: no image volume series found. Skipped: {reasons or 'nothing'}")
+    for line in found.skip_report(10):
+        print(line)
     out.mkdir(parents=True, exist_ok=True)
     used: set[str] = set()
     failures = 0
@@ -94,5 +96,5 @@ def run(args: argparse.Namespace) -> int:
     others = len(found) - len(volumes)
     print(f"converted {len(volumes) - failures} of {len(volumes)} volume series into {out}"
           + (f"; {others} single-image group(s) left out" if others else "")
-          + (f"; {len(found.all_skipped)} file(s) skipped (see `cochseg3d inspect`)" if found.all_skipped else ""))
+          + (f"; {len(found.all_skipped)} file(s) skipped (listed above)" if found.all_skipped else ""))
     return 1 if failures else 0

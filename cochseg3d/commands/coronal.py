@@ -41,16 +41,18 @@ def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from cochseg3d.dicom import check_output_outside_input, choose_main_series, discover, load_input, load_series
-    from cochseg3d.utils import sanitize_case_id
+    from cochseg3d.utils import check_output_folder, display_path, sanitize_case_id
     from cochseg3d.volume import Volume, atomic_write, canonical, write_image
 
-    src, out = Path(args.input), Path(args.output)
+    src, out = Path(args.input), check_output_folder(args.output)
     if not src.exists():
-        raise FileNotFoundError(f"{src}: no such file or folder")
+        raise FileNotFoundError(f"{display_path(src)}: no such file or folder")
     check_output_outside_input(src, out)
     loaders = []
     if src.is_dir():
         found = discover(src)
+        for line in found.skip_report(10):
+            print(line)
         by_case = defaultdict(list)
         for info in found:
             if info.is_volume:

@@ -51,9 +51,10 @@ def run(args: argparse.Namespace) -> int:
 
     from cochseg3d.annotation import load_image, prefill
     from cochseg3d.cli import UserError
+    from cochseg3d.utils import check_output_file
     from cochseg3d.volume import write_image
 
-    out = Path(args.output)
+    out = check_output_file(args.output)
     if not out.name.lower().endswith((".nii.gz", ".nii", ".nrrd", ".mha")):
         raise UserError(f"{out}: output must be .nii.gz, .nii, .nrrd or .mha")
     if out.exists():

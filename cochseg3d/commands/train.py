@@ -29,6 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from cochseg3d.cli import UserError
     from cochseg3d.training import train
+    from cochseg3d.utils import check_output_folder
 
     if args.resume is None and args.config is None:
         raise UserError("give --config CONFIG.yaml (or --resume RUN_DIR)")
@@ -39,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger("cochseg3d").warning("--resume continues from the run's last.pt; --init %s is ignored",
                                                args.init)
     out = args.out
+    if out is not None:
+        check_output_folder(out)  # before the data is read, not when the first checkpoint is due
     if args.resume is None and out is None:
         out = Path("runs") / f"{args.config.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = train(args.config, out_dir=out, resume=args.resume, progress=not args.no_progress,
