@@ -63,3 +63,16 @@ def test_vendor_numbering():
     assert contact_names(3, "MED-EL") == ["E1", "E2", "E3"]
     assert contact_names(3, "AB") == ["E1", "E2", "E3"]
     assert contact_names(22, "Cochlear")[:2] == ["E22", "E21"] and contact_names(22, "Cochlear")[-1] == "E1"
+
+
+def test_sharp_bend_is_a_kink(flex_case):
+    """The basal part turned 70 deg further about E8 than the spiral turns: a bend it cannot explain."""
+    from cochseg3d.phantom.anatomy import rotation
+
+    pts = np.asarray(flex_case.contacts["contacts_lps_mm"]).copy()
+    f = flex_case.contacts["cochlear_frame"]
+    R = rotation(np.asarray(f["z_lps"]), -f["turn_sense"] * np.radians(70.0))  # with the turn (apex -> base): ~105 deg
+    pts[8:] = (pts[8:] - pts[7]) @ R.T + pts[7]
+    a = _arrays(flex_case, pts)
+    assert _flags(a)["kink"], a["flags"]["kink"]["evidence"]
+    assert "E8" in a["flags"]["kink"]["evidence"] and not _flags(a)["fold_over"]

@@ -64,9 +64,10 @@ def main() -> None:
             continue
         ae = e.get("angle_err_deg", np.array([np.nan]))
         de = e.get("depth_err_mm", np.array([np.nan]))
-        print(f"{seed} {c['model']:22s} aid {c['insertion_angle_deg']:6.1f} z {e['z_err_deg']:5.2f} x {e['x_err_deg']:5.1f}"
-              f" o {e['origin_err_mm']:4.2f} conf {e['confidence']:.2f} sense {e['sense_ok']}"
-              f" ang mean|max {np.abs(ae).mean():5.1f} {np.abs(ae).max():5.1f} depth {np.abs(de).mean():4.2f} {np.abs(de).max():4.2f}")
+        print(f"{seed} {c['model']:22s} aid {c['insertion_angle_deg']:6.1f} z {e['z_err_deg']:5.2f}"
+              f" x {e['x_err_deg']:5.1f} o {e['origin_err_mm']:4.2f} conf {e['confidence']:.2f} sense {e['sense_ok']}"
+              f" ang mean|max {np.abs(ae).mean():5.1f} {np.abs(ae).max():5.1f}"
+              f" depth {np.abs(de).mean():4.2f} {np.abs(de).max():4.2f}")
     ok = [r for r in rows if r["ok"]]
     z = np.array([r["z_err_deg"] for r in ok])
     ang = np.concatenate([np.abs(r["angle_err_deg"]) for r in ok if "angle_err_deg" in r] or [np.array([np.nan])])
