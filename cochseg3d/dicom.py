@@ -401,18 +401,54 @@ def _split_series(uid: str, cands: list[_Candidate]) -> list[SeriesInfo]:
 
 
 # --- entry points ---------------------------------------------------------------------------------
-def choose_main_series(series: Sequence[SeriesInfo]) -> SeriesInfo:
-    """The series a user most likely means: a CT volume with the most slices (then finest voxels)."""
-    volumes = [s for s in series if s.is_volume]
-    if not volumes:
-        raise ValueError("no image volume series (need at least 3 slices of one orientation)")
+def rank_series(series: Sequence[SeriesInfo]) -> list[SeriesInfo]:
+    """The volume series (>= 3 slices), the one a user most likely means first: CT, not derived,
+    the most voxels, then the finest."""
 
     def key(s: SeriesInfo):
         voxel = s.pixel_spacing_mm[0] * s.pixel_spacing_mm[1] * max(s.slice_spacing_mm, 1e-6)
         return (s.modality.upper() == "CT", "DERIVED" not in [t.upper() for t in s.image_type],
                 len(s.slices) * s.rows * s.columns, -voxel)
 
-    return max(volumes, key=key)
+    return sorted((s for s in series if s.is_volume), key=key, reverse=True)
+
+
+def choose_main_series(series: Sequence[SeriesInfo]) -> SeriesInfo:
+    """The series a user most likely means: a CT volume with the most slices (then finest voxels)."""
+    ranked = rank_series(series)
+    if not ranked:
+        raise ValueError("no image volume series (need at least 3 slices of one orientation)")
+    return ranked[0]
+
+
+def load_main_series(series: Sequence[SeriesInfo], **load_options: Any) -> Volume:
+    """Load the main series; if it cannot be loaded (a gap, an unreadable slice ...), the next most
+    likely one, with a warning naming why the first was passed over: a bad series does not sink a
+    patient. ``meta["passed_over"]`` keeps those reasons.
+
+    Raises:
+        ValueError / SeriesGapError: no volume series, or none loads (the main series' error first).
+    """
+    ranked = rank_series(series)
+    if not ranked:
+        raise ValueError("no image volume series (need at least 3 slices of one orientation)")
+    errors: list[ValueError] = []
+    for info in ranked:
+        log.info("%s: loading series %s (%s, %d files)", info.folder, info.label, info.series_description,
+                 len(info.slices))
+        try:
+            vol = load_series(info, **load_options)
+        except ValueError as exc:  # SeriesGapError too: try the next series of this patient
+            errors.append(exc)
+            continue
+        if errors:
+            log.warning("%s: series %s used instead of the main series: %s", info.folder, info.label,
+                        " | ".join(str(e) for e in errors))
+            vol.meta["passed_over"] = [str(e) for e in errors]
+        return vol
+    if len(errors) == 1:
+        raise errors[0]
+    raise type(errors[0])(f"{errors[0]} (and {len(errors) - 1} other series of this patient failed too)")
 
 
 def load_input(path: str | os.PathLike, **load_options: Any) -> Volume:
@@ -458,14 +494,14 @@ def load_input(path: str | os.PathLike, **load_options: Any) -> Volume:
         folder = path.parent
     found = discover(folder)
     candidates = [s for s in found if s.series_uid == wanted_uid] if wanted_uid else list(found)
-    try:
-        info = choose_main_series(candidates)
-    except ValueError as exc:
+    if not rank_series(candidates):
         reasons = "; ".join(str(s) for s in found.all_skipped[:5])
         more = f" (and {len(found.all_skipped) - 5} more)" if len(found.all_skipped) > 5 else ""
-        raise ValueError(f"{path}: {exc}. Skipped: {reasons or 'nothing'}{more}") from None
-    log.info("%s: loading series %s (%s, %d files)", path, info.label, info.series_description, len(info.slices))
-    return load_series(info, **load_options)
+        raise ValueError(f"{display_path(path)}: no image volume series (need at least 3 slices of one "
+                         f"orientation). Skipped: {reasons or 'nothing'}{more}")
+    if wanted_uid:  # the user pointed at this series' file: no other series instead
+        return load_series(choose_main_series(candidates), **load_options)
+    return load_main_series(candidates, **load_options)
 
 
 def is_dicom_folder(path: str | os.PathLike) -> bool:

@@ -100,3 +100,14 @@ def test_undecodable_file_name_is_listed(tmp_path):
     found = discover(folder)
     assert len(found[0].slices) == 4
     assert any("\ufffd" in str(s) for s in found.all_skipped)
+
+
+def test_unloadable_main_series_passes_to_the_next_one(tmp_path):
+    folder, files = b.patient(tmp_path)
+    big = b.series(folder / "thin", seed=1, n=6, series_number=2)
+    b.truncate(big[2], 0.7)
+    vol = load_input(folder)
+    assert vol.array.shape == (4, 16, 16) and vol.meta["series_number"] == 1
+    assert big[2].name in vol.meta["passed_over"][0]
+    with pytest.raises(SeriesGapError, match=big[2].name):  # the user's own pick is not replaced
+        load_input(big[0])

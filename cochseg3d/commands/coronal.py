@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     import yaml
     from tqdm.auto import tqdm
 
-    from cochseg3d.dicom import check_output_outside_input, choose_main_series, discover, load_input, load_series
+    from cochseg3d.dicom import check_output_outside_input, discover, load_input, load_main_series
     from cochseg3d.utils import check_output_folder, display_path, sanitize_case_id
     from cochseg3d.volume import Volume, atomic_write, canonical, write_image
 
@@ -61,15 +61,23 @@ def run(args: argparse.Namespace) -> int:
             reasons = "; ".join(str(s) for s in found.all_skipped[:5])
             raise ValueError(f"{src}: no image volume series found. Skipped: {reasons or 'nothing'}")
         for case, infos in sorted(by_case.items()):
-            loaders.append((case, lambda infos=infos: load_series(choose_main_series(infos))))
+            loaders.append((case, lambda infos=infos: load_main_series(infos)))
     else:
         loaders.append((None, lambda: load_input(src)))
 
     out.mkdir(parents=True, exist_ok=True)
     lo, hi = args.window[0] - args.window[1] / 2, args.window[0] + args.window[1] / 2
     manifest = {}
+    failures = []
     for case, load in loaders:
-        vol = load()
+        try:
+            vol = load()
+        except ValueError as exc:  # one bad patient does not sink the others
+            if len(loaders) == 1:
+                raise
+            log.error("%s: not written: %s", case, exc)
+            failures.append(case)
+            continue
         case = sanitize_case_id(case or vol.meta.get("case_id", "case"))
         can = canonical(vol)
         n = can.array.shape[0]
@@ -106,4 +114,6 @@ def run(args: argparse.Namespace) -> int:
     # YAML, not JSON: OUT may become a mask folder whose *.json files are read as labelme annotations
     doc = yaml.safe_dump(manifest, sort_keys=False)
     atomic_write(out / "coronal_slices.yaml", lambda tmp: tmp.write_text(doc))
-    return 0
+    if failures:
+        print(f"{len(failures)} of {len(loaders)} patient(s) failed: {', '.join(failures)} (reasons above)")
+    return 1 if failures else 0

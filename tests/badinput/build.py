@@ -35,11 +35,11 @@ def volume(seed: int = 0, shape=SHAPE) -> Volume:
     return Volume(arr, SPACING, (-3.0, -3.0, 0.0), np.eye(3))
 
 
-def series(folder: Path, seed: int = 0, *, n: int | None = None, **kw) -> list[Path]:
-    """A good CT series (``n`` slices, default 4) of patient PAT01 in ``folder``."""
+def series(folder: Path, seed: int = 0, *, n: int | None = None, patient_id: str = "PAT01", **kw) -> list[Path]:
+    """A good CT series (``n`` slices, default 4) of patient ``patient_id`` in ``folder``."""
     shape = (n or SHAPE[0],) + SHAPE[1:]
     kw.setdefault("extra", {})["PatientName"] = PATIENT_NAME
-    return write_series(volume(seed, shape), folder, patient_id="PAT01", uid_seed=f"bad{seed}", **kw)
+    return write_series(volume(seed, shape), folder, patient_id=patient_id, uid_seed=f"bad{seed}", **kw)
 
 
 def patient(root: Path, seed: int = 0, **kw) -> tuple[Path, list[Path]]:

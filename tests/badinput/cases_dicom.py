@@ -327,3 +327,24 @@ def dicom_folder_name_not_utf8(root):
     target = os.fsencode(root / "in") + b"/scan\xff"
     os.rename(f, target)
     return ["convert", os.fsdecode(target), "out", "--no-progress"]
+
+
+# --- a bad series does not sink a patient, a bad patient does not sink the others ----------------------
+@case("dicom", "ok", "used instead of the main series", "00003.dcm", "PAT01: 16 coronal slices")
+def dicom_main_series_unreadable_next_series_used(root):
+    f, files = b.patient(root)
+    big = b.series(f / "thin", seed=1, n=6, series_number=2)  # more slices: the main series
+    b.truncate(big[2], 0.7)
+    return ["coronal", P, "out"]
+
+
+def _good_patient_written(root) -> None:
+    assert sorted((root / "out").glob("PAT01_*.nii.gz")), "the good patient was not written"
+
+
+@case("dicom", "error", "PAT02", "not written", "--on-gap interpolate", check=_good_patient_written)
+def dicom_one_bad_patient_of_two_coronal(root):
+    f, files = b.patient(root)
+    bad = b.series(root / "in" / "other", seed=2, patient_id="PAT02")
+    b.truncate(bad[1], 0.7)
+    return ["coronal", "in", "out"]
