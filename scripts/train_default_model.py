@@ -199,22 +199,24 @@ def package_checkpoint(best: Path, *, provenance: dict[str, Any], inference_roi:
 
 
 def evaluate_sets(work: Path, sets: dict[str, list], *, model_path: Path | None = None,
-                  pred_root: Path | None = None) -> dict[str, Any]:
+                  pred_root: Path | None = None, calibration: Path | None = None) -> dict[str, Any]:
     """Segment each held-out set with the shipped model (or ``model_path``) and compare with the truth.
 
     Contacts are measured twice: found blind (``auto``) and with the implanted electrode model
     given (``hint``, as a clinician knows it), from the same label. Cohorts live under
-    ``work/test``, predictions under ``pred_root`` (default ``work``).
+    ``work/test``, predictions under ``pred_root`` (default ``work``); ``calibration``: the contact
+    finder's calibration file (default: the shipped one).
     """
     from tqdm.auto import tqdm
 
-    from cochseg3d.contacts import find_contacts
+    from cochseg3d.contacts import Calibration, find_contacts
     from cochseg3d.dicom import load_input
     from cochseg3d.inference import load_model, segment_path
     from cochseg3d.metrics import evaluate_folders, format_table, summarize
     from cochseg3d.volume import read_image
 
     model, pre, info = load_model(model_path or WEIGHTS / "default.pt")
+    cal = Calibration.load(calibration)
     results: dict[str, Any] = {}
     for name, specs in sets.items():
         cohort = work / "test" / name
@@ -224,12 +226,13 @@ def evaluate_sets(work: Path, sets: dict[str, list], *, model_path: Path | None 
         pred, pred_hint = (pred_root or work) / "pred" / name, (pred_root or work) / "pred_hint" / name
         t0 = time.perf_counter()
         for e in tqdm(entries, desc=f"segment {name}", unit="patient"):
-            segment_path(cohort / e["dicom"], pred, model, preprocessing=pre, case_id=e["case_id"], png=False)
+            segment_path(cohort / e["dicom"], pred, model, preprocessing=pre, case_id=e["case_id"], png=False,
+                         calibration=calibration)
         seconds = (time.perf_counter() - t0) / max(1, len(entries))
         for e in entries:
             label = read_image(pred / f"{e['case_id']}.nii.gz")
             image = load_input(cohort / e["dicom"])
-            c = find_contacts(label, image, electrode=e["model"])
+            c = find_contacts(label, image, electrode=e["model"], calibration=cal)
             pred_hint.mkdir(parents=True, exist_ok=True)
             shutil.copy2(pred / f"{e['case_id']}.nii.gz", pred_hint / f"{e['case_id']}.nii.gz")
             rec = c.to_json(case_id=e["case_id"], electrode_hint=e["model"])
@@ -300,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--channels", default="8,16,32,64", help="U-Net channels per level")
     ap.add_argument("--weights", type=Path, default=None, help="where default.pt/json go (default: cochseg3d/weights)")
     ap.add_argument("--evaluate-only", action="store_true", help="measure the shipped model only")
+    ap.add_argument("--calibration", type=Path, default=None,
+                    help="contact-finder calibration to evaluate with (default: the shipped one)")
     ap.add_argument("--package-run", type=Path, default=None,
                     help="package a checkpoint of an earlier (possibly stopped) run instead of training")
     ap.add_argument("--package-file", default="best.pt", help="which checkpoint of --package-run (best.pt, last.pt)")
@@ -360,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
             **final_sets(args.seed, args.test_patients)}
     if args.sets:
         sets = {k: v for k, v in sets.items() if k in args.sets.split(",")}
-    results = evaluate_sets(work, sets)
+    results = evaluate_sets(work, sets, calibration=args.calibration)
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     meta["evaluation"] = {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
