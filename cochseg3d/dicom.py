@@ -321,9 +321,21 @@ def discover(folder: str | os.PathLike, *, progress: bool = False) -> SeriesList
         parts = _split_series(uid, cands)
         parts[0].bad_files.extend(bad_by_series.get(uid, []))
         series.extend(parts)
+    _attribute_unreadable(series, skipped)
     series.sort(key=lambda s: (s.case_id, -len(s.slices), s.series_number or 0, s.series_uid, s.group))
     log.info("%s: %d series groups, %d files skipped", folder, len(series), len(skipped))
     return SeriesList(series, skipped)
+
+
+def _attribute_unreadable(series: list[SeriesInfo], skipped: list[SkippedFile]) -> None:
+    """A file whose header is cut short names no series; when a series in its folder misses slices,
+    it is most likely one of them, so the gap message lists it with its reason."""
+    unreadable = [s for s in skipped if s.reason.startswith(("truncated", "unreadable"))]
+    for info in series:
+        if unreadable and info.missing_slices:
+            known = {b.path for b in info.bad_files}
+            dirs = {h.path.parent for h in info.slices}
+            info.bad_files.extend(s for s in unreadable if s.path.parent in dirs and s.path not in known)
 
 
 def _split_series(uid: str, cands: list[_Candidate]) -> list[SeriesInfo]:

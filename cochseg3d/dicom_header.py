@@ -458,7 +458,8 @@ def read_file_header(path: Path) -> FileHeader:
     ds = _FastHeader(raw)
     out = FileHeader(path, ds, _skip_reason(ds))
     if out.reason is None and pos is None:
-        out.reason = "no pixel data"
+        # an image header that runs to the end of the file: cut short before its pixels
+        out.reason = "truncated: the file ends before its pixel data" if not head else "no pixel data"
     if out.reason is None:
         try:
             out.offset, out.reason = _pixel_data_check(ds, pos, head, size)
