@@ -99,15 +99,16 @@ def _looks_like_raw_dicom(path: Path) -> bool:
 def is_dicom_file(path: str | os.PathLike) -> bool:
     """The one rule for "is this a DICOM file" (used by inspect, convert and segment's discovery):
     a regular file that is DICOM Part 10 (preamble + ``DICM``), or a preamble-less dataset that
-    pydicom reads with ``force=True``. Pipes and devices are never opened."""
+    pydicom reads with ``force=True`` and that names its SOP class. Pipes and devices are never opened."""
     path = Path(path)
     if not_regular_reason(path) is not None:
         return False
     try:
-        _read_header(path)
-        return True
+        ds = _read_header(path)[0]
     except Exception:  # anything unreadable as DICOM is not DICOM
         return False
+    # force=True reads almost anything: a preamble-less dataset must at least name its SOP class
+    return bool(getattr(ds, "preamble", None)) or bool(ds.get("SOPClassUID"))
 
 
 def _float_list(value: Any, n: int) -> np.ndarray | None:
