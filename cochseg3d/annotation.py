@@ -558,14 +558,22 @@ def read_labelme(
     """
     from PIL import Image, ImageDraw
 
+    from cochseg3d.utils import not_regular_reason
+
     path = Path(path)
+    kind = not_regular_reason(path)
+    if kind is not None:
+        raise ValueError(f"{path}: {kind}")
     try:
         doc = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path}: not valid JSON ({exc})") from exc
-    if not isinstance(doc, dict) or "shapes" not in doc:
-        raise ValueError(f"{path}: not a labelme file (no 'shapes')")
-    h, w = (int(doc.get("imageHeight") or slice_shape[0]), int(doc.get("imageWidth") or slice_shape[1]))
+    if not isinstance(doc, dict) or not isinstance(doc.get("shapes"), list):
+        raise ValueError(f"{path}: not a labelme file (no 'shapes' list)")
+    try:
+        h, w = (int(doc.get("imageHeight") or slice_shape[0]), int(doc.get("imageWidth") or slice_shape[1]))
+    except (TypeError, ValueError):
+        raise ValueError(f"{path}: imageHeight/imageWidth are not whole numbers") from None
     if (h, w) != tuple(slice_shape):
         raise ValueError(f"{path}: labelme image is {h}x{w} pixels (rows x cols), "
                          f"the coronal slice is {slice_shape[0]}x{slice_shape[1]}")
@@ -573,10 +581,17 @@ def read_labelme(
     img = Image.new("L", (w, h), 0)
     draw = ImageDraw.Draw(img)
     n = 0
-    for shape in doc["shapes"]:
+    for i, shape in enumerate(doc["shapes"]):
+        if not isinstance(shape, dict):
+            raise ValueError(f"{path}: shapes[{i}] is not an object")
         if str(shape.get("label", "")).strip().lower() not in wanted:
             continue
-        xy = [(float(p[0]), float(p[1])) for p in shape.get("points", [])]
+        try:
+            xy = [(float(p[0]), float(p[1])) for p in shape.get("points") or []]
+        except (TypeError, ValueError, IndexError, KeyError):
+            raise ValueError(f"{path}: shapes[{i}] 'points' must be [x, y] number pairs") from None
+        if not all(math.isfinite(v) for pt in xy for v in pt):
+            raise ValueError(f"{path}: shapes[{i}] 'points' are not finite numbers")
         kind = shape.get("shape_type") or "polygon"
         if kind == "circle" and len(xy) >= 2:
             (cx, cy), (px, py) = xy[:2]
