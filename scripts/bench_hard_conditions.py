@@ -46,7 +46,8 @@ CONDITIONS: dict[str, dict[str, dict[str, Any]]] = {
     "truncation": {"fast": {"fov_truncation": 0.3}, "rtk": {"fov_truncation": 0.3}},
     # the fast model's noise and streak levels are its own parameters; the rtk model's follow from
     # the photons (noise, starvation), the spectrum (beam hardening) and the views (aliasing)
-    "noise_250": {"fast": {"noise_hu": 250.0}, "rtk": {"rtk": {"photons_per_pixel": 10**3.3}}},
+    # rtk noise: 150-210 HU measured at 2000 photons per pixel, so about 250 HU at 1000
+    "noise_250": {"fast": {"noise_hu": 250.0}, "rtk": {"rtk": {"photons_per_pixel": 1000.0}}},
     "streak_strong": {"fast": {"streak_strength": 3.0},
                       "rtk": {"rtk": {"kvp": 70.0, "cu_mm": 0.0, "count_floor": 1.0, "n_views": 180,
                                       "water_correction": 0.6}}},
