@@ -223,12 +223,16 @@ class Demo:
         from cochseg3d.export import write_json
         from cochseg3d.metrics import COLUMNS, evaluate_folders, summarize
 
-        # the held-out patients' truth only: an index beside the cohort pointing into it
+        # the held-out patients' truth only (evaluate reads no path outside its truth folder)
         _, test = self.split()
         truth = self.out / "test_truth"
-        index = [{**c, **{k: str(Path("..") / "phantoms" / c[k]) for k in ("dicom", "label", "metal", "contacts")}}
-                 for c in test]
-        write_json(index, truth / "cohort.json")
+        for c in test:
+            src = (self.cohort_dir / c["label"]).parent
+            shutil.copytree(src, truth / c["case_id"] / "truth", dirs_exist_ok=True)
+        write_json([{"case_id": c["case_id"], "vendor": c["vendor"], "model": c["model"],
+                     "label": f"{c['case_id']}/truth/{Path(c['label']).name}",
+                     "contacts": f"{c['case_id']}/truth/{Path(c['contacts']).name}"} for c in test],
+                   truth / "cohort.json")
         rows = evaluate_folders(self.out / "segment", truth, progress=self.progress)
         summary = summarize(rows)
 
