@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from cochseg3d.config import Config, DataConfig
-from cochseg3d.utils import read_picture, sanitize_case_id
+from cochseg3d.utils import read_cohort_json, read_picture, sanitize_case_id
 from cochseg3d.volume import Volume, canonical, read_image
 
 log = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ def load_cohort(cfg: DataConfig, *, progress: bool = False) -> list[Patient]:
     index = root / "cohort.json"
     if not index.is_file():
         raise FileNotFoundError(f"{index}: no cohort.json in the cohort folder (write one with `cochseg3d phantom`)")
-    entries = json.loads(index.read_text())
+    entries = read_cohort_json(index, required=("dicom", "label"), paths=("dicom", "label"))
     if not entries:
         raise ValueError(f"{index}: the cohort lists no cases")
     if progress:
@@ -135,7 +135,7 @@ def load_cohort(cfg: DataConfig, *, progress: bool = False) -> list[Patient]:
         entries = tqdm(entries, desc="load cohort", unit="patient", leave=False)
     out = []
     for n, e in enumerate(entries):
-        img_path, lab_path = root / e["dicom"], root / e["label"]
+        img_path, lab_path = e["dicom"], e["label"]
         for p in (img_path, lab_path):
             if not p.exists():
                 raise FileNotFoundError(f"{p}: listed in {index} but missing")

@@ -271,51 +271,18 @@ def truth_cases(truth_dir: str | Path) -> list[dict[str, Any]]:
     return cases
 
 
-def read_json(path: str | Path) -> Any:
-    """A JSON file's content, or a ValueError naming the file (not JSON, not a regular file)."""
-    import json
-
-    from cochseg3d.utils import not_regular_reason
-
-    kind = not_regular_reason(path)
-    if kind is not None:
-        raise ValueError(f"{path}: {kind}")
-    try:
-        return json.loads(Path(path).read_text())
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc})") from None
-
-
 def _cohort_entries(cohort: Path, truth_dir: Path) -> list[dict[str, Any]]:
-    """The cases of a cohort.json: a list of ``{"case_id", "label"[, "contacts"]}`` objects whose
-    paths stay inside the truth folder; anything else is refused naming the file and the key."""
-    doc = read_json(cohort)
-    if not isinstance(doc, list):
-        raise ValueError(f"{cohort}: must be a list of case objects, got a JSON {type(doc).__name__}")
-    root = truth_dir.resolve()
-    cases = []
-    for i, e in enumerate(doc):
-        if not isinstance(e, dict):
-            raise ValueError(f"{cohort}: entry {i} must be an object with 'case_id' and 'label', got {e!r:.60}")
-        for key in ("case_id", "label"):
-            if not isinstance(e.get(key), str) or not e[key]:
-                raise ValueError(f"{cohort}: entry {i} has no {key!r} (a non-empty string)")
-        paths = {}
-        for key in ("label", "contacts"):
-            if not e.get(key):
-                continue
-            if not isinstance(e[key], str):
-                raise ValueError(f"{cohort}: entry {i} {key!r} must be a path string, got {e[key]!r:.60}")
-            p = truth_dir / e[key]
-            if root != p.resolve() and root not in p.resolve().parents:
-                raise ValueError(f"{cohort}: entry {i} {key!r} {e[key]!r} lies outside the truth folder")
-            paths[key] = p
-        cases.append({"case_id": e["case_id"], "label": paths["label"], "contacts": paths.get("contacts")})
-    return cases
+    """The cases of a cohort.json (``case_id``, ``label``, optional ``contacts``), checked."""
+    from cochseg3d.utils import read_cohort_json
+
+    return [{"case_id": e["case_id"], "label": e["label"], "contacts": e.get("contacts")}
+            for e in read_cohort_json(cohort, required=("case_id", "label"), paths=("label", "contacts"))]
 
 
 def _contacts(path: Path, what: str) -> Any:
     """The ``contacts_lps_mm`` list of a contacts JSON, or a ValueError naming the file and the key."""
+    from cochseg3d.utils import read_json
+
     doc = read_json(path)
     if not isinstance(doc, dict) or not isinstance(doc.get("contacts_lps_mm"), list):
         raise ValueError(f"{path}: {what} contacts file has no 'contacts_lps_mm' list")

@@ -89,6 +89,53 @@ def read_picture(path: str | os.PathLike):
     return im
 
 
+def read_json(path: str | os.PathLike):
+    """A JSON file's content, or a ValueError naming the file (not JSON, not a regular file)."""
+    import json
+
+    kind = not_regular_reason(path)
+    if kind is not None:
+        raise ValueError(f"{display_path(path)}: {kind}")
+    try:
+        return json.loads(Path(path).read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{display_path(path)}: not valid JSON ({exc})") from None
+
+
+def read_cohort_json(index: str | os.PathLike, *, required: tuple[str, ...],
+                     paths: tuple[str, ...] = ()) -> list[dict]:
+    """A phantom cohort's ``cohort.json``: a list of objects, each with the ``required`` keys as
+    non-empty strings; the ``paths`` keys (when present) are turned into paths that must stay inside
+    the cohort folder. Anything else is refused in one line naming the file, the entry and the key.
+    """
+    index = Path(index)
+    doc = read_json(index)
+    if not isinstance(doc, list):
+        raise ValueError(f"{index}: must be a list of case objects, got a JSON {type(doc).__name__}")
+    root = index.parent.resolve()
+    out = []
+    for i, e in enumerate(doc):
+        if not isinstance(e, dict):
+            raise ValueError(f"{index}: entry {i} must be an object with {', '.join(map(repr, required))}, "
+                             f"got {e!r:.60}")
+        for key in required:
+            if not isinstance(e.get(key), str) or not e[key]:
+                raise ValueError(f"{index}: entry {i} has no {key!r} (a non-empty string)")
+        e = dict(e)
+        for key in paths:
+            if not e.get(key):
+                e[key] = None
+                continue
+            if not isinstance(e[key], str):
+                raise ValueError(f"{index}: entry {i} {key!r} must be a path string, got {e[key]!r:.60}")
+            p = index.parent / e[key]
+            if root != p.resolve() and root not in p.resolve().parents:
+                raise ValueError(f"{index}: entry {i} {key!r} {e[key]!r} lies outside the cohort folder")
+            e[key] = p
+        out.append(e)
+    return out
+
+
 def setup_logging(verbose: int = 0) -> None:
     level = logging.WARNING - 10 * verbose if verbose else logging.INFO
     logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s")

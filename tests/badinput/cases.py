@@ -3,8 +3,9 @@
 A case's ``build(root)`` writes its input under ``root/in`` and returns the argv (run with ``root``
 as working folder; outputs go to ``root/out``). ``expect`` is ``"ok"`` (exit 0, and ``mention`` found
 in the output: what was skipped, and why) or ``"error"`` (exit 1 or 2, and one stderr line holding
-every ``mention``: the file and the problem). ``own_process`` cases (pipes, undecodable names) run as
-a real ``python -m cochseg3d`` subprocess under a timeout.
+every ``mention``: the file and the problem). ``own_process`` cases (a pipe, undecodable names on a
+UTF-8 terminal) run as a real ``python -m cochseg3d`` subprocess under a timeout; the other pipe
+cases run in the batch processes, whose timeout pins a hang on its case.
 """
 
 from __future__ import annotations

@@ -142,21 +142,21 @@ def dicom_fifo_inspect(root):
     return ["inspect", P]
 
 
-@case("dicom", "ok", "converted 1 of 1", own_process=True, check=_converted_size)
+@case("dicom", "ok", "converted 1 of 1", check=_converted_size)
 def dicom_fifo_convert(root):
     f, files = b.patient(root)
     b.fifo(f / "pipe")
     return ["convert", P, "out", "--no-progress"]
 
 
-@case("dicom", "ok", "PAT01: 16 coronal slices", own_process=True)
+@case("dicom", "ok", "PAT01: 16 coronal slices")
 def dicom_fifo_coronal(root):
     f, files = b.patient(root)
     b.fifo(f / "sub" / "pipe")
     return ["coronal", P, "out"]
 
 
-@case("dicom", "error", "pipe.dcm", "named pipe", own_process=True)
+@case("dicom", "error", "pipe.dcm", "named pipe")
 def dicom_fifo_as_input_file(root):
     b.fifo(root / "in" / "pipe.dcm")
     return ["prefill", "in/pipe.dcm", "out/label.nii.gz"]
@@ -177,7 +177,7 @@ def dicom_name_not_utf8(root):
     return ["inspect", P]
 
 
-@case("dicom", "ok", "converted 1 of 1", own_process=True, check=_converted_size)
+@case("dicom", "ok", "converted 1 of 1", check=_converted_size)
 def dicom_slice_name_not_utf8_convert(root):
     f, files = b.patient(root)
     os.rename(files[1], os.fsencode(f) + b"/slice\xe9\xff.dcm")

@@ -152,7 +152,7 @@ def png_no_images(root):
     return _png_train(root)
 
 
-@case("png", "error", "p0_0.png", "named pipe", own_process=True)
+@case("png", "error", "p0_0.png", "named pipe")
 def png_fifo_in_training_folder(root):
     d = b.png_folder(root / "in" / "png")
     (d / "masks" / "p0_0.png").unlink()
@@ -412,3 +412,17 @@ def paths_missing_input_prefill(root):
 def paths_missing_input_coronal(root):
     (root / "in").mkdir()
     return ["coronal", "in/nothere", "out"]
+
+
+@case("cohort", "error", "cohort.json", "entry 0", "'dicom'")
+def cohort_train_source_entry_without_dicom(root):
+    truth, _ = b.truth_cohort(root)
+    (truth / "cohort.json").write_text(json.dumps([{"case_id": "c1", "label": "c1/truth/label.nii.gz"}]))
+    return _cfg(root, f"data:\n  source: cohort\n  path: {truth}\ntrain:\n  device: cpu\n")
+
+
+@case("cohort", "error", "cohort.json", "list")
+def cohort_train_source_is_a_dict(root):
+    truth, _ = b.truth_cohort(root)
+    (truth / "cohort.json").write_text(json.dumps({"cases": []}))
+    return _cfg(root, f"data:\n  source: cohort\n  path: {truth}\ntrain:\n  device: cpu\n")

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import sys
+import time
 import traceback
 
 
@@ -50,7 +51,9 @@ def main(spec_path: str, results_path: str) -> None:
         for case in spec:
             res.write(json.dumps({"start": case["name"]}) + "\n")
             res.flush()
+            t0 = time.perf_counter()
             result = run_one(case["argv"], case["cwd"])
+            result["seconds"] = round(time.perf_counter() - t0, 3)
             res.write(json.dumps({"name": case["name"], **result}) + "\n")
             res.flush()
 

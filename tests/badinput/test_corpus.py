@@ -61,13 +61,15 @@ def _env() -> dict[str, str]:
 
 
 def _own_process(argv: list[str], cwd: Path) -> dict:
+    t0 = time.perf_counter()
     try:
         p = subprocess.run([sys.executable, "-m", "cochseg3d", *argv], cwd=cwd, capture_output=True,
                            timeout=TIMEOUT_S, env=_env())
     except subprocess.TimeoutExpired:
         return {"rc": None, "stdout": "", "stderr": f"HANG: no exit within {TIMEOUT_S} s"}
     dec = lambda s: s.decode("utf-8", "replace")  # noqa: E731
-    return {"rc": p.returncode, "stdout": dec(p.stdout), "stderr": dec(p.stderr)}
+    return {"rc": p.returncode, "stdout": dec(p.stdout), "stderr": dec(p.stderr),
+            "seconds": round(time.perf_counter() - t0, 3)}
 
 
 def _batch(spec: list[dict], work: Path, tag: str) -> dict[str, dict]:
@@ -168,5 +170,7 @@ def test_corpus_size_and_runtime(corpus):
                "hangs": sum(1 for r in results.values() if r["rc"] is None),
                "tracebacks": sum(1 for r in results.values() if "Traceback" in r["stderr"])}
     print(json.dumps(summary))
+    slowest = sorted(results.items(), key=lambda kv: -kv[1].get("seconds", 0))[:8]
+    print("slowest:", ", ".join(f"{k} {v.get('seconds', 0):.1f}s" for k, v in slowest))
     assert summary["hangs"] == 0 and summary["tracebacks"] == 0
     assert seconds < 120, summary
