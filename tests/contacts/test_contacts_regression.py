@@ -1,7 +1,7 @@
 """The contact finder's output on pinned phantoms (scripts/pin_contacts.py) has not changed.
 
-Each pinned case is regenerated (the phantom generator is deterministic) and searched on the
-label the default model gave when it was pinned, named and blind: contacts within 1e-6 mm, the
+Each pinned case is regenerated (the phantom generator is deterministic up to the last float
+bits of a numpy/scipy build) and searched on the label the default model gave when it was pinned, named and blind: contacts within 1e-6 mm, the
 same method, pitch, model and electrode assumed.
 """
 
@@ -38,9 +38,12 @@ def test_pin_covers_every_vendor_and_strategy():
 
 @pytest.mark.parametrize("entry", CASES, ids=[f"{c['seed']}-{c['model']}-{c['orientation']}" for c in CASES])
 def test_contacts_unchanged_on_pinned_phantom(entry):
-    image, label = PIN.pin_inputs(entry)
+    image, label, image_same = PIN.pin_inputs(entry)
     now = PIN.run_case(image, label, entry["model"])
-    assert PIN.differences(entry, now) == []
+    diffs = PIN.differences(entry, now)
+    assert diffs == [], (diffs if image_same else diffs + [
+        "the regenerated phantom is not bit-identical to the pinned one: if the phantom changed, re-pin with "
+        "scripts/pin_contacts.py --write once the contact finder is known unchanged"])
 
 
 def test_differences_reports_a_moved_contact():
