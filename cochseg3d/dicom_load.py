@@ -160,6 +160,53 @@ def load_series(
                          f"({need / 2**30:.1f} GiB), beyond the {MAX_SERIES_BYTES // 2**30} GiB limit")
     stored = np.empty((n, info.rows, info.columns), dtype=stored_dtype)
 
+    _read_slices(info, stored, on_gap=on_gap, workers=workers, progress=progress)
+
+    if info.photometric == "MONOCHROME1":
+        # invert to MONOCHROME2 (dense = high) the way GDCM / SimpleITK do, independent of the data
+        if info.pixel_representation:
+            np.invert(stored, out=stored)
+        else:
+            np.subtract((1 << info.bits_stored) - 1, stored, out=stored, casting="unsafe")
+        log.warning("%s: MONOCHROME1 series %s inverted to MONOCHROME2", info.folder, info.label)
+
+    array = _rescale(stored, info, dtype)
+    del stored
+
+    positions = np.array([s.position_mm for s in info.slices])
+    origin = positions[0]
+    direction = info.direction
+    if n > 1:
+        along = float(np.dot(positions[-1] - positions[0], info.normal))
+        spacing_k = along / (n - 1)
+    else:
+        spacing_k = _float(info.extra.get("SliceThickness"), 1.0)
+    spacing = (info.pixel_spacing_mm[1], info.pixel_spacing_mm[0], spacing_k if spacing_k > 0 else 1.0)
+
+    meta = {
+        "case_id": info.case_id,
+        "series_uid": info.series_uid,
+        "series_number": info.series_number,
+        "series_description": info.series_description,
+        "modality": info.modality,
+        "source": str(info.folder),
+        "orientation": info.orientation,
+        "files": n,
+        "skipped": {str(s.path): s.reason for s in info.skipped},
+    }
+    if info.sheared:
+        return _untilt(array, info, positions, spacing, meta)
+    vol = Volume(array, spacing, tuple(origin), direction, meta)
+    if n > 2 and (missing or not info.spacing_uniform):
+        vol = _regularise(vol, info.slice_positions_mm, ref_step, filled=bool(missing))
+    return vol
+
+
+def _read_slices(info: "SeriesInfo", stored: np.ndarray, *, on_gap: str, workers: int | None,
+                 progress: bool) -> None:
+    """Read every slice into ``stored`` (threads); unreadable ones refuse the series naming each
+    file and its reason, or are interpolated from their neighbours with ``on_gap="interpolate"``."""
+    n = len(info.slices)
     unused_bits = info.bits_allocated - info.bits_stored if 0 < info.bits_stored < info.bits_allocated else 0
 
     def work(k: int) -> None:
@@ -208,45 +255,6 @@ def load_series(
         _fill_slices(stored, sorted(failed), info.slice_positions_mm)
         log.warning("%s: filled %d unreadable slice(s) of %s by interpolation: %s", info.folder,
                     len(failed), info.label, "; ".join(str(b) for b in bad))
-
-    if info.photometric == "MONOCHROME1":
-        # invert to MONOCHROME2 (dense = high) the way GDCM / SimpleITK do, independent of the data
-        if info.pixel_representation:
-            np.invert(stored, out=stored)
-        else:
-            np.subtract((1 << info.bits_stored) - 1, stored, out=stored, casting="unsafe")
-        log.warning("%s: MONOCHROME1 series %s inverted to MONOCHROME2", info.folder, info.label)
-
-    array = _rescale(stored, info, dtype)
-    del stored
-
-    positions = np.array([s.position_mm for s in info.slices])
-    origin = positions[0]
-    direction = info.direction
-    if n > 1:
-        along = float(np.dot(positions[-1] - positions[0], info.normal))
-        spacing_k = along / (n - 1)
-    else:
-        spacing_k = _float(info.extra.get("SliceThickness"), 1.0)
-    spacing = (info.pixel_spacing_mm[1], info.pixel_spacing_mm[0], spacing_k if spacing_k > 0 else 1.0)
-
-    meta = {
-        "case_id": info.case_id,
-        "series_uid": info.series_uid,
-        "series_number": info.series_number,
-        "series_description": info.series_description,
-        "modality": info.modality,
-        "source": str(info.folder),
-        "orientation": info.orientation,
-        "files": n,
-        "skipped": {str(s.path): s.reason for s in info.skipped},
-    }
-    if info.sheared:
-        return _untilt(array, info, positions, spacing, meta)
-    vol = Volume(array, spacing, tuple(origin), direction, meta)
-    if n > 2 and (missing or not info.spacing_uniform):
-        vol = _regularise(vol, info.slice_positions_mm, ref_step, filled=bool(missing))
-    return vol
 
 
 def _bad_note(bad: Sequence[SkippedFile]) -> str:
