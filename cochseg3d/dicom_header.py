@@ -191,8 +191,8 @@ def _size_reason(ds: pydicom.Dataset | _FastHeader) -> str | None:
     if not rows or not cols or rows < 0 or cols < 0:
         return f"Rows = {rows}, Columns = {cols}: no image"
     if rows > MAX_IMAGE_SIDE or cols > MAX_IMAGE_SIDE or frames > MAX_FRAMES or frames < 1:
-        return (f"header claims {cols}x{rows} pixels x {frames} frame(s), beyond {MAX_IMAGE_SIDE}x"
-                f"{MAX_IMAGE_SIDE} x {MAX_FRAMES}: a broken header, not a scan")
+        return (f"header claims {cols}x{rows} pixels in {frames} frame(s); more than {MAX_IMAGE_SIDE} pixels "
+                f"a side or {MAX_FRAMES} frames is a broken header, not a scan")
     if bits not in (8, 16, 32):
         return f"BitsAllocated = {bits} is not supported (8, 16 or 32)"
     if not 0 < stored <= bits:

@@ -43,8 +43,8 @@ def not_regular_reason(path: str | os.PathLike) -> str | None:
         return f"cannot stat ({exc.strerror or type(exc).__name__})"
     if stat.S_ISREG(st.st_mode):
         return None if st.st_size else "empty file"
-    kind = next((k for test, k in _FILE_KINDS if test(st.st_mode)), "not a regular file")
-    return f"not a regular file ({kind}); not opened"
+    kind = next((k for test, k in _FILE_KINDS if test(st.st_mode)), "a special file")
+    return f"{kind}, not a regular file: not opened"
 
 
 def check_output_folder(path: str | os.PathLike) -> Path:
