@@ -35,7 +35,21 @@ def contacts_record(contacts: Any, *, case_id: str, series: dict[str, Any], elec
                               electrode_hint=electrode, label_volume_mm3=label_volume_mm3, model=model)
     if qc is not None:
         record["qc"] = qc
+    record["arrays"] = _arrays(contacts, case_id)
     return record
+
+
+def _arrays(contacts: Any, case_id: str) -> list[dict[str, Any]]:
+    """Issue 13's per-array measures in the cochlear frame; a failure there costs the measures only."""
+    from cochseg3d.clinical import measure_arrays
+
+    if not len(contacts.lps_mm):
+        return []
+    try:
+        return measure_arrays(contacts)["arrays"]
+    except Exception as exc:  # the label and contacts are still written
+        log.warning("%s: cochlear measures not computed (%s)", case_id, exc)
+        return []
 
 
 def write_json(record: Any, path: str | Path) -> Path:
@@ -173,19 +187,27 @@ def write_outputs(out_dir: str | Path, case_id: str, *, image: Volume, label: Vo
                   contacts_lps_mm: np.ndarray | None = None, probability: Volume | None = None,
                   png: bool = True, dicom_seg: bool = False) -> dict[str, Path]:
     """One patient's files in ``out_dir``: ``<case>.nii.gz``, ``<case>.contacts.json`` and on request
-    ``<case>.prob.nii.gz``, ``<case>.png`` and ``<case>.seg.dcm``.
+    ``<case>.prob.nii.gz``, ``<case>.png`` and ``<case>.seg.dcm``; with the array measured, its 3D Slicer
+    markups ``<case>.contacts.mrk.json`` and per-contact table ``<case>.contacts.csv``.
 
     The DICOM SEG references ``image``'s source series (``image.meta["source"]`` and
     ``["series_uid"]``); an image that is not a DICOM series gets none, with a warning.
 
     Returns:
-        What was written, by kind ("label", "probability", "contacts", "png", "seg").
+        What was written, by kind ("label", "probability", "contacts", "markups", "contacts_csv", "png",
+        "seg"): the 3D Slicer markups and the per-contact CSV where the array could be measured.
     """
     out = Path(out_dir)
     files = {"label": write_label(label, out / f"{case_id}.nii.gz")}
     if probability is not None:
         files["probability"] = write_label(probability, out / f"{case_id}.prob.nii.gz")
     files["contacts"] = write_json(record, out / f"{case_id}.contacts.json")
+    if record.get("arrays"):
+        from cochseg3d.clinical.markups import write_contacts_csv, write_markups
+
+        arrays = {"arrays": record["arrays"]}
+        files["markups"] = write_markups(out / f"{case_id}.contacts.mrk.json", arrays, case_id=case_id)
+        files["contacts_csv"] = write_contacts_csv(out / f"{case_id}.contacts.csv", arrays)
     series = record.get("series") or {}
     if png:
         title = f"{case_id}: {series.get('series_description') or case_id} ({record['n_contacts']} contacts)"

@@ -26,8 +26,9 @@ def test_write_outputs_names_files_by_case_and_skips_seg_for_a_non_dicom_image(t
     with caplog.at_level(logging.WARNING, logger="cochseg3d.export"):
         files = write_outputs(tmp_path, "P1", image=image, label=label, record=record,
                               contacts_lps_mm=contacts.lps_mm, png=True, dicom_seg=True)
-    assert set(files) == {"label", "contacts", "png"} and "not a DICOM series" in caplog.text
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["P1.contacts.json", "P1.nii.gz", "P1.png"]
+    assert set(files) == {"label", "contacts", "markups", "contacts_csv", "png"} and "not a DICOM series" in caplog.text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["P1.contacts.csv", "P1.contacts.json", "P1.contacts.mrk.json",
+                                                          "P1.nii.gz", "P1.png"]
     assert read_image(files["label"]).grid.allclose(image.grid)
     text = files["contacts"].read_text()
     assert json.loads(text)["n_contacts"] == 2 and json.loads(text)["qc"]["verdict"] == "ok"
@@ -40,3 +41,24 @@ def test_electrode_slab_spans_the_label_plus_the_margin():
     mask[8:11] = True
     assert electrode_slab(mask, slice_spacing_mm=0.5, pad_mm=1.0) == (6, 13)
     assert electrode_slab(np.zeros((20, 4, 4), bool), slice_spacing_mm=0.5) == (10, 11)
+
+
+def test_a_spiral_array_gets_its_cochlear_measures_markups_and_table(tmp_path):
+    from cochseg3d.phantom import generate_patient
+
+    case = generate_patient(31, model="FLEX28")
+    c = case.contacts
+    contacts = Contacts(np.asarray(c["contacts_lps_mm"]), "peaks", np.asarray(c["electrode_path_lps_mm"]),
+                        info={"model": c["model"]})
+    record = contacts_record(contacts, case_id="P2", series={}, electrode="FLEX28", label_volume_mm3=1.0,
+                             model=None, qc=None)
+    files = write_outputs(tmp_path, "P2", image=case.image, label=case.label, record=record, png=False)
+    (array,) = json.loads(files["contacts"].read_text())["arrays"]
+    assert array["model"] == "FLEX28" and len(array["contacts"]) == 12
+    frame = array["cochlear_frame"]
+    assert abs(float(np.dot(frame["z_lps"], c["cochlear_frame"]["z_lps"]))) > np.cos(np.radians(5))
+    assert 300 < array["insertion_angle_deg"] < 900  # a FLEX28 reaches well past one turn
+    mrk = json.loads(files["markups"].read_text())
+    labels = [p["label"] for p in mrk["markups"][0]["controlPoints"]]
+    assert labels == [f"E{i}" for i in range(1, 13)] and mrk["markups"][0]["coordinateSystem"] == "LPS"
+    assert len(files["contacts_csv"].read_text().strip().splitlines()) == 13  # header + one row per contact

@@ -2,6 +2,7 @@
 folder; the `segment` CLI end to end."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -87,6 +88,8 @@ def test_segment_cli_folder_of_patients_skips_a_bad_one(tmp_path):
     assert {d["case_id"] for d in summary["done"]} == {"p0", "p1"}
     assert len(summary["failed"]) == 1 and summary["failed"][0]["case_id"] == "broken"
     assert str(inp) not in (out / "summary.json").read_text()  # no input path in what is shared
+    rows = (out / "arrays.csv").read_text().splitlines()  # the cohort table: one row per measured array
+    assert rows[0].startswith("case_id,") and {r.split(",")[0] for r in rows[1:]} <= {"p0", "p1"}
     for case, grid in grids.items():
         img = sitk.ReadImage(str(out / f"{case}.nii.gz"))
         assert img.GetSize() == grid.size
@@ -230,8 +233,8 @@ def test_segment_to_a_folder_records_the_case_id_not_the_input_path(tmp_path):
     out = tmp_path / "seg"
     res = cochseg3d.segment(src, out, model=bright_model(PRE), device="cpu", png=True, electrode="MED-EL")
     assert res.case_id == "P07"
-    assert set(res.files) == {"label", "contacts", "png"}
-    assert sorted(p.name for p in out.iterdir()) == ["P07.contacts.json", "P07.nii.gz", "P07.png"]
+    assert {"label", "contacts", "png"} <= set(res.files) <= {"label", "contacts", "png", "markups", "contacts_csv"}
+    assert sorted(p.name for p in out.iterdir()) == sorted(Path(f).name for f in res.files.values())
     text = (out / "P07.contacts.json").read_text()
     rec = json.loads(text)
     assert rec["case_id"] == "P07" and rec["qc"] == res.qc and rec["n_contacts"] == len(res.contacts.lps_mm)

@@ -7,6 +7,7 @@ each patient is one :func:`cochseg3d.segment` call.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 from pathlib import Path
@@ -151,11 +152,26 @@ def run(args: argparse.Namespace) -> int:
         doc = {"model": info["path"], "qc": _qc_summary(done), "done": done, "failed": failed}
         name = "summary.json" if world == 1 else f"summary.rank{rank}.json"
         write_json(doc, args.output / name)
+        if world == 1:
+            _write_cohort_csv(args.output / "arrays.csv", done)
         print(f"{len(done)} segmented, {len(failed)} failed; summary in {args.output / name}")
         for f in failed:
             print(f"  failed: {f['case_id']}: {f['error']}")
     _print_qc(done, batch)
     return 1 if failed else 0
+
+
+def _write_cohort_csv(path: Path, done: list[dict]) -> None:
+    """One row per array of the cohort (side, model, insertion angle, flags), from each contacts.json."""
+    from cochseg3d.clinical.markups import COHORT_COLUMNS, cohort_rows, csv_text
+    from cochseg3d.volume import atomic_write
+
+    rows = []
+    for rec in done:
+        arrays = json.loads(Path(rec["files"]["contacts"]).read_text()).get("arrays") or []
+        rows += cohort_rows({"arrays": arrays}, case_id=rec["case_id"])
+    text = csv_text(rows, COHORT_COLUMNS)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 def _qc_summary(done: list[dict]) -> dict:
