@@ -19,24 +19,14 @@ def is_image_path(path: Path) -> bool:
 
 
 def _is_dicom_file(path: Path) -> bool:
-    """True for a DICOM Part 10 file, or a preamble-less one as :mod:`.dicom` reads it; README.txt is not."""
-    import pydicom
-    from pydicom.misc import is_dicom
+    """True for a DICOM Part 10 file, or a preamble-less one naming its SOP class; README.txt is not.
 
-    from cochseg3d.dicom import _looks_like_raw_dicom
+    The one rule the reader uses too (:func:`cochseg3d.dicom_header.is_dicom_file`), so inspect,
+    convert and segment agree on a folder; pipes and devices are never opened.
+    """
+    from cochseg3d.dicom_header import is_dicom_file
 
-    if not path.is_file():  # a FIFO would block the read
-        return False
-    try:
-        if is_dicom(path):
-            return True
-        if not _looks_like_raw_dicom(path):
-            return False
-        # force reads anything: an image's header names its SOP class
-        ds = pydicom.dcmread(path, stop_before_pixels=True, force=True, specific_tags=["SOPClassUID"])
-        return bool(ds.get("SOPClassUID"))
-    except Exception:  # anything unreadable as DICOM is not a patient's image
-        return False
+    return is_dicom_file(path)
 
 
 def _first_dicom_header(folder: Path) -> tuple[str, str] | None:
