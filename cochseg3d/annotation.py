@@ -810,15 +810,16 @@ class AnnotationSession:
                            image=self.image.array if image_dir else None, image_dir=image_dir)
 
 
-def load_image(path: str | os.PathLike) -> Volume:
-    """A DICOM folder or image file as a Volume (``cochseg3d.dicom.load_input`` when available)."""
+def load_image(path: str | os.PathLike, **load_options: Any) -> Volume:
+    """A DICOM folder or image file as a Volume (``cochseg3d.dicom.load_input`` when available;
+    ``load_options`` such as ``on_gap`` go to it)."""
     path = Path(path)
     try:
         from cochseg3d.dicom import load_input
     except ImportError:
         load_input = None
     if load_input is not None:
-        return load_input(path)
+        return load_input(path, **load_options)
     if path.is_dir():
         raise ValueError(f"{path}: reading DICOM folders needs cochseg3d.dicom (not installed)")
     vol = read_image(path)

@@ -25,6 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", metavar="INPUT",
                         help="DICOM folder (one or many patients; each patient's main volume) or image file")
     parser.add_argument("output", metavar="OUT", help="output folder: <case>_<k>.nii.gz or <case>_<k>.png")
+    parser.add_argument("--on-gap", choices=["error", "interpolate"], default="error",
+                        help="DICOM slices missing or unreadable: refuse (default) or fill them by interpolation")
     parser.add_argument("--png", action="store_true", help="write windowed 8-bit PNGs instead of NIfTI slabs")
     parser.add_argument("--window", type=_window, default=(500.0, 4000.0), metavar="CENTER,WIDTH",
                         help="PNG window in HU (default 500,4000: bone and metal apart)")
@@ -61,9 +63,9 @@ def run(args: argparse.Namespace) -> int:
             reasons = "; ".join(str(s) for s in found.all_skipped[:5])
             raise ValueError(f"{src}: no image volume series found. Skipped: {reasons or 'nothing'}")
         for case, infos in sorted(by_case.items()):
-            loaders.append((case, lambda infos=infos: load_main_series(infos)))
+            loaders.append((case, lambda infos=infos: load_main_series(infos, on_gap=args.on_gap)))
     else:
-        loaders.append((None, lambda: load_input(src)))
+        loaders.append((None, lambda: load_input(src, on_gap=args.on_gap)))
 
     out.mkdir(parents=True, exist_ok=True)
     lo, hi = args.window[0] - args.window[1] / 2, args.window[0] + args.window[1] / 2

@@ -31,6 +31,8 @@ def _roi(text: str) -> tuple[int, int, int, int]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", metavar="INPUT", help="patient DICOM folder or image file (NIfTI/NRRD/MHA)")
     parser.add_argument("output", metavar="OUT.nii.gz", help="label file to write (uint8 0/1)")
+    parser.add_argument("--on-gap", choices=["error", "interpolate"], default="error",
+                        help="DICOM slices missing or unreadable: refuse (default) or fill them by interpolation")
     parser.add_argument("--threshold-hu", default="auto", metavar="X|auto",
                         help="metal threshold in HU, or 'auto' from the image histogram (default)")
     parser.add_argument("--slices", type=_slices, default=None, metavar="FIRST:LAST",
@@ -61,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         if not args.force:
             raise UserError(f"{out}: exists; pass --force to overwrite it (a .bak copy is kept)")
         shutil.copy2(out, out.with_name(out.name + ".bak"))
-    image = load_image(args.input)
+    image = load_image(args.input, on_gap=args.on_gap)
     label = prefill(image, threshold_hu=args.threshold_hu, slices=args.slices, roi=args.roi,
                     min_size_voxels=args.min_size)
     write_image(label.with_array(label.array.astype(np.uint8)), out)

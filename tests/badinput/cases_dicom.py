@@ -348,3 +348,16 @@ def dicom_one_bad_patient_of_two_coronal(root):
     bad = b.series(root / "in" / "other", seed=2, patient_id="PAT02")
     b.truncate(bad[1], 0.7)
     return ["coronal", "in", "out"]
+
+
+@case("dicom", "ok", "PAT01: 16 coronal slices", "filled")
+def dicom_truncated_slice_coronal_interpolated(root):
+    f, files = b.patient(root)
+    b.truncate(files[1], 0.8)
+    return ["coronal", P, "out", "--on-gap", "interpolate"]
+
+
+@case("dicom", "ok", "voxels")
+def dicom_corrupt_slice_prefill_interpolated(root):
+    _rle_series_with_bad_slice(root)
+    return ["prefill", P, "out/label.nii.gz", "--on-gap", "interpolate"]
