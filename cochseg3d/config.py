@@ -405,6 +405,7 @@ def load_config(path: str | os.PathLike, overrides: Iterable[str] = ()) -> Confi
 
 
 #: value ranges: dotted key -> (test of one number, what it must be). Lists/tuples are checked per item.
+#: (train.lr may be 0: a run that must not move the weights, e.g. to check a starting checkpoint)
 _POSITIVE = (lambda v: v > 0, "> 0")
 _NON_NEGATIVE = (lambda v: v >= 0, ">= 0")
 _AT_LEAST_1 = (lambda v: v >= 1, ">= 1")
@@ -426,7 +427,7 @@ RANGES: dict[str, tuple[Any, str]] = {
     "data.augment.blur_sigma": _NON_NEGATIVE,
     "model.channels": _AT_LEAST_1, "model.strides": _AT_LEAST_1, "model.num_res_units": _NON_NEGATIVE,
     "model.dropout": _FRACTION_BELOW_1, "model.kernel_size": _AT_LEAST_1,
-    "train.epochs": _AT_LEAST_1, "train.batch_size": _AT_LEAST_1, "train.lr": _POSITIVE,
+    "train.epochs": _AT_LEAST_1, "train.batch_size": _AT_LEAST_1, "train.lr": _NON_NEGATIVE,
     "train.weight_decay": _NON_NEGATIVE, "train.warmup_epochs": _NON_NEGATIVE,
     "train.val_patient_every": _NON_NEGATIVE, "train.sw_batch_size": _AT_LEAST_1,
     "train.sw_overlap": _FRACTION_BELOW_1, "train.grad_clip": _NON_NEGATIVE,

@@ -178,7 +178,7 @@ def config_negative_epochs(root):
     return _cfg(root, "train:\n  epochs: -5\n")
 
 
-@case("config", "error", "train.lr", "> 0")
+@case("config", "error", "train.lr", ">= 0")
 def config_negative_lr(root):
     return _cfg(root, "train:\n  lr: -0.001\n")
 
