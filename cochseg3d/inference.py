@@ -207,33 +207,63 @@ def predict_naive(
 
 
 # --- post-processing ----------------------------------------------------------------------------
+def _array_limits() -> tuple[float, float]:
+    """(longest radius, shortest path) a painted electrode array can show, from the catalogue.
+
+    Radius: the thickest carrier's half diameter plus the CBCT blur that paints past the metal (a
+    PSF FWHM of up to 0.8 mm). Path: the shortest active length (first to last contact) less the
+    thickest diameter, which the skeleton loses at the two ends.
+    """
+    from cochseg3d.electrodes import CATALOGUE
+
+    widest = max(max(m.diameter_base_mm, m.diameter_tip_mm) for m in CATALOGUE)
+    return widest / 2.0 + CBCT_BLUR_MM, min(m.active_length_mm for m in CATALOGUE) - widest
+
+
+#: how far past the metal CBCT blur paints (PSF FWHM, mm): widens a painted array's radius
+CBCT_BLUR_MM = 0.8
+#: dropped chains smaller than this (mm^3) are noise, not metal worth reporting
+OTHER_METAL_MIN_MM3 = 1.0
+
+
 def postprocess(
     mask: np.ndarray,
     spacing_mm: tuple[float, float, float],
     *,
     min_component_mm3: float = 0.2,
     keep_distance_mm: float = 3.0,
-    max_tube_radius_mm: float = 1.5,
+    max_tube_radius_mm: float | None = None,
+    report: dict[str, Any] | None = None,
 ) -> np.ndarray:
     """Keep the electrode array: its main component and the pieces near it.
 
     Components smaller than ``min_component_mm3`` are dropped. The rest are grouped into chains whose
     gaps are at most ``keep_distance_mm`` (an array broken into pieces by partial-volume effects,
-    or separate contacts blooming into blobs, stays whole), and the chain with the most tube-like
-    length is kept: length ~ volume / inner radius^2 over its components no deeper than
-    ``max_tube_radius_mm`` inside (bone and streak blobs are thicker and shorter). One long lead
-    does not outweigh a spiral of separate contacts when the stretch joining them is missing.
+    or separate contacts blooming into blobs, stays whole). The array is the chain holding the
+    longest thin path: a piece no deeper than a catalogue array can be painted
+    (``max_tube_radius_mm``, default from :func:`_array_limits`) whose skeleton's longest path is at
+    least the shortest catalogue array's. Chains without such a piece (a bone-anchored screw,
+    dental fillings: short or thick) are dropped. When no chain qualifies, the chain with the most
+    tube-like length (volume / inner radius^2 of its thin pieces) is kept instead: a spiral of
+    separate contacts has no long piece.
 
     Args:
         mask: boolean array [k, j, i].
         spacing_mm: voxel size in ITK order (i, j, k), mm.
+        report: filled with ``array_rule`` ("catalogue": a chain met the array's limits;
+            "tube_length": none did), ``array_path_mm`` (the kept chain's longest thin path) and
+            ``other_metal_mm3`` / ``n_other_metal`` (dropped chains of at least
+            ``OTHER_METAL_MIN_MM3``).
 
     Returns:
         The cleaned boolean mask, same shape.
     """
     mask = np.asarray(mask, dtype=bool)
+    report = {} if report is None else report
+    report.update(array_rule=None, array_path_mm=0.0, other_metal_mm3=0.0, n_other_metal=0)
     if not mask.any():
         return mask.copy()
+    radius, path = _array_limits()
     sampling = tuple(float(s) for s in spacing_mm[::-1])  # numpy axis order
     # work inside the mask's bounding box (plus the joining distance): memory stays ~ the array's size
     idx = np.nonzero(mask.any(axis=(1, 2))), np.nonzero(mask.any(axis=(0, 2))), np.nonzero(mask.any(axis=(0, 1)))
@@ -241,12 +271,39 @@ def postprocess(
                 for i, m in zip(idx, (int(math.ceil(keep_distance_mm / s)) + 1 for s in sampling)))
     out = np.zeros_like(mask)
     out[box] = _postprocess_crop(mask[box], sampling, min_component_mm3=min_component_mm3,
-                                 keep_distance_mm=keep_distance_mm, max_tube_radius_mm=max_tube_radius_mm)
+                                 keep_distance_mm=keep_distance_mm,
+                                 max_tube_radius_mm=radius if max_tube_radius_mm is None else max_tube_radius_mm,
+                                 min_path_mm=path, report=report)
     return out
 
 
+def _longest_path_mm(piece: np.ndarray, sampling: tuple[float, ...]) -> float:
+    """Length of the longest path along the 3D skeleton of one connected piece (mm)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components, dijkstra
+    from scipy.spatial import cKDTree
+    from skimage.morphology import skeletonize
+
+    pts = np.argwhere(skeletonize(np.pad(piece, 1))) * np.asarray(sampling)
+    if len(pts) < 2:
+        return 0.0
+    pairs = cKDTree(pts).query_pairs(float(np.linalg.norm(sampling)) * 1.01, output_type="ndarray")
+    if not len(pairs):
+        return 0.0
+    d = np.linalg.norm(pts[pairs[:, 0]] - pts[pairs[:, 1]], axis=1)
+    graph = coo_matrix((d, (pairs[:, 0], pairs[:, 1])), shape=(len(pts),) * 2).tocsr()
+    _, part = connected_components(graph, directed=False)
+    best = 0.0
+    for k in np.unique(part):  # two sweeps: exact on a tree, close on a skeleton's few loops
+        nodes = np.nonzero(part == k)[0]
+        far = nodes[np.argmax(dijkstra(graph, directed=False, indices=nodes[0])[nodes])]
+        best = max(best, float(dijkstra(graph, directed=False, indices=far)[nodes].max()))
+    return best
+
+
 def _postprocess_crop(mask: np.ndarray, sampling: tuple[float, ...], *, min_component_mm3: float,
-                      keep_distance_mm: float, max_tube_radius_mm: float) -> np.ndarray:
+                      keep_distance_mm: float, max_tube_radius_mm: float, min_path_mm: float,
+                      report: dict[str, Any]) -> np.ndarray:
     labels, n = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
     if n == 0:
         return mask
@@ -256,11 +313,14 @@ def _postprocess_crop(mask: np.ndarray, sampling: tuple[float, ...], *, min_comp
     if not candidates:
         return np.zeros_like(mask)
     boxes = ndimage.find_objects(labels)
-    thickness = {}
+    thickness, path = {}, {}
     for c in candidates:
         sl = tuple(slice(max(0, s.start - 1), s.stop + 1) for s in boxes[c - 1])
         comp = np.pad(labels[sl] == c, 1)
         thickness[c] = float(ndimage.distance_transform_edt(comp, sampling=sampling).max())
+        # a piece too small to hold the shortest array's path at one voxel's width is not measured
+        thin = thickness[c] <= max_tube_radius_mm and sizes[c - 1] >= min_path_mm * min(sampling) ** 2
+        path[c] = _longest_path_mm(labels[boxes[c - 1]] == c, sampling) if thin else 0.0
     tubes = [c for c in candidates if thickness[c] <= max_tube_radius_mm] or candidates
     # volume / radius^2 ~ a tube's length
     length = {c: sizes[c - 1] / max(thickness[c], 1e-3) ** 2 for c in tubes}
@@ -274,16 +334,25 @@ def _postprocess_crop(mask: np.ndarray, sampling: tuple[float, ...], *, min_comp
     csampling = tuple(s * b for s, b in zip(sampling, block))
     grown = ndimage.distance_transform_edt(~coarse, sampling=csampling) <= keep_distance_mm / 2.0
     grown_labels, _ = ndimage.label(grown, structure=np.ones((3, 3, 3), bool))
-    # the array is the chain of pieces with the most thin length in it: one long tube, or (separate
-    # contacts blooming into blobs, a lead whose last stretch is faint) many short ones together
-    group_length: dict[int, float] = {}
-    for c in tubes:
+    chain: dict[int, list[int]] = {}
+    for c in candidates:
         sl = boxes[c - 1]
         first = np.argwhere(labels[sl] == c)[0] + np.array([x.start for x in sl])
-        g = int(grown_labels[tuple(first // np.array(block))])
-        group_length[g] = group_length.get(g, 0.0) + length[c]
-    group_coarse = grown_labels == max(group_length, key=group_length.get)
-    fine = np.repeat(np.repeat(np.repeat(group_coarse, block[0], 0), block[1], 1), block[2], 2)
+        chain.setdefault(int(grown_labels[tuple(first // np.array(block))]), []).append(c)
+    longest = {g: max(path[c] for c in cs) for g, cs in chain.items()}
+    arrays = [g for g in chain if longest[g] >= min_path_mm]
+    if arrays:
+        kept = max(arrays, key=longest.get)
+    else:
+        # no chain holds an array-long piece: the one with the most thin length in it (one long
+        # tube, or separate contacts blooming into blobs, a lead whose last stretch is faint)
+        group_length = {g: sum(length.get(c, 0.0) for c in cs) for g, cs in chain.items()}
+        kept = max(group_length, key=group_length.get)
+    dropped = [sum(sizes[c - 1] for c in cs) for g, cs in chain.items() if g != kept]
+    dropped = [v for v in dropped if v >= OTHER_METAL_MIN_MM3]
+    report.update(array_rule="catalogue" if arrays else "tube_length", array_path_mm=round(longest[kept], 2),
+                  other_metal_mm3=round(float(sum(dropped)), 2), n_other_metal=len(dropped))
+    fine = np.repeat(np.repeat(np.repeat(grown_labels == kept, block[0], 0), block[1], 1), block[2], 2)
     return kept_mask & fine[: mask.shape[0], : mask.shape[1], : mask.shape[2]]
 
 
@@ -409,10 +478,11 @@ def run_segmentation(
                                  roi_size=roi_size)
     mask = raw_mask = prob >= float(threshold)
     raw = int(mask.sum())
+    chosen: dict[str, Any] = {}
     if postprocessing:
         mask = postprocess(mask, can.spacing_mm, min_component_mm3=min_component_mm3,
-                           keep_distance_mm=keep_distance_mm)
-    qc = {"image_problem": problem, **segmentation_measures(
+                           keep_distance_mm=keep_distance_mm, report=chosen)
+    qc = {"image_problem": problem, **chosen, **segmentation_measures(
         prob, raw_mask, mask, can.spacing_mm, keep_distance_mm=keep_distance_mm, min_component_mm3=min_component_mm3)}
     can_label = can.with_array(mask.astype(np.uint8))
     source = Grid.from_dict(can.meta["source_grid"])
@@ -436,6 +506,7 @@ def run_segmentation(
         "voxels_raw_canonical": raw,
         "voxels": int(label.array.sum()),
         "volume_mm3": round(int(label.array.sum()) * voxel_mm3, 3),
+        "other_metal_mm3": chosen.get("other_metal_mm3", 0.0),
         "qc": qc,
     }
     return SegmentationResult(label=label, probability=prob_vol, canonical_label=can_label, info=info,

@@ -140,6 +140,52 @@ def test_postprocess_keeps_a_chain_of_separate_contacts_over_a_longer_lone_lead(
     assert not out[20, 44, 50]
 
 
+def _arc_array(shape=(90, 120, 120)):
+    """A thin curved array: a 0.9 mm wide tube along 250 degrees of a 10.5 mm circle (0.3 mm voxels)."""
+    m = np.zeros(shape, bool)
+    for t in np.linspace(0.0, np.radians(250.0), 2000):
+        j, i = int(round(60 + 35 * np.cos(t))), int(round(60 + 35 * np.sin(t)))
+        m[19:22, j - 1:j + 2, i - 1:i + 2] = True
+    return m
+
+
+def test_postprocess_keeps_the_array_and_drops_a_screw_and_fillings_as_other_metal():
+    array = _arc_array()
+    m = array.copy()
+    k, j, i = np.ogrid[:90, :120, :120]
+    screw = (k >= 50) & (k < 63) & ((j - 60) ** 2 + (i - 100) ** 2 <= 6.7 ** 2)  # 4 mm x 4 mm titanium
+    m |= screw
+    fillings = np.zeros_like(m)  # 51 blobs 1.2 mm wide with 0.6 mm gaps: more tube-like volume than the array
+    for a in (60, 66, 72):
+        for b in range(10, 110, 6):
+            fillings[a:a + 4, b:b + 4, 20:24] = True
+    m |= fillings
+    report = {}
+    out = postprocess(m, (0.3, 0.3, 0.3), report=report)
+    assert np.array_equal(out, array)
+    assert report["array_rule"] == "catalogue" and report["array_path_mm"] > 40.0
+    assert report["n_other_metal"] == 2
+    expected = (screw.sum() + fillings.sum()) * 0.3 ** 3
+    assert report["other_metal_mm3"] == pytest.approx(expected, abs=0.01)
+    # the tube-length ranking alone would have kept the fillings
+    from cochseg3d.inference import _postprocess_crop
+    old = {}
+    alone = _postprocess_crop(m & ~screw, (0.3,) * 3, min_component_mm3=0.2, keep_distance_mm=3.0,
+                              max_tube_radius_mm=1.45, min_path_mm=1e9, report=old)
+    assert old["array_rule"] == "tube_length" and alone[fillings].all() and not alone[array].any()
+
+
+def test_postprocess_leaves_a_lone_array_alone_and_reports_no_other_metal():
+    array = _arc_array()
+    report = {}
+    assert np.array_equal(postprocess(array, (0.3, 0.3, 0.3), report=report), array)
+    assert report["other_metal_mm3"] == 0.0 and report["n_other_metal"] == 0
+    assert report["array_rule"] == "catalogue"
+    report = {}
+    assert not postprocess(np.zeros((4, 4, 4), bool), (0.3, 0.3, 0.3), report=report).any()
+    assert report["array_rule"] is None and report["other_metal_mm3"] == 0.0
+
+
 def test_run_segmentation_returns_label_on_source_grid():
     vol, truth = _bright_box_volume(direction=CORONAL)
     pre = Preprocessing(spacing_mm=0.3, roi_size=(32, 32))

@@ -107,6 +107,28 @@ def test_far_fragment_is_flagged(medel):
     assert segmentation_measures(prob, near, kept, res.label.spacing_mm)["n_far_fragments"] == 0
 
 
+def test_other_metal_dropped_is_reported_and_reviewed_only_when_the_kept_chain_is_doubtful(medel):
+    case, res, contacts, _ = medel
+    assert res.info["other_metal_mm3"] == 0.0 and res.info["qc"]["array_rule"] == "catalogue"
+    # a screw (50 mm^3, 20 mm away) painted and dropped: far from the array, but recognised as not one
+    qc = {**res.info["qc"], "other_metal_mm3": 50.0, "n_other_metal": 1, "far_fragments_mm3": 50.0,
+          "n_far_fragments": 1}
+    v = assess(res.label, contacts, info={"qc": qc}, electrode=case.contacts["model"], thresholds=RULES)
+    assert v.verdict == "ok"
+    assert v.reasons == ["metal other than the array found (50 mm^3 in 1 piece(s): screw, fillings?), dropped"]
+    assert v.measures["far_fragments_mm3"] == 50.0  # reported as measured
+    # fragments beyond the recognised metal still trip the calibrated rule
+    v = assess(res.label, contacts, info={"qc": {**qc, "far_fragments_mm3": 52.0}},
+               electrode=case.contacts["model"], thresholds=RULES)
+    assert v.verdict == "review" and any("fragments more than 3 mm" in r for r in v.reasons), v.reasons
+    # no chain met the catalogue's limits: the kept one may be the other metal
+    v = assess(res.label, contacts, info={"qc": {**qc, "array_rule": "tube_length"}},
+               electrode=case.contacts["model"], thresholds=RULES)
+    assert v.verdict == "review"
+    assert any("check that it is the array" in r for r in v.reasons)
+    assert any("fragments more than 3 mm" in r for r in v.reasons)
+
+
 def test_flat_image_gives_an_empty_label_and_fails(model):
     vol = Volume(np.full((40, 40, 40), 120, np.int16), (0.3, 0.3, 0.3))
     res = run_segmentation(vol, model)
