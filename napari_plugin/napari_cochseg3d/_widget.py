@@ -67,6 +67,14 @@ def _volume_of(layer) -> Volume:
     return vol
 
 
+def _clear_undo(layer) -> None:
+    """Forget a Labels layer's undo steps (a reloaded annotation is not undone into the old one).
+
+    napari (0.9) has only ``undo``/``redo``/``block_history`` in public; this is its one private call.
+    """
+    layer._reset_history()
+
+
 class AnnotationWidget(QWidget):
     """Pre-fill, mark, save/load, review and PNG/labelme import-export for one case.
 
@@ -359,7 +367,7 @@ class AnnotationWidget(QWidget):
                 self._say(f"{self.session.case_id}: stored annotation not loaded: {exc}")
             else:
                 self.labels_layer.refresh()
-                self.labels_layer._reset_history()
+                _clear_undo(self.labels_layer)
                 if self.session.threshold_hu is not None:
                     self.thr_spin.setValue(int(round(self.session.threshold_hu)))
                 self._say(f"{self.session.case_id}: reloaded {self.session.json_path.name} "
@@ -583,7 +591,7 @@ class AnnotationWidget(QWidget):
                 return
         s.label = self.labels_layer.data
         ann = s.load(json_path)
-        self.labels_layer._reset_history()
+        _clear_undo(self.labels_layer)
         self.labels_layer.refresh()
         self.autosaver.mark_saved()
         self._refresh_slice_list()

@@ -252,3 +252,21 @@ def test_manifest_widget_docks_from_plugins_menu(make_napari_viewer) -> None:
     widget.thr_spin.setValue(0)
     widget.scope_combo.setCurrentText("current slice")
     assert widget.prefill() == 4 * 5 and viewer.layers["vol electrode"].data.sum() == 4 * 5
+
+
+def test_reload_is_not_undone_into_the_edits_before_it(make_napari_viewer, qtbot, case_path, tmp_path) -> None:
+    viewer = make_napari_viewer()
+    widget = open_case(viewer, case_path, store=tmp_path / "store", autosave_s=0)
+    labels = widget.labels_layer
+    widget.scope_combo.setCurrentText("whole volume")
+    qtbot.mouseClick(widget.prefill_btn, 1)
+    widget.mark(7)
+    widget.save()
+    saved = labels.data.copy()
+    labels.brush_size = 1
+    labels.paint((7, 0, 0), 1)  # an edit after the save, then the stored one is loaded back
+    widget.load()
+    assert np.array_equal(labels.data, saved)
+    for _ in range(3):  # nothing to undo: the pre-fill and the stroke belong to the discarded edits
+        labels.undo()
+    assert np.array_equal(labels.data, saved) and saved.sum() > 0
