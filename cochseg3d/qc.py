@@ -415,6 +415,9 @@ def assess_measures(m: dict[str, Any], thresholds: QCThresholds | None = None) -
     if other and m.get("array_rule") == "tube_length":
         reasons.append(f"no metal in the image is as long and thin as a catalogue array; the most tube-like "
                        f"of {(m.get('n_other_metal') or 0) + 1} pieces was kept: check that it is the array")
+    if other and m.get("array_rule") == "catalogue_contested":
+        reasons.append("a chain of separate contact-sized pieces was dropped for a longer thin piece: "
+                       "check that the kept one is the array")
     verdict = "review" if reasons else "ok"
     if other:  # information: the kept chain met the catalogue's limits, what else was painted did not
         reasons.append(f"metal other than the array found ({other:.0f} mm^3 in {m.get('n_other_metal')} "

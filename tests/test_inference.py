@@ -155,10 +155,10 @@ def test_postprocess_keeps_the_array_and_drops_a_screw_and_fillings_as_other_met
     k, j, i = np.ogrid[:90, :120, :120]
     screw = (k >= 50) & (k < 63) & ((j - 60) ** 2 + (i - 100) ** 2 <= 6.7 ** 2)  # 4 mm x 4 mm titanium
     m |= screw
-    fillings = np.zeros_like(m)  # 51 blobs 1.2 mm wide with 0.6 mm gaps: more tube-like volume than the array
+    fillings = np.zeros_like(m)  # 51 bars 1.2 x 1.2 x 9 mm, 0.6 mm apart: more tube-like volume than the array
     for a in (60, 66, 72):
         for b in range(10, 110, 6):
-            fillings[a:a + 4, b:b + 4, 20:24] = True
+            fillings[a:a + 4, b:b + 4, 20:50] = True
     m |= fillings
     report = {}
     out = postprocess(m, (0.3, 0.3, 0.3), report=report)
