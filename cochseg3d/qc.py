@@ -332,7 +332,8 @@ def result_measures(label: Volume, contacts: Any, *, info: dict[str, Any] | None
     m["max_gap_pitches"] = float(gaps.max() / pitch) if separate and math.isfinite(pitch) else None
     m["pitch_ratio"] = float(np.median(gaps) / pitch) if separate and math.isfinite(pitch) else None
     for k in ("uncertain_fraction", "mean_entropy_bits", "far_fragments_mm3", "n_far_fragments", "raw_mm3",
-              "other_metal_mm3", "n_other_metal", "array_rule", "array_path_mm"):
+              "other_metal_mm3", "n_other_metal", "array_rule", "array_path_mm",
+              "catalogue_path_mm"):
         m[k] = gathered.get(k)
     m["bloom_mm"] = (contacts.info or {}).get("bloom_mm")
     m["contact_shift_mm"] = contact_shift_mm(pts, [np.asarray(c.lps_mm, float).reshape(-1, 3)
@@ -415,9 +416,10 @@ def assess_measures(m: dict[str, Any], thresholds: QCThresholds | None = None) -
     if other and m.get("array_rule") == "tube_length":
         reasons.append(f"no metal in the image is as long and thin as a catalogue array; the most tube-like "
                        f"of {(m.get('n_other_metal') or 0) + 1} pieces was kept: check that it is the array")
-    if other and m.get("array_rule") == "catalogue_contested":
-        reasons.append("a chain of separate contact-sized pieces was dropped for a longer thin piece: "
-                       "check that the kept one is the array")
+    if m.get("array_rule") == "catalogue_disagrees":
+        reasons.append(f"another metal chain has an array-long thin path ({m.get('catalogue_path_mm') or 0:.0f} mm) "
+                       f"and the kept one does not ({m.get('array_path_mm') or 0:.0f} mm): check that the kept "
+                       "one is the array, not a screw or fillings")
     verdict = "review" if reasons else "ok"
     if other:  # information: the kept chain met the catalogue's limits, what else was painted did not
         reasons.append(f"metal other than the array found ({other:.0f} mm^3 in {m.get('n_other_metal')} "

@@ -149,7 +149,7 @@ def _arc_array(shape=(90, 120, 120)):
     return m
 
 
-def test_postprocess_keeps_the_array_and_drops_a_screw_and_fillings_as_other_metal():
+def test_postprocess_reports_when_the_catalogue_would_keep_another_chain():
     array = _arc_array()
     m = array.copy()
     k, j, i = np.ogrid[:90, :120, :120]
@@ -162,17 +162,16 @@ def test_postprocess_keeps_the_array_and_drops_a_screw_and_fillings_as_other_met
     m |= fillings
     report = {}
     out = postprocess(m, (0.3, 0.3, 0.3), report=report)
-    assert np.array_equal(out, array)
-    assert report["array_rule"] == "catalogue" and report["array_path_mm"] > 40.0
-    assert report["n_other_metal"] == 2
-    expected = (screw.sum() + fillings.sum()) * 0.3 ** 3
+    # the most tube-like chain is kept (as before); the array-long thin one is named for review
+    assert out[fillings].all() and not out[array].any() and not out[screw].any()
+    assert report["array_rule"] == "catalogue_disagrees" and report["catalogue_path_mm"] > 40.0
+    assert report["array_path_mm"] < report["catalogue_path_mm"] and report["n_other_metal"] == 2
+    expected = (screw.sum() + array.sum()) * 0.3 ** 3
     assert report["other_metal_mm3"] == pytest.approx(expected, abs=0.01)
-    # the tube-length ranking alone would have kept the fillings
-    from cochseg3d.inference import _postprocess_crop
-    old = {}
-    alone = _postprocess_crop(m & ~screw, (0.3,) * 3, min_component_mm3=0.2, keep_distance_mm=3.0,
-                              max_tube_radius_mm=1.45, min_path_mm=1e9, report=old)
-    assert old["array_rule"] == "tube_length" and alone[fillings].all() and not alone[array].any()
+    # without the fillings the array is both the most tube-like chain and the catalogue's
+    report = {}
+    out = postprocess(array | screw, (0.3, 0.3, 0.3), report=report)
+    assert np.array_equal(out, array) and report["array_rule"] == "catalogue" and report["n_other_metal"] == 1
 
 
 def test_postprocess_leaves_a_lone_array_alone_and_reports_no_other_metal():

@@ -127,10 +127,11 @@ def test_other_metal_dropped_is_reported_and_reviewed_only_when_the_kept_chain_i
     assert v.verdict == "review"
     assert any("check that it is the array" in r for r in v.reasons)
     assert any("fragments more than 3 mm" in r for r in v.reasons)
-    # a long thin piece won over a dropped chain of contact-sized blobs (separate contacts?)
-    v = assess(res.label, contacts, info={"qc": {**qc, "array_rule": "catalogue_contested"}},
+    # the kept chain is the most tube-like, but a dropped one has an array-long thin path
+    v = assess(res.label, contacts, info={"qc": {**qc, "array_rule": "catalogue_disagrees", "catalogue_path_mm": 26.0,
+                                                 "array_path_mm": 2.0}},
                electrode=case.contacts["model"], thresholds=RULES)
-    assert v.verdict == "review" and any("check that the kept one is the array" in r for r in v.reasons)
+    assert v.verdict == "review" and any("array-long thin path (26 mm)" in r for r in v.reasons), v.reasons
 
 
 def test_flat_image_gives_an_empty_label_and_fails(model):
