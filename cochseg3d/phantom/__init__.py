@@ -16,9 +16,15 @@ The model, stage by stage (each module cites its figures and says which are assu
   Cochlear and Advanced Bionics arrays, angular insertion depths drawn from published
   distributions, contacts / wires / silicone as partial-volume fractions, and the lead leaving through the facial recess and mastoid.
 * :mod:`.cbct` - projection-domain metal streaks, PSF and blooming, density-dependent noise,
-  shading and cupping, rings, grey-value offset, saturation at 3071 / 4095, cylindrical field.
+  shading and cupping, rings, grey-value offset, saturation at 3071 / 4095, cylindrical field
+  (the fast CT model, the default).
+* :mod:`.rtk` / :mod:`.rtk_geometry` / :mod:`.xray` - the physics CT model (``ct_model="rtk"``):
+  polychromatic itk-rtk forward projection of water, bone and Pt-Ir, scatter, Poisson noise, a
+  detector floor, FOV truncation, FDK reconstruction.
+* :mod:`.hard` - hard scanner conditions in both CT models: patient motion, a titanium screw,
+  dental amalgam fillings, a head partly outside the field (off by default).
 * :mod:`.generate` - the draws, the label rule (what an annotator paints) and the acquisition grid
-  (axial, coronal, sagittal, oblique); :mod:`.io` - DICOM, truth, previews, cohorts;
+  (axial, coronal, sagittal, oblique); :mod:`.io` / :mod:`.dicom_write` - DICOM, truth, previews, cohorts;
   :mod:`.measure` - measuring contacts, angles and blooming back from the volumes.
 """
 
