@@ -112,29 +112,29 @@ def training_specs(n: int, seed: int, *, rtk_fraction: float = 0.0) -> list[tupl
     return specs
 
 
+def _simulator_sets(prefix: str, base: int, rng_seeds: tuple[int, int],
+                    n: int) -> dict[str, list[tuple[int, str, dict[str, Any]]]]:
+    """``<prefix>_fast`` (2n fast-model patients from ``base``) and ``<prefix>_rtk`` (n itk-rtk ones from
+    ``base + 300``), both with scanner realism, each drawn from its own generator."""
+    fast, rtk_ = (np.random.default_rng(s) for s in rng_seeds)
+    sets = {f"{prefix}_fast": [(base + i, *scanner_overrides(fast)) for i in range(2 * n)],
+            f"{prefix}_rtk": [(base + 300 + i, *scanner_overrides(rtk_)) for i in range(n)]}
+    for _, _, ov in sets[f"{prefix}_rtk"]:
+        ov["ct_model"] = "rtk"
+    return sets
+
+
 def cross_simulator_sets(seed: int, n: int) -> dict[str, list[tuple[int, str, dict[str, Any]]]]:
     """Held-out sets of both CT models with scanner realism; seeds 950000+ were drawn after the last
     tuning change (grey levels, contact finder, QC) and nothing was chosen on them."""
-    base = 950_000 + seed * 100
-    fast, rtk_ = np.random.default_rng(seed + 11), np.random.default_rng(seed + 12)
-    sets = {"cross_fast": [(base + i, *scanner_overrides(fast)) for i in range(2 * n)],
-            "cross_rtk": [(base + 300 + i, *scanner_overrides(rtk_)) for i in range(n)]}
-    for _, _, ov in sets["cross_rtk"]:
-        ov["ct_model"] = "rtk"
-    return sets
+    return _simulator_sets("cross", 950_000 + seed * 100, (seed + 11, seed + 12), n)
 
 
 def final_sets(seed: int, n: int) -> dict[str, list[tuple[int, str, dict[str, Any]]]]:
     """Cross-simulator held-out sets reported for a retrained model (seeds 970000+): drawn after the
     contact finder was recalibrated on that model, and looked at only to report, never to choose
     (the 950000+ sets decide whether a retrained model ships)."""
-    base = 970_000 + seed * 100
-    fast, rtk_ = np.random.default_rng(seed + 21), np.random.default_rng(seed + 22)
-    sets = {"final_fast": [(base + i, *scanner_overrides(fast)) for i in range(2 * n)],
-            "final_rtk": [(base + 300 + i, *scanner_overrides(rtk_)) for i in range(n)]}
-    for _, _, ov in sets["final_rtk"]:
-        ov["ct_model"] = "rtk"
-    return sets
+    return _simulator_sets("final", 970_000 + seed * 100, (seed + 21, seed + 22), n)
 
 
 def held_out_sets(seed: int, n: int) -> dict[str, list[tuple[int, str, dict[str, Any]]]]:
