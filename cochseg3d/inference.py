@@ -348,11 +348,10 @@ def _postprocess_crop(mask: np.ndarray, sampling: tuple[float, ...], *, min_comp
     # the most thin length in it: one long tube, or separate contacts blooming into blobs, a lead
     # whose last stretch is faint
     group_length = {g: sum(length.get(c, 0.0) for c in cs) for g, cs in chain.items()}
-    tubiest = max(group_length, key=group_length.get)
+    kept = max(group_length, key=group_length.get)
     # the catalogue's pick (a chain holding an array-long thin piece) is reported, not kept: on held-out
     # phantoms it rescued arrays beside dental fillings but lost a clean array painted as separate
     # contacts (BENCHMARKS.md, hard conditions), so where the two disagree QC asks for review
-    kept = tubiest
     catalogue = max(arrays, key=longest.get) if arrays else None
     dropped = [sum(sizes[c - 1] for c in cs) for g, cs in chain.items() if g != kept]
     dropped = [v for v in dropped if v >= OTHER_METAL_MIN_MM3]
