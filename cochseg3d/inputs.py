@@ -7,9 +7,9 @@ Only regular files are opened: a named pipe or a device among the files is passe
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from cochseg3d.utils import read_cohort_json
 from cochseg3d.volume import is_image_file
 
 
@@ -64,10 +64,7 @@ def find_inputs(path: str | Path) -> list[Path]:
         raise ValueError(f"{path}: neither a regular file nor a folder")
     cohort = path / "cohort.json"
     if cohort.is_file():
-        try:
-            return [path / e["dicom"] for e in json.loads(cohort.read_text())]
-        except (ValueError, TypeError, KeyError) as exc:
-            raise ValueError(f"{cohort}: not a cohort list of {{'dicom': folder}} entries ({exc})") from None
+        return [path / e["dicom"] for e in read_cohort_json(cohort, required=("dicom",))]
     children = sorted(p for p in path.iterdir() if not p.name.startswith("."))
     files = [p for p in children if p.is_file()]
     if any(_is_dicom_file(p) for p in files if not is_image_path(p)):
