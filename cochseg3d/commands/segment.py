@@ -101,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
     from cochseg3d.inputs import find_inputs
     from cochseg3d.pipeline import segment, summary
     from cochseg3d.qc import QCThresholds
+    from cochseg3d.utils import check_output_folder
 
     if args.electrode:
         electrode_spec(args.electrode)  # fail early on a typo
@@ -114,8 +115,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--overlap must lie in [0, 1), got {args.overlap}")
     if args.input.exists():
         check_output_outside_input(args.input, args.output)  # the input is never written to
-    if args.output.exists() and not args.output.is_dir():
-        raise UserError(f"{args.output}: exists and is not a folder; -o names the output folder")
+    check_output_folder(args.output)  # an existing file there (or above it) is refused before any work
     # under torchrun every process takes its share of the patients (and its own GPU)
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     device = _device(args.device)
