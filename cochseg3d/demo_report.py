@@ -91,6 +91,16 @@ def _table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
     return "\n".join([head, sep, *body])
 
 
+def overlay_title(case: dict[str, Any], row: dict[str, Any]) -> str:
+    """An overlay's title: the array, Dice, contacts matched within 1 mm of the true ones / true count."""
+    recall, n_true = row.get("contact_recall"), row.get("n_contacts_truth")
+    # recall is matched / true (1 mm gate), so this gives back the matched count exactly
+    matched = round(recall * n_true) if recall is not None and n_true is not None else None
+    return (f"{case['case_id']}: {case['vendor']} {case['model']}, {case['orientation']} acquisition\n"
+            f"Dice {_fmt(row.get('dice'))}, contacts {_fmt(matched)}/{_fmt(n_true)} within 1 mm, "
+            f"error {_fmt(row.get('contact_error_mm'))} mm")
+
+
 METRIC_COLUMNS = [("case_id", "case"), ("vendor", "vendor"), ("model", "array"), ("dice", "Dice"),
                   ("surface_dice_1mm", "surface Dice 1 mm"), ("iou", "IoU"), ("precision", "precision"),
                   ("recall", "recall"), ("hd95_mm", "HD95 mm"), ("fp_volume_far_mm3", "FP far mm³"),
@@ -134,10 +144,7 @@ def write_report(out: Path, *, plan: dict[str, Any], stages: list[dict[str, Any]
         pc = out / "segment" / f"{cid}.contacts.json"
         pred_contacts = json.loads(pc.read_text()).get("contacts_lps_mm") if pc.exists() else None
         truth_contacts = json.loads((cohort_dir / case["contacts"]).read_text())["contacts_lps_mm"]
-        row = next((r for r in cases if r.get("case_id") == cid), {})
-        title = (f"{cid}: {case['vendor']} {case['model']}, {case['orientation']} acquisition\n"
-                 f"Dice {_fmt(row.get('dice'))}, contacts {_fmt(row.get('n_contacts_pred'))}/"
-                 f"{_fmt(row.get('n_contacts_truth'))}, error {_fmt(row.get('contact_error_mm'))} mm")
+        title = overlay_title(case, next((r for r in cases if r.get("case_id") == cid), {}))
         figures.append(overlay_png(image, read_image(pred_path), truth, files / f"{cid}_overlay.png", title=title,
                                    pred_contacts_lps_mm=pred_contacts, truth_contacts_lps_mm=truth_contacts))
     curves = out / "run" / "curves.png"

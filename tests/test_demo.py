@@ -57,3 +57,15 @@ def test_report_is_written_from_plain_data(tmp_path, capsys):
     assert "4 synthetic phantom patients (seed 3" in text and "Dice **0.810**" in text
     assert "cochseg3d train --config configs/demo.yaml" in text and "| **total** | **13.5** |" in text
     assert "held-out Dice 0.810" in capsys.readouterr().out
+
+
+def test_overlay_title_counts_contacts_matched_within_1_mm_not_found():
+    from cochseg3d.demo_report import overlay_title
+
+    case = {"case_id": "p3", "vendor": "MED-EL", "model": "FLEX28", "orientation": "axial"}
+    # 16 found, 16 true, 11 of them within 1 mm: recall 0.6875
+    row = {"dice": 0.8, "contact_recall": 11 / 16, "n_contacts_pred": 16, "n_contacts_truth": 16,
+           "contact_error_mm": 0.4}
+    title = overlay_title(case, row)
+    assert "contacts 11/16 within 1 mm" in title and "16/16" not in title
+    assert "contacts –/– within 1 mm" in overlay_title(case, {})
