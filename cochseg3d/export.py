@@ -193,15 +193,19 @@ def write_outputs(out_dir: str | Path, case_id: str, *, image: Volume, label: Vo
     The DICOM SEG references ``image``'s source series (``image.meta["source"]`` and
     ``["series_uid"]``); an image that is not a DICOM series gets none, with a warning.
 
+    ``<case>.contacts.json`` is removed first and written last: its presence says the patient's files
+    are complete (a resumed cohort run skips such patients).
+
     Returns:
         What was written, by kind ("label", "probability", "contacts", "markups", "contacts_csv", "png",
         "seg"): the 3D Slicer markups and the per-contact CSV where the array could be measured.
     """
     out = Path(out_dir)
+    marker = out / f"{case_id}.contacts.json"
+    marker.unlink(missing_ok=True)  # it marks the patient done (cohort_summary): gone first, written last
     files = {"label": write_label(label, out / f"{case_id}.nii.gz")}
     if probability is not None:
         files["probability"] = write_label(probability, out / f"{case_id}.prob.nii.gz")
-    files["contacts"] = write_json(record, out / f"{case_id}.contacts.json")
     if record.get("arrays"):
         from cochseg3d.clinical.markups import write_contacts_csv, write_markups
 
@@ -218,4 +222,5 @@ def write_outputs(out_dir: str | Path, case_id: str, *, image: Volume, label: Vo
             log.warning("%s: not a DICOM series; no DICOM SEG written", source or case_id)
         else:
             files["seg"] = write_dicom_seg(label, source, series["series_uid"], out / f"{case_id}.seg.dcm")
+    files["contacts"] = write_json(record, marker)
     return files

@@ -1,7 +1,9 @@
 """``cochseg3d segment INPUT``: electrode label (NIfTI on the source grid), contacts, preview.
 
 The CLI side only (arguments, device, the cohort loop and its shards, the flagged patients);
-each patient is one :func:`cochseg3d.segment` call.
+each patient is one :func:`cochseg3d.segment` call. A folder of patients resumes: patients whose
+files are complete in the output folder are skipped (:mod:`cochseg3d.cohort_summary`), and
+``summary.csv`` is rewritten after each patient.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import json
 import logging
 import os
 from pathlib import Path
+
+from cochseg3d.utils import display_path
 
 NAME = "segment"
 HELP = "segment the electrode array of one patient or a folder of patients (DICOM or NIfTI)"
@@ -42,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-png", action="store_true", help="skip the preview PNG")
     parser.add_argument("--qc-thresholds", type=Path, default=None,
                         help="QC thresholds file (scripts/calibrate_qc.py); default: the one shipped in the package")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="a folder of patients: segment again the patients whose files are already complete "
+                             "in the output folder (by default they are skipped, so a stopped run resumes)")
 
 
 def _shard(items: list, rank: int, world: int) -> list:
@@ -91,12 +98,11 @@ def _scrub(text: str, src: Path, case_id: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm.auto import tqdm
+    from functools import partial
 
     from cochseg3d.cli import UserError
     from cochseg3d.contacts import Calibration, CalibrationError, electrode_spec
     from cochseg3d.dicom import check_output_outside_input
-    from cochseg3d.export import write_json
     from cochseg3d.inference import load_model
     from cochseg3d.inputs import find_inputs
     from cochseg3d.pipeline import segment, summary
@@ -125,40 +131,121 @@ def run(args: argparse.Namespace) -> int:
     if not cases:
         raise UserError(f"{args.input}: no patients found (need DICOM files, image files or patient folders)")
     mine = _shard(list(zip(cases, _case_ids(cases))), rank, world)
-    batch = len(cases) > 1
     log.info("%d patient(s) to segment%s with %s on %s", len(mine), f" (shard {rank}/{world})" if world > 1 else "",
              info["path"], device)
+    one = partial(segment, output=args.output, model=model, preprocessing=pre, device=device,
+                  electrode=args.electrode, calibration=calibration, png=not args.no_png, dicom_seg=args.seg_dicom,
+                  threshold=args.threshold, batch_size=args.batch_size, overlap=args.overlap,
+                  probabilities=args.probabilities, qc_thresholds=qc_thresholds)
+    if len(cases) > 1:
+        return _run_cohort(args, mine, lambda src, case_id: summary(one(src, case_id=case_id)), info, rank, world)
+    done = []
+    for src, case_id in mine:  # one patient: its errors go to the caller as they are
+        done.append(summary(one(src, case_id=case_id)))
+        print(_done_line(done[-1]))
+    _print_qc(done, False)
+    return 0
+
+
+def _done_line(rec: dict) -> str:
+    return (f"{rec['case_id']}: {rec['voxels']} voxels ({rec['volume_mm3']:.1f} mm^3), "
+            f"{rec['n_contacts']} contacts, QC {rec['qc']['verdict']} -> {rec['files']['label']}")
+
+
+def _run_cohort(args: argparse.Namespace, mine: list, segment_one, info: dict, rank: int, world: int) -> int:
+    """The patients of a folder one by one: done ones skipped (unless --overwrite), failures logged
+    and passed over, summary.csv rewritten after each; summary.json and arrays.csv at the end."""
+    import time
+
+    from tqdm.auto import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from cochseg3d.cohort_summary import Summary, row
+    from cochseg3d.export import write_json
+
+    name = "summary" if world == 1 else f"summary.rank{rank}"
+    book = Summary(args.output / f"{name}.csv")  # a foreign summary.csv stops here, before any work
+    todo, skipped = _resume(args, mine, book, info)
     done, failed = [], []
-    bar = tqdm(mine, desc="segment", unit="patient", disable=len(mine) < 2)
-    for src, case_id in bar:
-        bar.set_postfix_str(src.name[:30])
-        try:
-            res = segment(src, args.output, model=model, preprocessing=pre, device=device, electrode=args.electrode,
-                          calibration=calibration, png=not args.no_png, dicom_seg=args.seg_dicom,
-                          case_id=case_id, threshold=args.threshold, batch_size=args.batch_size,
-                          overlap=args.overlap, probabilities=args.probabilities, qc_thresholds=qc_thresholds)
-            rec = summary(res)
-            done.append(rec)
-            print(f"{rec['case_id']}: {rec['voxels']} voxels ({rec['volume_mm3']:.1f} mm^3), "
-                  f"{rec['n_contacts']} contacts, QC {rec['qc']['verdict']} -> {rec['files']['label']}")
-        except KeyboardInterrupt:
-            raise
-        except Exception as exc:  # one bad patient must not stop the rest
-            if not batch:
+    with logging_redirect_tqdm():  # log lines above the bar, not through it
+        bar = tqdm(todo, desc="segment", unit="patient", disable=len(todo) < 2)
+        for src, case_id in bar:
+            bar.set_postfix_str(case_id[:30])  # the patient being segmented; tqdm adds the ETA
+            t0 = time.perf_counter()
+            where = _relative(src, args.input)
+            try:
+                rec = segment_one(src, case_id)
+            except KeyboardInterrupt:
                 raise
-            log.error("%s: skipped: %s", src, exc)
-            failed.append({"case_id": case_id, "error": _scrub(f"{type(exc).__name__}: {exc}", src, case_id)})
-    if batch:
-        doc = {"model": info["path"], "qc": _qc_summary(done), "done": done, "failed": failed}
-        name = "summary.json" if world == 1 else f"summary.rank{rank}.json"
-        write_json(doc, args.output / name)
-        if world == 1:
-            _write_cohort_csv(args.output / "arrays.csv", done)
-        print(f"{len(done)} segmented, {len(failed)} failed; summary in {args.output / name}")
-        for f in failed:
-            print(f"  failed: {f['case_id']}: {f['error']}")
-    _print_qc(done, batch)
+            except Exception as exc:  # one bad patient must not stop the rest
+                log.error("%s failed: %s", case_id, _reason(exc, src))
+                err = _scrub(f"{type(exc).__name__}: {exc}", src, case_id)
+                failed.append({"case_id": case_id, "error": err})
+                book.update(row(case_id, where, "failed", seconds=time.perf_counter() - t0, error=err))
+                continue
+            done.append(rec)
+            tqdm.write(_done_line(rec))
+            record = json.loads(Path(rec["files"]["contacts"]).read_text(encoding="utf-8"))
+            book.update(row(case_id, where, "ok", record=record, seconds=float(rec["seconds"] or 0.0)))
+    whole = done + skipped  # the cohort as the output folder now holds it
+    doc = {"model": info["path"], "qc": _qc_summary(whole), "done": done, "skipped": skipped, "failed": failed}
+    write_json(doc, args.output / f"{name}.json")
+    if world == 1:
+        _write_cohort_csv(args.output / "arrays.csv", whole)
+    print(f"{len(done)} segmented, {len(skipped)} already done (skipped), {len(failed)} failed; "
+          f"summary in {args.output / (name + '.csv')}")
+    for f in failed:
+        print(f"  failed: {f['case_id']}: {f['error']}")
+    _print_qc(whole, True)
     return 1 if failed else 0
+
+
+def _resume(args: argparse.Namespace, mine: list, book, info: dict) -> tuple[list, list[dict]]:
+    """(patients to segment, records of those already done); each skip is one log line."""
+    from cochseg3d.cohort_summary import done_record, row, wanted_files
+
+    if args.overwrite:
+        return list(mine), []
+    todo, skipped, other_model = [], [], 0
+    for src, case_id in mine:
+        wanted = wanted_files(args.output, case_id, png=not args.no_png, probabilities=args.probabilities,
+                              dicom_seg=args.seg_dicom)
+        record = done_record(args.output, case_id, wanted)
+        if record is None:
+            todo.append((src, case_id))
+            continue
+        log.info("%s: already done in %s, skipped (--overwrite segments it again)", case_id, args.output)
+        other_model += record.get("model") not in (None, info["path"])
+        files = {"label": str(wanted[0]), "contacts": str(args.output / f"{case_id}.contacts.json")}
+        skipped.append({"case_id": case_id, "n_contacts": record.get("n_contacts"), "qc": record["qc"],
+                        "files": files})
+        book.set(row(case_id, _relative(src, args.input), "skipped-done", record=record,
+                     seconds=book.seconds(case_id)))
+    if skipped:
+        book.write()
+    if other_model:
+        log.warning("%d skipped patient(s) were segmented with another model than %s; --overwrite redoes them",
+                    other_model, info["path"])
+    return todo, skipped
+
+
+def _relative(src: Path, root: Path) -> str:
+    """The patient's input below the folder given (folder names are the case ids already)."""
+    try:
+        rel = src.relative_to(root).as_posix()
+    except ValueError:
+        rel = src.name
+    return display_path(rel if rel != "." else src.name)
+
+
+def _reason(exc: Exception, src: Path) -> str:
+    """The failure in one line naming the input (most messages do already); the exception's name
+    only where it is not a plain input problem."""
+    text = " ".join(str(exc).split())
+    if not isinstance(exc, (ValueError, OSError)):
+        text = f"{type(exc).__name__}: {text}"
+    where = display_path(src)
+    return text if where in text else f"{where}: {text}"
 
 
 def _write_cohort_csv(path: Path, done: list[dict]) -> None:
