@@ -29,8 +29,6 @@ from cochseg3d.volume import atomic_write, canonical
 
 log = logging.getLogger(__name__)
 
-REPO_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-
 
 @dataclass(frozen=True)
 class DemoPlan:
@@ -181,11 +179,12 @@ class Demo:
                 f"train.device={self.device}", *([f"train.epochs={self.plan.epochs}"] if self.plan.epochs else [])]
 
     def stage_train(self) -> dict[str, Any]:
+        from cochseg3d.config import PACKAGE_CONFIGS
         from cochseg3d.training import train
 
-        config = REPO_CONFIGS / "demo.yaml"
+        config = PACKAGE_CONFIGS / "demo.yaml"  # shipped in the package: a pip-installed demo has it too
         if not config.exists():
-            raise FileNotFoundError(f"{config}: the demo config is missing (install the repository in editable mode)")
+            raise FileNotFoundError(f"{config}: the demo config is missing from the installed package")
         run = self.out / "run"
         overrides = self._train_overrides()
         if (run / "last.pt").exists():
