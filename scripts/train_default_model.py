@@ -158,7 +158,8 @@ def held_out_sets(seed: int, n: int) -> dict[str, list[tuple[int, str, dict[str,
     return sets
 
 
-def training_config(cohort: Path, *, epochs: int, seed: int, channels: str = "8,16,32,64") -> Any:
+def training_config(cohort: Path, *, epochs: int, seed: int, channels: str = "8,16,32,64",
+                    grey_levels: str = "as_stored") -> Any:
     from cochseg3d.config import load_config
 
     overrides = [
@@ -168,7 +169,7 @@ def training_config(cohort: Path, *, epochs: int, seed: int, channels: str = "8,
         "model.name=unet25d", f"model.channels=[{channels}]", "model.strides=[2,2,2]", "model.num_res_units=1",
         "model.dropout=0.0", f"train.epochs={epochs}", "train.batch_size=16", "train.lr=0.004",
         "train.device=cpu", f"train.seed={seed}", "train.val_patient_every=2", "train.sw_batch_size=32",
-        "train.early_stop.patience=8", "train.early_stop.min_epochs=8", "preprocessing.grey_levels=measured",
+        "train.early_stop.patience=8", "train.early_stop.min_epochs=8", f"preprocessing.grey_levels={grey_levels}",
     ]
     return load_config(ROOT / "configs" / "unet25d.yaml", overrides), overrides
 
@@ -301,6 +302,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="comma-separated held-out sets to evaluate (default: all, cross-simulator ones included)")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--channels", default="8,16,32,64", help="U-Net channels per level")
+    ap.add_argument("--grey-levels", choices=("as_stored", "measured"), default="as_stored",
+                    help="how the network reads grey values: as stored (it learns the offsets and gains it is "
+                         "trained on) or mapped to HU from each image's own air and tissue peaks")
     ap.add_argument("--weights", type=Path, default=None, help="where default.pt/json go (default: cochseg3d/weights)")
     ap.add_argument("--evaluate-only", action="store_true", help="measure the shipped model only")
     ap.add_argument("--calibration", type=Path, default=None,
@@ -328,7 +332,8 @@ def main(argv: list[str] | None = None) -> int:
         if not (cohort / "cohort.json").is_file():
             make_cohort(cohort, training_specs(args.patients, args.seed, rtk_fraction=args.rtk_fraction))
         t_data = time.perf_counter() - t0
-        cfg, overrides = training_config(cohort, epochs=args.epochs, seed=args.seed, channels=args.channels)
+        cfg, overrides = training_config(cohort, epochs=args.epochs, seed=args.seed, channels=args.channels,
+                                        grey_levels=args.grey_levels)
         if args.package_run is not None:
             run = args.package_run
             t_train = float("nan")
@@ -348,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
                            "offset_hu": [-400, 1100], "offset_hu_no_rescale": [1000, 1024], "gain": [0.75, 1.35],
                            "noise_hu": [20, 250], "streak_strength": [0.3, 3.0],
                            "ct_models": {"fast": 1 - args.rtk_fraction, "rtk": args.rtk_fraction},
-                           "grey_levels": "measured (air and soft-tissue peaks)",
+                           "grey_levels": args.grey_levels,
                            "vendor_model": "all catalogue models (phantom draw)"},
             "config_overrides": overrides, "run": str(run.relative_to(ROOT) if run.is_relative_to(ROOT) else run),
             "seconds": {"data": round(t_data, 1), "training": round(t_train, 1)},
