@@ -42,7 +42,9 @@ from cochseg3d.annotation import (
 )
 from cochseg3d.metal import remove_small_components
 from cochseg3d.volume import CANONICAL_DIRECTION, Volume
+from napari_cochseg3d.finetune_panel import FinetunePanel
 from napari_cochseg3d.layers import AXIS_LABELS, META_KEY, world_transform
+from napari_cochseg3d.segment_panel import SegmentPanel
 
 if TYPE_CHECKING:
     import napari
@@ -265,6 +267,12 @@ class AnnotationWidget(QWidget):
         g.addWidget(acc_all_btn, 1, 2, 1, 2)
         root.addWidget(rv)
 
+        self.segment_panel = SegmentPanel(self.viewer, self._segment_target)
+        self.finetune_panel = FinetunePanel(self.store_edit.text, init=self.segment_panel.checkpoint,
+                                            use_model=self._segment_with, unsaved=lambda: self.autosaver.dirty)
+        root.addWidget(self.segment_panel)
+        root.addWidget(self.finetune_panel)
+
         self.status = QLabel("Open a DICOM folder or NIfTI, then press Annotate.")
         self.status.setWordWrap(True)
         self.status.setSizePolicy(QSizePolicy.Preferred, QSizePolicy.Minimum)
@@ -273,6 +281,15 @@ class AnnotationWidget(QWidget):
         self._on_scope_changed(self.scope_combo.currentText())
 
     # --- helpers ---------------------------------------------------------------------------
+    def _segment_target(self):
+        """The image to segment: the annotated one, else the one chosen in the Image box."""
+        name = self.image_combo.currentText()
+        return self.image_layer or (self.viewer.layers[name] if name in self.viewer.layers else None)
+
+    def _segment_with(self, checkpoint: Path) -> None:
+        self.segment_panel.use_model(checkpoint)
+        self.segment_panel.run()
+
     def _safe(self, fn):
         """A button slot that reports bad input in the status line instead of raising."""
 
