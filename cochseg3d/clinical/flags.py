@@ -54,7 +54,15 @@ def fold_over(pts, names, ang, pitch) -> dict:
     return _flag(False, f"the angle falls from the tip ({ang[0]:.0f} deg) without running back")
 
 
-def out_of_order(pts, names, ang, pitch) -> dict:
+def _fold_index(pts, ang, pitch) -> int:
+    """Index of the first contact basal of a flagged fold: the deepest one, or the later of the touching pair."""
+    if ang is not None and not _reversed(ang) and ang.max() - ang[0] > FOLD_BACK_DEG:
+        return int(np.argmax(ang))
+    pair = _touching(pts[: max(len(pts) // 2, 2)], pitch)
+    return max(pair) if pair is not None else 0
+
+
+def out_of_order(pts, names, ang, pitch, fold_at: int = 0) -> dict:
     if ang is not None:
         if _reversed(ang):
             return _flag(True, f"the angle rises from {names[0]} ({ang[0]:.0f} deg) to {names[-1]} "
@@ -69,6 +77,7 @@ def out_of_order(pts, names, ang, pitch) -> dict:
     g = np.linalg.norm(np.diff(pts, axis=0), axis=1)
     skip = np.linalg.norm(pts[2:] - pts[:-2], axis=1)
     bad = np.flatnonzero(skip < 0.8 * g[:-1])
+    bad = bad[bad >= fold_at]  # a fold-over's arms lie side by side, in order
     if len(bad):
         i = int(bad[0])
         return _flag(True, f"{names[i]} lies nearer {names[i + 2]} ({skip[i]:.2f} mm) than its neighbour "
@@ -103,4 +112,5 @@ def array_flags(pts: np.ndarray, names: list[str], ang: np.ndarray | None, rho: 
     pitch = float(np.median(np.linalg.norm(np.diff(pts, axis=0), axis=1)))
     fo = fold_over(pts, names, ang, pitch)
     return {"fold_over": fo, "kink": kink(pts, names, ang, rho, pitch, fo["value"]),
-            "out_of_order": out_of_order(pts, names, ang, pitch)}
+            "out_of_order": out_of_order(pts, names, ang, pitch,
+                                         _fold_index(pts, ang, pitch) if fo["value"] else 0)}

@@ -33,6 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="N amalgam dental fillings low in the field")
     hard.add_argument("--fov-truncation", type=_float_or_random, default=0.0, metavar="T|random",
                       help="cut the measured field's radius by this fraction (0-0.6): head partly outside the field")
+    parser.add_argument("--array-kind", choices=("normal", "fold_over", "partial", "kink", "random"), default="normal",
+                        help="array placement: normal (default), tip fold-over, partial insertion (extracochlear "
+                             "contacts), a kink in the basal turn, or random (drawn per patient)")
     parser.add_argument("--preview", action="store_true", help="also write <patient>/preview.png")
     parser.add_argument("--no-clutter", action="store_true",
                         help="write only the image series (no localizer, ._ file or README.txt)")
@@ -67,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder")
     overrides = {"vendor": args.vendor} if args.vendor else {}
+    if args.array_kind != "normal":
+        overrides["array_kind"] = args.array_kind
     for key in ("motion_mm", "screw", "dental_fillings", "fov_truncation"):
         if getattr(args, key):
             overrides[key] = getattr(args, key)

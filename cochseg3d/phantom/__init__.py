@@ -23,6 +23,8 @@ The model, stage by stage (each module cites its figures and says which are assu
   detector floor, FOV truncation, FDK reconstruction.
 * :mod:`.hard` - hard scanner conditions in both CT models: patient motion, a titanium screw,
   dental amalgam fillings, a head partly outside the field (off by default).
+* :mod:`.placement` - abnormal array placements (``array_kind``): a tip fold-over, a partial
+  insertion (extracochlear contacts), a kinked array; the truth says which flags a reader should raise.
 * :mod:`.generate` - the draws, the label rule (what an annotator paints) and the acquisition grid
   (axial, coronal, sagittal, oblique); :mod:`.io` / :mod:`.dicom_write` - DICOM, truth, previews, cohorts;
   :mod:`.measure` - measuring contacts, angles and blooming back from the volumes.

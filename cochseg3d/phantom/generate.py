@@ -25,7 +25,8 @@ from cochseg3d.volume import Grid, Volume
 from . import anatomy as an
 from . import cbct
 from . import hard
-from .implant import ArrayFields, ArrayPath, array_fields, build_path
+from . import placement as pm
+from .implant import ArrayFields, ArrayPath, array_fields
 
 log = logging.getLogger(__name__)
 
@@ -347,13 +348,14 @@ def _paint_anatomy(P: an.Painter, p: dict, f: _Ear, rng: np.random.Generator) ->
     return _Anatomy(coch, rw, u_me, cav)
 
 
-def _place_implant(P: an.Painter, p: dict, f: _Ear, anat: _Anatomy, model) -> tuple[ArrayPath, ArrayFields]:
+def _place_implant(P: an.Painter, p: dict, f: _Ear, anat: _Anatomy, model,
+                   plc: pm.Placement) -> tuple[ArrayPath, ArrayFields]:
     """The array path (AID clipped to the cochlea, stored back in ``p``) and its fields in the volume."""
     hu = p["hu"]
     jit = np.asarray(p["lead_jitter_mm"])
     lead_pts = [f.ear(np.array([anat.u_me + 0.8, -5.0, 0.5]) + jit[0] * 0.3), f.far(anat.cav + jit[1] * 0.6),
                 f.far(np.array([30.0, -30.0, 24.0]) + jit[2] * 2)]
-    path, p["aid_deg"] = build_path(anat.coch, model, p["aid_deg"], lead_pts)
+    path, p["aid_deg"] = pm.build(plc, anat.coch, model, p["aid_deg"], lead_pts)
     if not p["mastoidectomy"]:  # the lead runs in a drilled groove through the mastoid
         outer = path.points[path.s > path.s_round_window + 3.0][::20]
         for a0, a1 in zip(outer[:-1], outer[1:]):
@@ -575,7 +577,7 @@ def _acquire(img: np.ndarray, label: np.ndarray, metal: np.ndarray, tissue: np.n
 
 def generate_patient(seed: int, *, preset: str = "small", orientation: str = "axial", keep_intermediate: bool = False,
                      ct_model: str = "fast", motion_mm: float | str = 0.0, screw: bool | str = False,
-                     dental_fillings: int | str = 0, fov_truncation: float | str = 0.0,
+                     dental_fillings: int | str = 0, fov_truncation: float | str = 0.0, array_kind: str = "normal",
                      **overrides: Any) -> PhantomCase:
     """Generate one synthetic post-operative temporal-bone CBCT with its ground truth.
 
@@ -599,6 +601,8 @@ def generate_patient(seed: int, *, preset: str = "small", orientation: str = "ax
             the measured field's radius cut by this fraction), each off by default and ``"random"``
             to draw it; recorded in ``params["hard_conditions"]``. Neither truth label nor contacts
             include the screw or the fillings.
+        array_kind: "normal", "fold_over", "partial", "kink" or "random" (:mod:`.placement`); the truth's
+            ``flags`` and ``extracochlear_contacts`` say what a reader should find.
 
     Returns:
         The :class:`PhantomCase`; image in HU-like grey values on the acquisition grid.
@@ -626,6 +630,8 @@ def generate_patient(seed: int, *, preset: str = "small", orientation: str = "ax
     p["ct_model"] = ct_model
     hv, rng_hard = hard.resolve(int(seed), motion_mm, screw, dental_fillings, fov_truncation)
     p["hard_conditions"] = dict(hv)
+    plc = pm.resolve(int(seed), array_kind)
+    p["array_placement"] = plc.record
     if orientation == "mixed":
         orientation = p["mixed_orientation"]
     p["orientation"] = orientation
@@ -643,7 +649,7 @@ def generate_patient(seed: int, *, preset: str = "small", orientation: str = "ax
     timings["anatomy"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    path, fld = _place_implant(P, p, f, anat, model)
+    path, fld = _place_implant(P, p, f, anat, model, plc)
     timings["implant"] = time.perf_counter() - t0
 
     pl = None
@@ -689,6 +695,7 @@ def generate_patient(seed: int, *, preset: str = "small", orientation: str = "ax
                                                  4).tolist(),
         "electrode_path_lps_mm": np.round(path.points[::10], 3).tolist(),
     }
+    contacts.update(pm.truth(plc, path, contacts["contact_angles_deg"]))
     p["electrode"] = model.to_dict()
     p["cochlea"] = coch.to_dict()
     p["round_window_lps_mm"] = anat.rw.tolist()

@@ -78,25 +78,42 @@ def spiral_track(c: Cochlea, model: ElectrodeModel, theta: np.ndarray) -> np.nda
     return c.point(theta, r, dz)
 
 
-def build_path(c: Cochlea, model: ElectrodeModel, aid_deg: float,
-               lead_points: list[np.ndarray]) -> tuple[ArrayPath, float]:
-    """Array path for an apical-contact AID of ``aid_deg``; returns the path and the AID used.
-
-    The AID is clipped so the tip stays 20 deg short of the helicotrema.
-    """
+def track_table(c: Cochlea, model: ElectrodeModel) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(theta, points, arc length from the round window) of the array's track over the whole spiral."""
     theta = np.linspace(0.0, c.theta_max, 6000)
     track = spiral_track(c, model, theta)
-    s_rw = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(track, axis=0), axis=1))])  # from the RW
+    return theta, track, np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(track, axis=0), axis=1))])
+
+
+def insertion_length(c: Cochlea, model: ElectrodeModel, aid_deg: float, theta: np.ndarray,
+                     s_rw: np.ndarray) -> tuple[float, float]:
+    """(tip's arc length from the round window, AID used) for an apical-contact AID of ``aid_deg``,
+    clipped so the tip stays 20 deg short of the helicotrema."""
     th_tip_max = c.theta_max - np.radians(20)
     s_tip_max = np.interp(th_tip_max, theta, s_rw)
     s_contact = np.interp(np.radians(aid_deg), theta, s_rw)
     if s_contact + model.tip_offset_mm > s_tip_max:
         s_contact = s_tip_max - model.tip_offset_mm
         aid_deg = float(np.degrees(np.interp(s_contact, s_rw, theta)))
-    s_tip = s_contact + model.tip_offset_mm
+    return float(s_contact + model.tip_offset_mm), float(aid_deg)
+
+
+def build_path(c: Cochlea, model: ElectrodeModel, aid_deg: float,
+               lead_points: list[np.ndarray]) -> tuple[ArrayPath, float]:
+    """Array path for an apical-contact AID of ``aid_deg``; returns the path and the AID used.
+
+    The AID is clipped so the tip stays 20 deg short of the helicotrema.
+    """
+    theta, _, s_rw = track_table(c, model)
+    s_tip, aid_deg = insertion_length(c, model, aid_deg, theta, s_rw)
     th_tip = np.interp(s_tip, s_rw, theta)
     th_in = np.linspace(th_tip, 0.0, max(int(s_tip / PATH_STEP_MM * 2), 8))
-    inner = spiral_track(c, model, th_in)
+    return assemble_path(spiral_track(c, model, th_in), model, float(s_tip), lead_points), float(aid_deg)
+
+
+def assemble_path(inner: np.ndarray, model: ElectrodeModel, s_tip: float, lead_points: list[np.ndarray]) -> ArrayPath:
+    """The whole path from the intracochlear track ``inner`` (dense, tip -> round window), ``s_tip``
+    mm long, and the lead's control points; carrier radius and wires follow the arc length."""
     # outward tangent at the round window continues smoothly into the lead
     t_out = inner[-1] - inner[-2]
     t_out /= np.linalg.norm(t_out)
@@ -116,9 +133,8 @@ def build_path(c: Cochlea, model: ElectrodeModel, aid_deg: float,
     wire_area = np.pi * (WIRE_DIAMETER_MM / 2) ** 2
     helix = np.where(s > model.length_mm, LEAD_HELIX_FACTOR, 1.3)
     wire_fraction = np.clip(n_wires * wire_area * helix / (np.pi * radius**2), 0, 0.5)
-    path = ArrayPath(pts, s, radius, float(s_tip), contacts_s, model.contact_len_mm, model.contact_radius_mm,
+    return ArrayPath(pts, s, radius, float(s_tip), contacts_s, model.contact_len_mm, model.contact_radius_mm,
                      wire_fraction)
-    return path, float(aid_deg)
 
 
 def band_voxels(grid: ScanGrid, points: np.ndarray, radius_mm: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
