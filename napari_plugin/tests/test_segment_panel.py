@@ -33,7 +33,7 @@ from tests.helpers import bright_model  # noqa: E402
 
 PRE = Preprocessing(spacing_mm=0.4, roi_size=(64, 64))
 LEFT = 1  # Qt.LeftButton
-TRAIN_S = 240_000  # ms a training subprocess may take on a loaded machine
+TRAIN_S = 480_000  # ms a training subprocess may take on a loaded machine (pytest-timeout is 600 s)
 
 
 @pytest.fixture(scope="module")
