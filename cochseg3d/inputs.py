@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cochseg3d.utils import read_cohort_json
+from cochseg3d.utils import read_cohort_json, sanitize_case_id
 from cochseg3d.volume import is_image_file
 
 
@@ -76,3 +76,27 @@ def find_inputs(path: str | Path) -> list[Path]:
         if len({pid for pid, _ in ids}) <= 1 and len({st for _, st in ids}) <= 1:
             return [path]  # series sub-folders of one patient
     return images + folders
+
+
+def case_ids(cases: list[Path]) -> list[str | None]:
+    """Case ids of a cohort: patients of one folder may share a PatientID, their names keep them apart."""
+    if len(cases) < 2:
+        return [None] * len(cases)
+    used: set[str] = set()
+    ids = []
+    for src in cases:
+        case_id = sanitize_case_id(src.name.split(".")[0] if src.is_file() else src.name)
+        if src.name == "DICOM":  # phantom cohort layout <case>/DICOM
+            case_id = sanitize_case_id(src.parent.name)
+        while case_id in used:
+            case_id += "_b"
+        used.add(case_id)
+        ids.append(case_id)
+    return ids
+
+
+def scrub_path(text: str, src: Path, case_id: str) -> str:
+    """An error message with the input path replaced by the case id (summary.json is shared)."""
+    for p in sorted({str(src.resolve()), str(src)}, key=len, reverse=True):
+        text = text.replace(p, f"<{case_id}>")
+    return text

@@ -71,32 +71,6 @@ def _device(choice: str) -> str:
     return device
 
 
-def _case_ids(cases: list[Path]) -> list[str | None]:
-    """Case ids of a cohort: patients of one folder may share a PatientID, their names keep them apart."""
-    from cochseg3d.utils import sanitize_case_id
-
-    if len(cases) < 2:
-        return [None] * len(cases)
-    used: set[str] = set()
-    ids = []
-    for src in cases:
-        case_id = sanitize_case_id(src.name.split(".")[0] if src.is_file() else src.name)
-        if src.name == "DICOM":  # phantom cohort layout <case>/DICOM
-            case_id = sanitize_case_id(src.parent.name)
-        while case_id in used:
-            case_id += "_b"
-        used.add(case_id)
-        ids.append(case_id)
-    return ids
-
-
-def _scrub(text: str, src: Path, case_id: str) -> str:
-    """An error message with the input path replaced by the case id (summary.json is shared)."""
-    for p in sorted({str(src.resolve()), str(src)}, key=len, reverse=True):
-        text = text.replace(p, f"<{case_id}>")
-    return text
-
-
 def run(args: argparse.Namespace) -> int:
     from functools import partial
 
@@ -104,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     from cochseg3d.contacts import Calibration, CalibrationError, electrode_spec
     from cochseg3d.dicom import check_output_outside_input
     from cochseg3d.inference import load_model
-    from cochseg3d.inputs import find_inputs
+    from cochseg3d.inputs import case_ids, find_inputs
     from cochseg3d.pipeline import segment, summary
     from cochseg3d.qc import QCThresholds
     from cochseg3d.utils import check_output_folder
@@ -130,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     cases = find_inputs(args.input)
     if not cases:
         raise UserError(f"{args.input}: no patients found (need DICOM files, image files or patient folders)")
-    mine = _shard(list(zip(cases, _case_ids(cases))), rank, world)
+    mine = _shard(list(zip(cases, case_ids(cases))), rank, world)
     log.info("%d patient(s) to segment%s with %s on %s", len(mine), f" (shard {rank}/{world})" if world > 1 else "",
              info["path"], device)
     one = partial(segment, output=args.output, model=model, preprocessing=pre, device=device,
@@ -162,6 +136,7 @@ def _run_cohort(args: argparse.Namespace, mine: list, segment_one, info: dict, r
 
     from cochseg3d.cohort_summary import Summary, row
     from cochseg3d.export import write_json
+    from cochseg3d.inputs import scrub_path
 
     name = "summary" if world == 1 else f"summary.rank{rank}"
     book = Summary(args.output / f"{name}.csv")  # a foreign summary.csv stops here, before any work
@@ -179,7 +154,7 @@ def _run_cohort(args: argparse.Namespace, mine: list, segment_one, info: dict, r
                 raise
             except Exception as exc:  # one bad patient must not stop the rest
                 log.error("%s failed: %s", case_id, _reason(exc, src))
-                err = _scrub(f"{type(exc).__name__}: {exc}", src, case_id)
+                err = scrub_path(f"{type(exc).__name__}: {exc}", src, case_id)
                 failed.append({"case_id": case_id, "error": err})
                 book.update(row(case_id, where, "failed", seconds=time.perf_counter() - t0, error=err))
                 continue

@@ -71,7 +71,7 @@ def find_sources(input: Path | None, wanted: list[str], seg_dir: Path | None = N
     A single patient is named by its scan's own case id (``load_input``'s, as ``segment`` does),
     so it is loaded once here; several are named by their file or folder names.
     """
-    from cochseg3d.commands.segment import _case_ids
+    from cochseg3d.inputs import case_ids
     from cochseg3d.inputs import find_inputs
     from cochseg3d.utils import sanitize_case_id
 
@@ -82,7 +82,7 @@ def find_sources(input: Path | None, wanted: list[str], seg_dir: Path | None = N
     if len(recorded) == len(wanted):
         return recorded
     paths = find_inputs(input)
-    ids = _case_ids(paths)
+    ids = case_ids(paths)
     if len(paths) == 1:
         if len(wanted) == 1:
             return {wanted[0]: paths[0]}  # checked against the label's grid when loaded
@@ -102,12 +102,12 @@ def load_scan(source: Path | None, label: Volume | None) -> tuple[Volume | None,
         return None, "the source image was not given (report --input COHORT, the folder given to segment)"
     if label is None:
         return None, "no label to overlay"
-    from cochseg3d.commands.segment import _scrub
+    from cochseg3d.inputs import scrub_path
 
     try:
         image = _load(source)
     except (OSError, ValueError) as exc:  # the page names the case, never the input path
-        return None, f"the source image could not be loaded: {_scrub(' '.join(str(exc).split()), source, 'scan')}"
+        return None, f"the source image could not be loaded: {scrub_path(' '.join(str(exc).split()), source, 'scan')}"
     if not image.grid.allclose(label.grid):
         return None, "the image found for this case does not lie on its label's grid (another scan?)"
     return image, ""
