@@ -194,13 +194,21 @@ def test_cli_writes_an_rtk_patient_with_preview(tmp_path):
 # --- hard conditions of issue 12 (cochseg3d.phantom.hard) in the rtk model ---
 
 
-def test_rtk_off_by_default_is_bit_identical():
-    """Digest (image, label, metal, tissue) of this patient made before the hard conditions existed."""
-    c = generate_patient(4, ct_model="rtk", shape=40, spacing_mm=0.4, fov_center_ear_mm=[0.0, 0.0, 0.0],
-                         rtk={"n_views": 60}, motion_mm=0.0, screw=False, dental_fillings=0, fov_truncation=0.0)
-    h = hashlib.sha256(c.image.array.tobytes() + c.label.array.tobytes() + c.metal.array.tobytes()
-                       + c.tissue.array.tobytes()).hexdigest()
-    assert h[:16] == "f9651581e8338ef0"
+def test_rtk_off_by_default_is_unchanged():
+    """Hard conditions off: the same patient as with them not named, and the same image as pinned.
+
+    itk-rtk's float reconstruction differs in its last bits between builds (a digest pinned on one machine
+    failed on the next), so the image is pinned by its statistics (int16 HU, to within 0.5); the truth is
+    geometry and pinned exactly.
+    """
+    kw = dict(ct_model="rtk", shape=40, spacing_mm=0.4, fov_center_ear_mm=[0.0, 0.0, 0.0], rtk={"n_views": 60})
+    c = generate_patient(4, **kw, motion_mm=0.0, screw=False, dental_fillings=0, fov_truncation=0.0)
+    d = generate_patient(4, **kw)
+    for name in ("image", "label", "metal", "tissue"):
+        assert np.array_equal(getattr(c, name).array, getattr(d, name).array), name
+    img = c.image.array.astype(np.float64)
+    assert abs(img.mean() - 1414.975) < 0.5 and abs(img.std() - 615.675) < 0.5
+    assert int(c.label.array.sum()) == 1845 and int(c.metal.array.sum()) == 11
 
 
 def test_moved_geometry_moves_the_object():
