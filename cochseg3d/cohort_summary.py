@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from cochseg3d.export import output_path
 from cochseg3d.utils import display_path
 from cochseg3d.volume import atomic_write
 
@@ -24,20 +25,16 @@ COLUMNS = ("case_id", "input", "status", "qc_verdict", "qc_reasons", "n_contacts
 STATUSES = ("ok", "failed", "skipped-done")
 
 
-def contacts_path(out: Path, case_id: str) -> Path:
-    return out / f"{case_id}.contacts.json"
-
-
 def wanted_files(out: Path, case_id: str, *, png: bool, probabilities: bool, dicom_seg: bool) -> list[Path]:
     """The files besides contacts.json that a run with these options writes for ``case_id``."""
-    files = [out / f"{case_id}.nii.gz"]
+    kinds = ["label"]
     if probabilities:
-        files.append(out / f"{case_id}.prob.nii.gz")
+        kinds.append("probability")
     if png:
-        files.append(out / f"{case_id}.png")
+        kinds.append("png")
     if dicom_seg:
-        files.append(out / f"{case_id}.seg.dcm")
-    return files
+        kinds.append("seg")
+    return [output_path(out, case_id, k) for k in kinds]
 
 
 def done_record(out: Path, case_id: str, wanted: list[Path]) -> dict[str, Any] | None:
@@ -47,14 +44,14 @@ def done_record(out: Path, case_id: str, wanted: list[Path]) -> dict[str, Any] |
     (``segment(qc=False)``), a wanted file missing, or one newer than contacts.json (a later run
     stopped while rewriting the patient). A DICOM SEG is wanted only of a DICOM series.
     """
-    marker = contacts_path(out, case_id)
+    marker = output_path(out, case_id, "contacts")
     try:
         finished = marker.stat().st_mtime_ns
         record = json.loads(marker.read_text(encoding="utf-8"))
         if not isinstance(record, dict) or record.get("case_id") != case_id or not isinstance(record.get("qc"), dict):
             return None
         if not (record.get("series") or {}).get("series_uid"):  # not a DICOM series: it gets no DICOM SEG
-            wanted = [f for f in wanted if not f.name.endswith(".seg.dcm")]
+            wanted = [f for f in wanted if f != output_path(out, case_id, "seg")]
         for f in wanted:
             if f.stat().st_mtime_ns > finished:
                 return None

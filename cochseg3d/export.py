@@ -21,6 +21,14 @@ log = logging.getLogger(__name__)
 
 #: contacts.json's description of its two coordinate lists
 COORDINATE_SYSTEMS = {"lps": "DICOM/ITK patient LPS, mm", "ras": "NIfTI/3D Slicer RAS, mm"}
+#: a patient's files in an output folder, ``<case><suffix>``, by the kind write_outputs returns them under
+OUTPUT_SUFFIXES = {"label": ".nii.gz", "probability": ".prob.nii.gz", "contacts": ".contacts.json",
+                   "markups": ".contacts.mrk.json", "contacts_csv": ".contacts.csv", "png": ".png", "seg": ".seg.dcm"}
+
+
+def output_path(out_dir: str | Path, case_id: str, kind: str) -> Path:
+    """Where :func:`write_outputs` puts the patient's file of ``kind`` (a key of OUTPUT_SUFFIXES)."""
+    return Path(out_dir) / f"{case_id}{OUTPUT_SUFFIXES[kind]}"
 
 
 def write_label(label: Volume, path: str | Path) -> Path:
@@ -200,27 +208,29 @@ def write_outputs(out_dir: str | Path, case_id: str, *, image: Volume, label: Vo
         What was written, by kind ("label", "probability", "contacts", "markups", "contacts_csv", "png",
         "seg"): the 3D Slicer markups and the per-contact CSV where the array could be measured.
     """
-    out = Path(out_dir)
-    marker = out / f"{case_id}.contacts.json"
+    def path(kind: str) -> Path:
+        return output_path(out_dir, case_id, kind)
+
+    marker = path("contacts")
     marker.unlink(missing_ok=True)  # it marks the patient done (cohort_summary): gone first, written last
-    files = {"label": write_label(label, out / f"{case_id}.nii.gz")}
+    files = {"label": write_label(label, path("label"))}
     if probability is not None:
-        files["probability"] = write_label(probability, out / f"{case_id}.prob.nii.gz")
+        files["probability"] = write_label(probability, path("probability"))
     if record.get("arrays"):
         from cochseg3d.clinical.markups import write_contacts_csv, write_markups
 
         arrays = {"arrays": record["arrays"]}
-        files["markups"] = write_markups(out / f"{case_id}.contacts.mrk.json", arrays, case_id=case_id)
-        files["contacts_csv"] = write_contacts_csv(out / f"{case_id}.contacts.csv", arrays)
+        files["markups"] = write_markups(path("markups"), arrays, case_id=case_id)
+        files["contacts_csv"] = write_contacts_csv(path("contacts_csv"), arrays)
     series = record.get("series") or {}
     if png:
         title = f"{case_id}: {series.get('series_description') or case_id} ({record['n_contacts']} contacts)"
-        files["png"] = preview_png(image, label, out / f"{case_id}.png", contacts_lps_mm=contacts_lps_mm, title=title)
+        files["png"] = preview_png(image, label, path("png"), contacts_lps_mm=contacts_lps_mm, title=title)
     if dicom_seg:
         source = image.meta.get("source")
         if not series.get("series_uid") or not source:
             log.warning("%s: not a DICOM series; no DICOM SEG written", source or case_id)
         else:
-            files["seg"] = write_dicom_seg(label, source, series["series_uid"], out / f"{case_id}.seg.dcm")
+            files["seg"] = write_dicom_seg(label, source, series["series_uid"], path("seg"))
     files["contacts"] = write_json(record, marker)
     return files

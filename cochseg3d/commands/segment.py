@@ -178,6 +178,7 @@ def _run_cohort(args: argparse.Namespace, mine: list, segment_one, info: dict, r
 def _resume(args: argparse.Namespace, mine: list, book, info: dict) -> tuple[list, list[dict]]:
     """(patients to segment, records of those already done); each skip is one log line."""
     from cochseg3d.cohort_summary import done_record, row, wanted_files
+    from cochseg3d.export import output_path
 
     if args.overwrite:
         return list(mine), []
@@ -191,7 +192,7 @@ def _resume(args: argparse.Namespace, mine: list, book, info: dict) -> tuple[lis
             continue
         log.info("%s: already done in %s, skipped (--overwrite segments it again)", case_id, args.output)
         other_model += record.get("model") not in (None, info["path"])
-        files = {"label": str(wanted[0]), "contacts": str(args.output / f"{case_id}.contacts.json")}
+        files = {kind: str(output_path(args.output, case_id, kind)) for kind in ("label", "contacts")}
         skipped.append({"case_id": case_id, "n_contacts": record.get("n_contacts"), "qc": record["qc"],
                         "files": files})
         book.set(row(case_id, _relative(src, args.input), "skipped-done", record=record,

@@ -14,10 +14,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from cochseg3d.export import OUTPUT_SUFFIXES
 from cochseg3d.utils import display_path
 from cochseg3d.volume import Volume
 
-CONTACTS_SUFFIX = ".contacts.json"
+CONTACTS_SUFFIX = OUTPUT_SUFFIXES["contacts"]
 
 
 def case_ids(seg_dir: Path) -> list[str]:
