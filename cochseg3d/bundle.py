@@ -103,12 +103,12 @@ class CoronalSliceInferer(Inferer):
         self.overlap = float(overlap)
 
     def __call__(self, inputs: torch.Tensor, network: torch.nn.Module, *args: Any, **kwargs: Any) -> torch.Tensor:
-        from cochseg3d.inference import predict_canonical
+        from cochseg3d.inference import empty_label_reason, predict_canonical
 
         out = torch.zeros_like(inputs, dtype=torch.float32)
         for b in range(inputs.shape[0]):
             volume = to_volume(inputs[b])
-            if _metal_free(volume):
+            if empty_label_reason(volume):
                 continue
             prob = predict_canonical(network, volume, self.preprocessing, batch_size=self.sw_batch_size,
                                      overlap=self.overlap, device=inputs.device, roi_size=self.roi_size)
@@ -157,15 +157,6 @@ class ToSourceGridd(MapTransform):
 
 def _preprocessing(p: Preprocessing | Mapping[str, Any]) -> Preprocessing:
     return p if isinstance(p, Preprocessing) else Preprocessing.from_dict(dict(p))
-
-
-def _metal_free(hu: Volume) -> bool:
-    """What ``cochseg3d segment`` leaves empty: no metal, unless the brightest voxels are clipped."""
-    from cochseg3d.inference import _clipped_at_ceiling
-    from cochseg3d.qc import image_problem
-
-    problem = image_problem(hu)
-    return bool(problem) and not (problem.startswith("no metal") and _clipped_at_ceiling(hu.array))
 
 
 class LabelWriter:

@@ -431,6 +431,22 @@ def _clipped_at_ceiling(hu: np.ndarray) -> bool:
     return top >= CEILING_ABOVE_BONE_HU and at_top >= max(8, flat.size // 100_000)
 
 
+def empty_label_reason(hu: Volume) -> str | None:
+    """Why an image (grey values in HU) gets an empty label, flat or without metal; None to segment it.
+
+    The network would paint bone where there is no metal; a clipped ceiling may hide metal, so such an
+    image is segmented.
+    """
+    from cochseg3d.qc import image_problem
+
+    problem = image_problem(hu)
+    if problem and problem.startswith("no metal") and _clipped_at_ceiling(hu.array):
+        log.info("%s: %s, but the brightest voxels are clipped at the stored ceiling; segmenting",
+                 hu.meta.get("source") or "image", problem)
+        return None
+    return problem
+
+
 def run_segmentation(
     volume: Volume,
     model: torch.nn.Module,
@@ -466,16 +482,11 @@ def run_segmentation(
         raise ValueError("no preprocessing given and the model carries none; load it with load_model()")
     roi_size = roi_size or getattr(model, "cochseg3d_roi_size", None)
     can = volume if _is_canonical(volume) and "source_grid" in volume.meta else canonical(volume)
-    from cochseg3d.qc import ALTERNATE_P, image_problem, segmentation_measures
+    from cochseg3d.qc import ALTERNATE_P, segmentation_measures
 
     # grey values to HU once, here: the no-metal check reads what the network will see
     hu = pre.hu(can)
-    # a flat image or one without metal gets an empty label: the network would paint bone there
-    problem = image_problem(hu)
-    if problem and problem.startswith("no metal") and _clipped_at_ceiling(hu.array):
-        log.info("%s: %s, but the brightest voxels are clipped at the stored ceiling; segmenting",
-                 volume.meta.get("source") or "image", problem)
-        problem = None
+    problem = empty_label_reason(hu)
     if problem:
         log.warning("%s: %s; the label is left empty", volume.meta.get("source") or "image", problem)
         prob = np.zeros(can.array.shape, np.float32)
