@@ -26,6 +26,10 @@ OUTPUT_SUFFIXES = {"label": ".nii.gz", "probability": ".prob.nii.gz", "contacts"
                    "markups": ".contacts.mrk.json", "contacts_csv": ".contacts.csv", "png": ".png", "seg": ".seg.dcm"}
 
 
+#: the grey-value window of the previews: bone and metal apart
+PREVIEW_WINDOW_HU = (-500.0, 3000.0)
+
+
 def output_path(out_dir: str | Path, case_id: str, kind: str) -> Path:
     """Where :func:`write_outputs` puts the patient's file of ``kind`` (a key of OUTPUT_SUFFIXES)."""
     return Path(out_dir) / f"{case_id}{OUTPUT_SUFFIXES[kind]}"
@@ -83,7 +87,7 @@ def preview_png(
     *,
     contacts_lps_mm: np.ndarray | None = None,
     title: str = "",
-    window_hu: tuple[float, float] = (-500.0, 3000.0),
+    window_hu: tuple[float, float] = PREVIEW_WINDOW_HU,
 ) -> Path:
     """Coronal slab MIP through the electrode with the label outline (and contacts), as PNG.
 

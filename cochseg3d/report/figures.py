@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from cochseg3d.export import PREVIEW_WINDOW_HU
 from cochseg3d.volume import Volume, canonical
 
-WINDOW_HU = (-500.0, 3000.0)  # bone and metal apart, as the segment preview shows them
 MARGIN_MM = 6.0
 DPI = 90
 
@@ -74,7 +74,7 @@ def overlay(image: Volume, label: Volume, view: str, *, contacts_lps_mm=None, ti
     fig, ax = plt.subplots(figsize=(4.6, 4.2))
     extent = ((cs.start - 0.5) * sx, (min(cs.stop, mip.shape[1]) - 0.5) * sx,
               (min(rs.stop, mip.shape[0]) - 0.5) * sy, (rs.start - 0.5) * sy)
-    ax.imshow(mip[rs, cs], cmap="gray", vmin=WINDOW_HU[0], vmax=WINDOW_HU[1], extent=extent, interpolation="nearest")
+    ax.imshow(mip[rs, cs], cmap="gray", vmin=PREVIEW_WINDOW_HU[0], vmax=PREVIEW_WINDOW_HU[1], extent=extent, interpolation="nearest")
     part = lab_mip[rs, cs]
     if part.any():
         yy, xx = np.mgrid[rs.start:rs.start + part.shape[0], cs.start:cs.start + part.shape[1]]
