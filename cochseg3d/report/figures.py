@@ -74,7 +74,8 @@ def overlay(image: Volume, label: Volume, view: str, *, contacts_lps_mm=None, ti
     fig, ax = plt.subplots(figsize=(4.6, 4.2))
     extent = ((cs.start - 0.5) * sx, (min(cs.stop, mip.shape[1]) - 0.5) * sx,
               (min(rs.stop, mip.shape[0]) - 0.5) * sy, (rs.start - 0.5) * sy)
-    ax.imshow(mip[rs, cs], cmap="gray", vmin=PREVIEW_WINDOW_HU[0], vmax=PREVIEW_WINDOW_HU[1], extent=extent, interpolation="nearest")
+    lo, hi = PREVIEW_WINDOW_HU
+    ax.imshow(mip[rs, cs], cmap="gray", vmin=lo, vmax=hi, extent=extent, interpolation="nearest")
     part = lab_mip[rs, cs]
     if part.any():
         yy, xx = np.mgrid[rs.start:rs.start + part.shape[0], cs.start:cs.start + part.shape[1]]
