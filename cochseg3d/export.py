@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 COORDINATE_SYSTEMS = {"lps": "DICOM/ITK patient LPS, mm", "ras": "NIfTI/3D Slicer RAS, mm"}
 #: a patient's files in an output folder, ``<case><suffix>``, by the kind write_outputs returns them under
 OUTPUT_SUFFIXES = {"label": ".nii.gz", "probability": ".prob.nii.gz", "contacts": ".contacts.json",
-                   "markups": ".contacts.mrk.json", "contacts_csv": ".contacts.csv", "png": ".png", "seg": ".seg.dcm"}
+                   "markups": ".contacts.mrk.json", "contacts_csv": ".contacts.csv", "png": ".png", "seg": ".seg.dcm",
+                   "array": ".array.nii.gz", "array_colors": ".array.ctbl"}
 
 
 #: the grey-value window of the previews: bone and metal apart
@@ -197,10 +198,12 @@ def write_dicom_seg(label: Volume, source_folder: str | Path, series_uid: str, p
 
 def write_outputs(out_dir: str | Path, case_id: str, *, image: Volume, label: Volume, record: dict[str, Any],
                   contacts_lps_mm: np.ndarray | None = None, probability: Volume | None = None,
-                  png: bool = True, dicom_seg: bool = False) -> dict[str, Path]:
+                  png: bool = True, dicom_seg: bool = False, array: Any = None) -> dict[str, Path]:
     """One patient's files in ``out_dir``: ``<case>.nii.gz``, ``<case>.contacts.json`` and on request
     ``<case>.prob.nii.gz``, ``<case>.png`` and ``<case>.seg.dcm``; with the array measured, its 3D Slicer
-    markups ``<case>.contacts.mrk.json`` and per-contact table ``<case>.contacts.csv``.
+    markups ``<case>.contacts.mrk.json`` and per-contact table ``<case>.contacts.csv``; with ``array``
+    (a :class:`cochseg3d.clinical.array_label.ArrayLabel` holding a label), the fitted physical array
+    ``<case>.array.nii.gz`` and its 3D Slicer colour table ``<case>.array.ctbl``.
 
     The DICOM SEG references ``image``'s source series (``image.meta["source"]`` and
     ``["series_uid"]``); an image that is not a DICOM series gets none, with a warning.
@@ -210,7 +213,8 @@ def write_outputs(out_dir: str | Path, case_id: str, *, image: Volume, label: Vo
 
     Returns:
         What was written, by kind ("label", "probability", "contacts", "markups", "contacts_csv", "png",
-        "seg"): the 3D Slicer markups and the per-contact CSV where the array could be measured.
+        "seg", "array", "array_colors"): the 3D Slicer markups and the per-contact CSV where the array
+        could be measured, the fitted array where one could be fitted.
     """
     def path(kind: str) -> Path:
         return output_path(out_dir, case_id, kind)
@@ -226,6 +230,15 @@ def write_outputs(out_dir: str | Path, case_id: str, *, image: Volume, label: Vo
         arrays = {"arrays": record["arrays"]}
         files["markups"] = write_markups(path("markups"), arrays, case_id=case_id)
         files["contacts_csv"] = write_contacts_csv(path("contacts_csv"), arrays)
+    if array is not None and array.label is not None:
+        from cochseg3d.clinical.array_label import colour_table
+
+        files["array"] = write_label(array.label, path("array"))
+        text = colour_table(array.names)
+        files["array_colors"] = atomic_write(path("array_colors"), lambda tmp: Path(tmp).write_text(text))
+    else:  # an earlier run's fitted array is not this run's
+        path("array").unlink(missing_ok=True)
+        path("array_colors").unlink(missing_ok=True)
     series = record.get("series") or {}
     if png:
         title = f"{case_id}: {series.get('series_description') or case_id} ({record['n_contacts']} contacts)"

@@ -96,6 +96,7 @@ def segment(
     probabilities: bool = False,
     preprocessing: "Preprocessing | None" = None,
     qc_thresholds: Any | None = None,
+    array_label: bool = True,
 ) -> Result:
     """Segment the electrode array of one patient: label on the source grid, contacts, QC verdict.
 
@@ -120,6 +121,10 @@ def segment(
             forward pass and their overlap fraction.
         probabilities: also return (and write, ``<case>.prob.nii.gz``) the probability map.
         preprocessing: override the model's own input preparation (test networks carry none).
+        array_label: with ``output``, also write ``<case>.array.nii.gz``, the physical array fitted
+            through the contacts (:mod:`cochseg3d.clinical.array_label`: contacts 1..N apex first,
+            carrier N + 1) and its 3D Slicer colour table; contacts.json's ``array_label`` says why
+            when there is none.
 
     Returns:
         :class:`Result` (label, contacts, qc, case_id, files).
@@ -169,7 +174,7 @@ def segment(
                          alternate_contacts=moved).to_json()
     files = {} if output is None else _write(Path(output), case, volume, res, contacts, verdict, electrode=electrode,
                                              model_path=getattr(net, "cochseg3d_path", None), png=png,
-                                             dicom_seg=dicom_seg)
+                                             dicom_seg=dicom_seg, array_label=array_label)
     # the input path goes to the log only: folder names often hold a patient's name
     log.info("%s -> %s: %d electrode voxels (%.1f mm^3), %d contacts (%s) in %.1f s", source or "volume", case,
              res.info["voxels"], res.info["volume_mm3"], len(contacts.lps_mm), contacts.method,
@@ -180,14 +185,26 @@ def segment(
 
 
 def _write(out: Path, case: str, volume: Volume, res: Any, contacts: "Contacts", verdict: dict[str, Any] | None, *,
-           electrode: str | None, model_path: str | None, png: bool, dicom_seg: bool) -> dict[str, Path]:
+           electrode: str | None, model_path: str | None, png: bool, dicom_seg: bool,
+           array_label: bool = True) -> dict[str, Path]:
     from cochseg3d.export import contacts_record, write_outputs
 
     series = {k: volume.meta.get(k) for k in ("series_uid", "series_number", "series_description", "modality")}
     record = contacts_record(contacts, case_id=case, series=series, electrode=electrode,
                              label_volume_mm3=res.info["volume_mm3"], model=model_path, qc=verdict)
+    array = None
+    if array_label:
+        from cochseg3d.clinical.array_label import ArrayLabel, fit_array_label
+
+        try:
+            array = fit_array_label(contacts, res.label)
+        except ValueError as exc:  # e.g. two contacts at one place: the other files are still written
+            array = ArrayLabel(None, reason=f"not fitted ({exc})")
+        record["array_label"] = array.to_json()
+        if array.label is None:
+            log.info("%s: no fitted array label (%s)", case, array.reason)
     return write_outputs(out, case, image=volume, label=res.label, record=record, contacts_lps_mm=contacts.lps_mm,
-                         probability=res.probability, png=png, dicom_seg=dicom_seg)
+                         probability=res.probability, png=png, dicom_seg=dicom_seg, array=array)
 
 
 def summary(result: Result) -> dict[str, Any]:
