@@ -58,6 +58,52 @@ def read_case(path: str | list[str]) -> list[tuple]:
     p = Path(path)
     vol = load_image(p)  # a single .dcm file opens the series it belongs to
     name = case_id_for(vol, p)
+    contacts = contacts_file_of(p)
+    if contacts is not None:  # a `cochseg3d segment` output: the label and its contacts
+        return segment_output_layers(vol, contacts, name=name)
     if str(p).lower().endswith(_LABEL_SUFFIXES):
         return [label_layer(vol, name=name)]
     return [image_layer(vol, name=name, path=str(p))]
+
+
+def contacts_file_of(path: Path) -> Path | None:
+    """``<case>.contacts.json`` beside a ``<case>.nii.gz`` (what ``cochseg3d segment`` writes), else None."""
+    from cochseg3d.export import OUTPUT_SUFFIXES
+
+    label_suffix = OUTPUT_SUFFIXES["label"]
+    if not path.name.lower().endswith(label_suffix) or path.name.lower().endswith(".prob.nii.gz"):
+        return None
+    case = path.name[: -len(label_suffix)]
+    json_path = path.with_name(case + OUTPUT_SUFFIXES["contacts"])
+    return json_path if json_path.is_file() else None
+
+
+def segment_output_layers(label, contacts_json: Path, *, name: str) -> list[tuple]:
+    """The label as a Labels layer and the saved contacts as a Points layer named E1..EN, on one stack."""
+    import json
+
+    import numpy as np
+
+    from napari_cochseg3d.layers import (
+        canonical_label,
+        contact_names_for,
+        contacts_to_data,
+        points_kwargs,
+        world_transform,
+    )
+
+    try:
+        record = json.loads(contacts_json.read_text())
+        lps = np.asarray(record.get("contacts_lps_mm") or [], dtype=float).reshape(-1, 3)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{contacts_json}: not a cochseg3d contacts file ({exc})") from None
+    can = canonical_label(label)
+    transform = world_transform(can)
+    labels = (np.asarray(can.array).astype(np.uint8),
+              {"name": name, "opacity": 0.6, **transform,
+               "metadata": {"cochseg3d": {"volume_grid": can.grid.to_dict(), "qc": record.get("qc")}}}, "labels")
+    info = {"model": record.get("model_assumed"), "electrode": record.get("electrode_assumed")}
+    names = contact_names_for(len(lps), record.get("electrode_hint"), info)
+    points = (contacts_to_data(can, lps), {**points_kwargs(can, lps, names, name=f"{name} contacts"), **transform},
+              "points")
+    return [labels, points]

@@ -43,6 +43,7 @@ from cochseg3d.annotation import (
 from cochseg3d.metal import remove_small_components
 from cochseg3d.volume import CANONICAL_DIRECTION, Volume
 from napari_cochseg3d.finetune_panel import FinetunePanel
+from napari_cochseg3d.forms import path_row, side_row
 from napari_cochseg3d.layers import AXIS_LABELS, META_KEY, world_transform
 from napari_cochseg3d.segment_panel import SegmentPanel
 
@@ -119,18 +120,9 @@ class AnnotationWidget(QWidget):
         self.image_combo = QComboBox()
         self.attach_btn = QPushButton("Annotate")
         self.attach_btn.clicked.connect(self._safe(self.attach))
-        row = QHBoxLayout()
-        row.addWidget(self.image_combo, 1)
-        row.addWidget(self.attach_btn)
-        f.addRow("Image", row)
+        f.addRow("Image", side_row(self.image_combo, self.attach_btn))
         self.store_edit = QLineEdit(str(store))
-        store_btn = QPushButton("…")
-        store_btn.setMaximumWidth(28)
-        store_btn.clicked.connect(self._choose_store)
-        row = QHBoxLayout()
-        row.addWidget(self.store_edit, 1)
-        row.addWidget(store_btn)
-        f.addRow("Store", row)
+        f.addRow("Store", path_row(self.store_edit, self._choose_store))
         root.addWidget(case)
 
         pre = QGroupBox("Threshold pre-fill")
@@ -180,10 +172,7 @@ class AnnotationWidget(QWidget):
         self.roi_check.setToolTip(f"only inside the last rectangle of the '{ROI_LAYER}' shapes layer")
         roi_btn = QPushButton("Draw ROI")
         roi_btn.clicked.connect(self._safe(self.draw_roi))
-        row = QHBoxLayout()
-        row.addWidget(self.roi_check, 1)
-        row.addWidget(roi_btn)
-        f.addRow("Region", row)
+        f.addRow("Region", side_row(self.roi_check, roi_btn))
         self.min_size_spin = QSpinBox()
         self.min_size_spin.setRange(1, 100000)
         self.min_size_spin.setValue(4)

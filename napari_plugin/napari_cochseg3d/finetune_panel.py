@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Callable
 
 from qtpy.QtCore import QProcess, QTimer, Signal
-from qtpy.QtWidgets import QApplication, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QProgressBar, QPushButton, QSpinBox
+from qtpy.QtWidgets import QApplication, QFormLayout, QGroupBox, QLabel, QProgressBar, QPushButton, QSpinBox
+
+from napari_cochseg3d.forms import side_row
 
 log = logging.getLogger(__name__)
 
@@ -151,10 +153,7 @@ class FinetunePanel(QGroupBox):
         self.cancel_btn = QPushButton("Cancel")
         self.cancel_btn.setEnabled(False)
         self.cancel_btn.clicked.connect(lambda *_: self.cancel())
-        row = QHBoxLayout()
-        row.addWidget(self.start_btn, 1)
-        row.addWidget(self.cancel_btn)
-        f.addRow(row)
+        f.addRow(side_row(self.start_btn, self.cancel_btn))
         self.progress = QProgressBar()
         self.progress.setRange(0, 1)
         self.progress.setValue(0)

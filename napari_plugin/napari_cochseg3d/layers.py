@@ -48,12 +48,50 @@ def image_layer(image: Volume, *, name: str, path: str | None = None) -> tuple[n
     return can.array, kwargs, "image"
 
 
+def canonical_label(label: Volume) -> Volume:
+    """A label volume (any grid) as the coronal stack, nearest-neighbour."""
+    if "source_grid" in label.meta:
+        return as_canonical(label)
+    from cochseg3d.volume import canonical
+
+    return canonical(label, is_label=True)
+
+
 def label_layer(label: Volume, *, name: str) -> tuple[np.ndarray, dict[str, Any], str]:
     """A napari ``LayerDataTuple`` of a label volume (any grid) as a Labels layer on the coronal stack."""
-    can = as_canonical(label) if "source_grid" in label.meta else None
-    if can is None:
-        from cochseg3d.volume import canonical
-
-        can = canonical(label, is_label=True)
+    can = canonical_label(label)
     kwargs = {"name": name, **world_transform(can), "metadata": {META_KEY: {"volume_grid": can.grid.to_dict()}}}
     return np.asarray(can.array).astype(np.uint8), kwargs, "labels"
+
+
+def contacts_to_data(can: Volume, lps_mm: np.ndarray) -> np.ndarray:
+    """Contact centres (LPS mm) as continuous ``(k, row, col)`` indices of the stack ``can``."""
+    lps = np.asarray(lps_mm, dtype=float).reshape(-1, 3)
+    return can.lps_to_index(lps)[:, ::-1]  # (i, j, k) -> numpy's (k, j, i)
+
+
+def contact_names_for(n: int, electrode: str | None, info: dict[str, Any]) -> list[str]:
+    """E1..EN in the vendor's numbering: the chosen ``electrode``'s, else the one the finder assumed
+    (``info``: :class:`cochseg3d.contacts.Contacts` info, ``model``/``electrode`` keys)."""
+    from cochseg3d.clinical.measures import contact_names, vendor_of
+
+    vendor = None
+    if electrode:
+        from cochseg3d.electrodes import VENDORS, find_model
+
+        try:
+            vendor = electrode if electrode in VENDORS else find_model(electrode).vendor
+        except ValueError:
+            vendor = None
+    if vendor is None:
+        vendor = vendor_of(info)[0]
+    return contact_names(n, vendor)
+
+
+def points_kwargs(can: Volume, lps_mm: np.ndarray, names: list[str], *, name: str) -> dict[str, Any]:
+    """Keyword arguments of the contacts Points layer: one labelled point per contact on ``can``'s stack."""
+    lps = np.asarray(lps_mm, dtype=float).reshape(-1, 3)
+    return {"name": name, "features": {"name": list(names)}, "size": 2.0 * float(min(can.spacing_mm)),
+            "face_color": "yellow", "border_color": "black",
+            "text": {"string": "{name}", "color": "yellow", "size": 10, "anchor": "upper_left"},
+            "metadata": {META_KEY: {"lps_mm": lps.tolist()}}}

@@ -1,7 +1,10 @@
-"""The dock's *Segment* panel: run ``cochseg3d.segment`` on the shown image in a worker thread.
+"""The dock's *Segment* panel: run ``cochseg3d.segment`` on the shown image in a separate process.
 
-The prediction becomes a Labels layer and the contacts a Points layer (E1..EN), both with the image
-layer's own transform, so they overlay it in 2D and in 3D (the *3D* toggle).
+The process (:mod:`napari_cochseg3d.segment_process`) leaves napari's interpreter lock free; a worker
+thread waits for it and passes its progress on. The prediction becomes a Labels layer and the
+contacts a Points layer (E1..EN), both with the image layer's own transform, so they overlay it in
+2D and in 3D (the *3D* toggle). The layers are added one per event-loop turn (and reused by the
+next run), so the UI never waits for both at once.
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ from qtpy.QtWidgets import (
     QFileDialog,
     QFormLayout,
     QGroupBox,
-    QHBoxLayout,
     QLabel,
     QLineEdit,
     QProgressBar,
@@ -27,6 +29,9 @@ from qtpy.QtWidgets import (
 )
 
 from cochseg3d.volume import Volume
+from napari_cochseg3d.forms import path_row, side_row
+from napari_cochseg3d.layers import contact_names_for, contacts_to_data, points_kwargs
+from napari_cochseg3d.segment_process import run_segment, segment_in_process  # noqa: F401 (run_segment: API)
 
 if TYPE_CHECKING:
     import napari
@@ -52,42 +57,9 @@ def layer_transform(layer) -> dict[str, Any]:
     return kw
 
 
-def detached(can: Volume) -> Volume:
-    """``can`` without its ``source_grid``: :func:`cochseg3d.segment` then returns the label on
-    exactly this (the layer's) grid instead of resampling it back to the original series."""
-    return Volume(can.array, can.spacing_mm, can.origin_mm, can.direction,
-                  {k: v for k, v in can.meta.items() if k != "source_grid"})
-
-
-def contacts_to_data(can: Volume, lps_mm: np.ndarray) -> np.ndarray:
-    """Contact centres (LPS mm) as continuous ``(k, row, col)`` indices of the stack ``can``."""
-    lps = np.asarray(lps_mm, dtype=float).reshape(-1, 3)
-    return can.lps_to_index(lps)[:, ::-1]  # (i, j, k) -> numpy's (k, j, i)
-
-
 def contact_labels(result: "Result", electrode: str | None) -> list[str]:
     """E1..EN in the vendor's numbering (the chosen electrode, else the one the finder assumed)."""
-    from cochseg3d.clinical.measures import contact_names, vendor_of
-
-    vendor = None
-    if electrode:
-        from cochseg3d.electrodes import VENDORS, find_model
-
-        vendor = electrode if electrode in VENDORS else getattr(find_model(electrode), "vendor", None)
-    if vendor is None:
-        vendor = vendor_of(result.contacts.info)[0]
-    return contact_names(len(result.contacts.lps_mm), vendor)
-
-
-def run_segment(can: Volume, model: "str | Path | torch.nn.Module | None", *, electrode: str | None,
-                device: str = "auto") -> tuple["Result", np.ndarray]:
-    """Segment the canonical stack ``can``; returns the result and the label as an array of ``can``'s shape."""
-    import cochseg3d
-
-    res = cochseg3d.segment(detached(can), model=model, electrode=electrode, device=device)
-    if not res.label.grid.allclose(can.grid):  # the pipeline keeps the input's grid; guard it anyway
-        raise ValueError(f"segmentation came back on another grid ({res.label.array.shape}, stack {can.array.shape})")
-    return res, np.asarray(res.label.array, dtype=np.uint8)
+    return contact_names_for(len(result.contacts.lps_mm), electrode, result.contacts.info)
 
 
 def result_layers(transform: dict[str, Any], can: Volume, result: "Result", label: np.ndarray,
@@ -102,17 +74,15 @@ def result_layers(transform: dict[str, Any], can: Volume, result: "Result", labe
     labels = Labels(label, name=SEGMENTATION_LAYER, opacity=0.6,
                     metadata={"cochseg3d": {"qc": result.qc, "case_id": result.case_id}}, **transform)
     lps = np.asarray(result.contacts.lps_mm, dtype=float).reshape(-1, 3)
-    points = Points(contacts_to_data(can, lps), name=CONTACTS_LAYER, features={"name": names},
-                    size=2.0 * float(min(can.spacing_mm)), face_color="yellow", border_color="black",
-                    text={"string": "{name}", "color": "yellow", "size": 10, "anchor": "upper_left"},
-                    metadata={"cochseg3d": {"lps_mm": lps.tolist()}}, **transform)
+    points = Points(contacts_to_data(can, lps), **points_kwargs(can, lps, names, name=CONTACTS_LAYER), **transform)
     return labels, points
 
 
 def segment_job(can: Volume, model: "str | Path | torch.nn.Module | None", electrode: str | None,
-                transform: dict[str, Any]) -> tuple["Result", tuple[Any, Any]]:
-    """What the worker thread does: segment, then build the layers to show."""
-    result, label = run_segment(can, model, electrode=electrode)
+                transform: dict[str, Any]):
+    """What the worker thread does: wait for the segmenting process (yielding its progress), then
+    build the layers to show; returns ``(result, (labels, points))``."""
+    result, label = yield from segment_in_process(can, model, electrode)
     return result, result_layers(transform, can, result, label, contact_labels(result, electrode))
 
 
@@ -141,6 +111,7 @@ class SegmentPanel(QGroupBox):
         self.result: "Result | None" = None
         self.seconds: float | None = None
         self._t0 = 0.0
+        self._showing = False
         self._build()
         self._say_fn = say
         viewer.dims.events.ndisplay.connect(self._sync_3d)
@@ -153,13 +124,7 @@ class SegmentPanel(QGroupBox):
         self.model_edit.setPlaceholderText("default (the model shipped with cochseg3d)")
         self.model_edit.setToolTip("a checkpoint (.pt) or a training run folder; empty: the shipped model")
         self.model_edit.textEdited.connect(lambda *_: setattr(self, "_network", None))
-        pick = QPushButton("…")
-        pick.setMaximumWidth(28)
-        pick.clicked.connect(self._choose_model)
-        row = QHBoxLayout()
-        row.addWidget(self.model_edit, 1)
-        row.addWidget(pick)
-        f.addRow("Model", row)
+        f.addRow("Model", path_row(self.model_edit, self._choose_model))
         self.electrode_combo = QComboBox()
         self.electrode_combo.addItems([AUTO_ELECTRODE, *VENDORS])
         self.electrode_combo.setToolTip("the implanted array's vendor: its contact count and pitch place the contacts")
@@ -169,14 +134,11 @@ class SegmentPanel(QGroupBox):
         self.view3d_check = QCheckBox("3D")
         self.view3d_check.setToolTip("show the volume and the array in 3D (napari's 2D/3D switch)")
         self.view3d_check.toggled.connect(self.set_3d)
-        row = QHBoxLayout()
-        row.addWidget(self.segment_btn, 1)
-        row.addWidget(self.view3d_check)
-        f.addRow(row)
+        f.addRow(side_row(self.segment_btn, self.view3d_check))
         self.progress = QProgressBar()
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
-        self.progress.setTextVisible(False)
+        self.progress.setFormat("chunk %v/%m")
         f.addRow(self.progress)
         self.status = QLabel("")
         self.status.setWordWrap(True)
@@ -225,7 +187,8 @@ class SegmentPanel(QGroupBox):
 
     @property
     def busy(self) -> bool:
-        return self.worker is not None
+        """True from *Segment* until the result layers are shown (or the run failed)."""
+        return self.worker is not None or self._showing
 
     # --- 3D --------------------------------------------------------------------------------
     def set_3d(self, on: bool) -> None:
@@ -259,11 +222,12 @@ class SegmentPanel(QGroupBox):
         # errors go to the status line (one line), not to napari's traceback notification
         self.worker = create_worker(segment_job, can, model, self.electrode(), layer_transform(layer),
                                     _ignore_errors=True)
+        self.worker.yielded.connect(self._on_progress)
         self.worker.returned.connect(lambda out: self._on_done(layer, *out))
         self.worker.errored.connect(self._on_error)
         self.worker.finished.connect(self._on_finished)
         self.segment_btn.setEnabled(False)
-        self.progress.setRange(0, 0)  # busy: the pipeline reports no fraction done
+        self.progress.setRange(0, 0)  # busy until the process reports its first chunk
         self._t0 = time.perf_counter()
         self._clock.start(500)
         self._say(f"segmenting {layer.name} with {self._model_name(model)} …")
@@ -275,6 +239,11 @@ class SegmentPanel(QGroupBox):
             return "the shipped model"
         return Path(model).name if isinstance(model, (str, Path)) else f"a {type(model).__name__} network"
 
+    def _on_progress(self, done: "tuple[int, int] | None") -> None:
+        if done is not None:
+            self.progress.setRange(0, done[1])
+            self.progress.setValue(done[0])
+
     def _tick(self) -> None:
         self.status.setText(f"segmenting … {time.perf_counter() - self._t0:.0f} s")
 
@@ -282,7 +251,8 @@ class SegmentPanel(QGroupBox):
         self.worker = None
         self._clock.stop()
         self.segment_btn.setEnabled(True)
-        self.progress.setRange(0, 1)
+        if self.progress.maximum() == 0:
+            self.progress.setRange(0, 1)
 
     def _on_error(self, exc: Exception) -> None:
         self.progress.setValue(0)
@@ -290,8 +260,12 @@ class SegmentPanel(QGroupBox):
 
     def _on_done(self, layer, result: "Result", layers: tuple) -> None:
         self.seconds = time.perf_counter() - self._t0
-        self.show_layers(layer, *layers)
-        self.progress.setValue(1)
+        self._showing = True  # show_layers lets the event loop run: the worker's end may come first
+        try:
+            self.show_layers(layer, *layers)
+        finally:
+            self._showing = False
+        self.progress.setValue(self.progress.maximum())
         n = len(result.contacts.lps_mm)
         verdict = (result.qc or {}).get("verdict", "-")
         self._say(f"{layer.name}: {int(result.label.array.sum())} electrode voxels, {n} contacts "
@@ -300,10 +274,40 @@ class SegmentPanel(QGroupBox):
         self.segmented.emit(result)
 
     def show_layers(self, image, labels, points) -> None:
-        """Add the segmentation and contacts layers (replacing earlier ones); ``image`` stays selected."""
+        """Show the segmentation and contacts layers (replacing earlier ones); ``image`` stays selected.
+
+        A layer of the same name and kind from an earlier run takes the new data (no new visual,
+        no shader build); otherwise the layer is added. Each layer costs one event-loop turn.
+        """
+        from napari.layers import Labels, Points
+
         active = self.viewer.layers.selection.active
-        for new in (labels, points):
-            if new.name in self.viewer.layers:
-                self.viewer.layers.remove(new.name)
-            self.viewer.add_layer(new)
+        for new, kind in ((labels, Labels), (points, Points)):
+            old = self.viewer.layers[new.name] if new.name in self.viewer.layers else None
+            if isinstance(old, kind) and old.ndim == new.ndim:
+                _take_over(old, new)
+            else:
+                if old is not None:
+                    self.viewer.layers.remove(old)
+                self.viewer.add_layer(new)
+            _process_events()  # draw it before the next one: two short stalls instead of a long one
         self.viewer.layers.selection.active = active if active in self.viewer.layers else image
+
+
+def _take_over(old, new) -> None:
+    """Give layer ``old`` the data, transform, features and metadata of the freshly built ``new``."""
+    for attr in ("scale", "translate", "rotate", "shear", "affine"):
+        setattr(old, attr, getattr(new, attr))
+    old.metadata = dict(new.metadata)
+    old.data = new.data
+    if hasattr(new, "size"):  # Points: one name per point, after the data has its new length
+        old.features = new.features
+        old.size = new.size
+
+
+def _process_events() -> None:
+    from qtpy.QtWidgets import QApplication
+
+    app = QApplication.instance()
+    if app is not None:
+        app.processEvents()

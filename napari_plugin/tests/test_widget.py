@@ -270,3 +270,28 @@ def test_reload_is_not_undone_into_the_edits_before_it(make_napari_viewer, qtbot
     for _ in range(3):  # nothing to undo: the pre-fill and the stroke belong to the discarded edits
         labels.undo()
     assert np.array_equal(labels.data, saved) and saved.sum() > 0
+
+
+def test_reader_shows_a_segment_output_with_its_named_contacts(make_napari_viewer, tmp_path) -> None:
+    import json
+
+    a = np.zeros((16, 32, 24), dtype=np.uint8)
+    a[3:9, 6:10, 9:12] = 1
+    vol = Volume(a, (0.5, 0.4, 0.3), (-3.0, 7.0, 11.0), np.eye(3), {"case_id": "P07"})
+    path = write_image(vol, tmp_path / "P07.nii.gz")
+    lps = vol.index_to_lps(np.array([[10.0, 7.0, 4.0], [10.0, 8.0, 7.0]]))  # (i, j, k) inside the rod
+    (tmp_path / "P07.contacts.json").write_text(json.dumps(
+        {"case_id": "P07", "contacts_lps_mm": lps.tolist(), "electrode_hint": "Cochlear"}))
+    viewer = make_napari_viewer()
+    labels, points = viewer.open(str(path), plugin=PLUGIN)
+    assert isinstance(labels, napari.layers.Labels) and isinstance(points, napari.layers.Points)
+    assert labels.data.shape == (32, 16, 24) and labels.data.sum() == a.sum()
+    assert list(points.features["name"]) == ["E2", "E1"]  # Cochlear numbers from the base
+    for p, want in zip(points.data, lps):  # each point on the label, at its LPS position
+        w = points.data_to_world(p)
+        assert np.allclose(w, (want[1], -want[2], want[0]), atol=1e-4)
+        k, r, c = np.rint(labels.world_to_data(w)).astype(int)
+        assert labels.data[k, r, c] == 1
+    (tmp_path / "P07.contacts.json").unlink()  # without its contacts it is an image again
+    (only,) = make_napari_viewer().open(str(path), plugin=PLUGIN)
+    assert isinstance(only, napari.layers.Image)
