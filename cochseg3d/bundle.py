@@ -228,9 +228,10 @@ def export_bundle(out: str | os.PathLike, *, model: str | os.PathLike | None = N
     from cochseg3d.cli import UserError
     from cochseg3d.inference import DEFAULT_MODEL, load_model
     from cochseg3d.utils import check_output_folder, display_path
-    from cochseg3d.volume import atomic_write
+    from cochseg3d.volume import atomic_write, remove_stale_temporaries
 
     out = check_output_folder(out)
+    remove_stale_temporaries(out, recursive=True)  # what a killed export left half-written
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise UserError(f"{display_path(out)}: folder is not empty; choose an empty one or pass --overwrite")
     path = Path(model) if model is not None else DEFAULT_MODEL

@@ -32,6 +32,7 @@ from pydicom.uid import (
 )
 
 from cochseg3d.utils import display_path, not_regular_reason
+from cochseg3d.volume import is_temporary
 
 #: header fields read by :func:`discover` (PatientName is deliberately absent)
 HEADER_TAGS = [
@@ -445,6 +446,8 @@ def read_file_header(path: Path) -> FileHeader:
     """Every header check of one file, in order; nothing beyond the header is read or allocated."""
     if path.name.startswith("._"):
         return FileHeader(path, None, "macOS resource-fork file ('._' prefix)")
+    if is_temporary(path):
+        return FileHeader(path, None, "unfinished temporary of an interrupted write (not a result)")
     if path.name.upper() == "DICOMDIR":
         return FileHeader(path, None, "DICOMDIR (a directory index; the image files are read directly)")
     kind = not_regular_reason(path)

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -384,12 +386,67 @@ def read_image(path: str | os.PathLike) -> Volume:
         raise ValueError(f"{path}: {exc}") from None
 
 
+#: ``atomic_write``'s temporaries: ``.<name>.<pid>.<random>.tmp<suffix>`` beside the target; the pid
+#: says whether the writer still runs (a killed one leaves its temporary behind)
+_TEMP_RE = re.compile(r"^\.(?P<name>.+?)\.(?:(?P<pid>\d+)\.)?[a-z0-9_]{8}\.tmp(?:\.[A-Za-z0-9.]+)?$")
+#: a temporary without a pid (older releases) is stale once this old
+_TEMP_STALE_S = 600.0
+
+
+def is_temporary(path: str | os.PathLike) -> bool:
+    """True for a temporary of :func:`atomic_write` (an unfinished file, never a result)."""
+    return _TEMP_RE.match(Path(path).name) is not None
+
+
+def _writer_gone(path: Path) -> bool:
+    m = _TEMP_RE.match(path.name)
+    if m is None:
+        return False
+    if m["pid"] is None:
+        try:
+            return time.time() - path.stat().st_mtime > _TEMP_STALE_S
+        except OSError:
+            return False
+    pid = int(m["pid"])
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # another user's live process
+        return False
+    return False
+
+
+def remove_stale_temporaries(folder: str | os.PathLike, *, recursive: bool = False) -> list[Path]:
+    """Remove the temporaries a killed writer left in ``folder`` (those of live writers stay).
+
+    Returns:
+        The files removed.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = folder.rglob(".*.tmp*") if recursive else folder.glob(".*.tmp*")
+    removed = []
+    for f in found:
+        if f.is_file() and _writer_gone(f):
+            f.unlink(missing_ok=True)
+            removed.append(f)
+    return removed
+
+
 def atomic_write(path: str | os.PathLike, write) -> Path:
-    """Call ``write(tmp_path)`` then rename onto ``path`` so readers never see a partial file."""
+    """Call ``write(tmp_path)`` then rename onto ``path`` so readers never see a partial file.
+
+    The temporary is unique (two processes writing one file each rename a whole file) and names
+    its writer's pid, so :func:`remove_stale_temporaries` knows a killed writer's leftovers.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{suffix}", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.{os.getpid()}.", suffix=f".tmp{suffix}", dir=path.parent)
     os.close(fd)
     try:
         write(Path(tmp))

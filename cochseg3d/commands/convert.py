@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     from cochseg3d.dicom import check_output_outside_input
     from cochseg3d.dicom import SeriesGapError, discover, load_series
     from cochseg3d.utils import check_output_folder, display_path, sanitize_case_id
-    from cochseg3d.volume import atomic_write, write_image
+    from cochseg3d.volume import atomic_write, remove_stale_temporaries, write_image
 
     out = check_output_folder(args.output)
     check_output_outside_input(args.folder, out)
@@ -76,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
     for line in found.skip_report(10):
         print(line)
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out)  # what a killed run left half-written
     used: set[str] = set()
     failures = 0
     for info in tqdm(volumes, desc="converting", unit="series", disable=args.no_progress or None):

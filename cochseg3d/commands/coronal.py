@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
 
     from cochseg3d.dicom import check_output_outside_input, discover, load_input, load_main_series
     from cochseg3d.utils import check_output_folder, display_path, sanitize_case_id
-    from cochseg3d.volume import Volume, atomic_write, canonical, write_image
+    from cochseg3d.volume import Volume, atomic_write, canonical, remove_stale_temporaries, write_image
 
     src, out = Path(args.input), check_output_folder(args.output)
     if not src.exists():
@@ -68,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         loaders.append((None, lambda: load_input(src, on_gap=args.on_gap)))
 
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out)  # what a killed run left half-written
     lo, hi = args.window[0] - args.window[1] / 2, args.window[0] + args.window[1] / 2
     manifest = {}
     failures = []

@@ -82,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
     from cochseg3d.pipeline import segment, summary
     from cochseg3d.qc import QCThresholds
     from cochseg3d.utils import check_output_folder
+    from cochseg3d.volume import remove_stale_temporaries
 
     if args.electrode:
         electrode_spec(args.electrode)  # fail early on a typo
@@ -96,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
     if args.input.exists():
         check_output_outside_input(args.input, args.output)  # the input is never written to
     check_output_folder(args.output)  # an existing file there (or above it) is refused before any work
+    remove_stale_temporaries(args.output)  # what a killed run left half-written
     # under torchrun every process takes its share of the patients (and its own GPU)
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     device = _device(args.device)

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from cochseg3d.volume import Volume, atomic_write, canonical, write_image
+from cochseg3d.volume import Volume, atomic_write, canonical, remove_stale_temporaries, write_image
 
 from .generate import PhantomCase, generate_patient
 
@@ -103,7 +103,9 @@ _OWN = re.compile(r"^(CT\d{4}_[0-9a-f]{6}_\d{5}\.dcm|\._CT\d{4}_[0-9a-f]{6}_\d{5
 
 
 def _clear_previous(dicom: Path) -> None:
-    """Remove files an earlier phantom run wrote here, so a rewrite never mixes two series."""
+    """Remove files an earlier phantom run wrote here, so a rewrite never mixes two series (and the
+    temporaries of a killed one beside the patient's files)."""
+    remove_stale_temporaries(dicom.parent, recursive=True)
     if not dicom.is_dir():
         return
     for f in dicom.iterdir():
@@ -187,6 +189,7 @@ def generate_cohort(out: str | os.PathLike, *, patients: int, seed: int, preset:
         raise ValueError(f"patients must be >= 1, got {patients}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out)  # a killed run's half-written cohort.json
     index, folders = [], []
     for n in tqdm(range(patients), desc="phantom", unit="patient", disable=not progress):
         case_id = f"phantom_s{int(seed)}_{n + 1:03d}"
