@@ -9,6 +9,7 @@ keeping the rows of earlier runs for the patients not run again.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -84,11 +85,17 @@ def row(case_id: str, input: str, status: str, *, record: dict[str, Any] | None 
 
 
 class Summary:
-    """``summary.csv`` of an output folder: the earlier rows, updated one patient at a time."""
+    """``summary.csv`` of an output folder: the earlier rows, updated one patient at a time.
+
+    Two runs may share an output folder: each rewrite takes a lock beside the file
+    (``.summary.csv.lock``), reads the rows the other run wrote since, and keeps them, so neither
+    run's rows are lost and the file is always whole.
+    """
 
     def __init__(self, path: Path):
         self.path = Path(path)
         self.rows: dict[str, dict[str, str]] = _read(self.path)
+        self._mine: dict[str, dict[str, str]] = {}  # the rows this run set
 
     def seconds(self, case_id: str) -> str:
         """The earlier row's seconds (what producing the patient's files took), '' if unknown."""
@@ -97,6 +104,7 @@ class Summary:
     def set(self, r: dict[str, str]) -> None:
         """Set the patient's row (in memory; :meth:`write` puts it in the file)."""
         self.rows[r["case_id"]] = r
+        self._mine[r["case_id"]] = r
 
     def update(self, r: dict[str, str]) -> None:
         """Set the patient's row and rewrite the file."""
@@ -105,12 +113,35 @@ class Summary:
 
     def write(self) -> None:
         """Rewrite the file atomically: a reader sees the old rows or the new ones, never half."""
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=list(COLUMNS), lineterminator="\n")
-        w.writeheader()
-        w.writerows(self.rows.values())
-        text = buf.getvalue()
-        atomic_write(self.path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with _locked(self.path.with_name(f".{self.path.name}.lock")):
+            try:
+                self.rows = {**_read(self.path), **self._mine}  # another run's rows since we read it
+            except ValueError:
+                pass  # replaced by a foreign file meanwhile: our rows win
+            buf = io.StringIO()
+            w = csv.DictWriter(buf, fieldnames=list(COLUMNS), lineterminator="\n")
+            w.writeheader()
+            w.writerows(self.rows.values())
+            text = buf.getvalue()
+            atomic_write(self.path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+@contextlib.contextmanager
+def _locked(lock: Path):
+    """An exclusive ``flock`` on ``lock`` (released when the process dies, so a killed run never
+    leaves it held); where the file system has no locks, the atomic rename alone keeps files whole."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        yield
+        return
+    with open(lock, "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        except OSError:
+            pass
+        yield
 
 
 def _read(path: Path) -> dict[str, dict[str, str]]:
