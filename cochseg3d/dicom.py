@@ -39,6 +39,7 @@ from cochseg3d.dicom_header import (  # noqa: F401  (re-exported: the reader's p
     _float_list,
     _int_or_none,
     _IOP_TOL,
+    check_orientation,
     _looks_like_raw_dicom,
     _read_header,
     display_path,
@@ -544,6 +545,9 @@ def coronal_file_filter(
             i.e. 0.5; the default 0.05 is about 3 degrees).
         target: the orientation wanted, default coronal (1,0,0,0,0,-1).
 
+    ImageOrientationPatient is checked as :func:`discover` checks it: vectors near unit length are
+    normalised before the comparison, a zero, non-unit or skewed one is refused with its reason.
+
     Returns:
         (matching files, other files with the reason they do not match).
     """
@@ -566,6 +570,10 @@ def coronal_file_filter(
         iop = _float_list(ds.get("ImageOrientationPatient"), 6)
         if iop is None:
             other.append(SkippedFile(path, "no ImageOrientationPatient"))
+            continue
+        iop, reason = check_orientation(iop)  # near-unit vectors normalised, others refused, as discover does
+        if reason is not None:
+            other.append(SkippedFile(path, reason))
         elif np.max(np.abs(iop - target_a)) <= tolerance:
             keep.append(path)
         else:

@@ -170,3 +170,25 @@ def test_inspect_summarises_many_skips_by_reason(tmp_path, capsys):
     assert "skipped 40 file(s)" in out and "40 x not a DICOM file" in out and "junk39" not in out
     assert main(["inspect", str(tmp_path), "--all-skips"]) == 0
     assert "junk39.txt: not a DICOM file" in capsys.readouterr().out
+
+
+def _set_iop(folder: Path, iop: list[float]) -> None:
+    for p in folder.glob("*.dcm"):
+        ds = pydicom.dcmread(p)
+        ds.ImageOrientationPatient = [f"{v:.6g}" for v in iop]
+        ds.save_as(p)
+
+
+def test_select_coronal_checks_orientation_as_the_series_reader_does(tmp_path, capsys):
+    coronal = np.array([[1, 0, 0], [0, 0, 1], [0, -1, 0]], dtype=float)
+    for name in ("near", "short", "zero"):
+        _patient(tmp_path / "in" / name, name, direction=coronal)
+    _set_iop(tmp_path / "in" / "near", [1.004, 0, 0, 0, 0, -0.997])  # rounding: normalised, kept
+    _set_iop(tmp_path / "in" / "short", [0.96, 0, 0, 0, 0, -0.96])  # within 0.05 of coronal, but not unit
+    _set_iop(tmp_path / "in" / "zero", [0, 0, 0, 0, 0, 0])
+    assert main(["select-coronal", str(tmp_path / "in"), str(tmp_path / "out"), "--verbose-skips"]) == 0
+    copied = sorted((tmp_path / "out").rglob("*.dcm"))
+    assert {p.parent.name for p in copied} == {"near"} and len(copied) == 6
+    out = capsys.readouterr().out
+    assert "lengths 0.96 and 0.96, not 1" in out and "has a zero vector" in out
+    assert not list((tmp_path / "out").rglob(".*"))  # no temporary left by the copies

@@ -21,6 +21,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from cochseg3d.dicom import check_output_outside_input, coronal_file_filter
+    from cochseg3d.volume import atomic_write
 
     src, out = Path(args.folder), Path(args.output)
     if not src.is_dir():
@@ -28,11 +29,7 @@ def run(args: argparse.Namespace) -> int:
     check_output_outside_input(src, out)
     keep, other = coronal_file_filter(src, tolerance=args.tolerance)
     for path in keep:
-        dest = out / path.relative_to(src)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.tmp")
-        shutil.copy2(path, tmp)
-        tmp.replace(dest)
+        atomic_write(out / path.relative_to(src), lambda tmp, p=path: shutil.copy2(p, tmp))
     print(f"copied {len(keep)} coronal file(s) to {out}; {len(other)} other file(s) left in place")
     if args.verbose_skips:
         for s in other:
