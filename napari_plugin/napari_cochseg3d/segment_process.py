@@ -28,7 +28,7 @@ _BAR = re.compile(r"\bsegment:.*?(\d+)/(\d+)")
 POLL_S = 0.2
 
 
-class SegmentError(RuntimeError):
+class SegmentError(Exception):  # not RuntimeError: napari's worker swallows those without emitting finished
     """The child's one-line error (its exception does not cross the process boundary)."""
 
 
