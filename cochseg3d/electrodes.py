@@ -23,6 +23,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import numpy as np
+
 VENDORS = ("MED-EL", "Cochlear", "AB")
 
 
@@ -68,6 +70,14 @@ class ElectrodeModel:
     def active_length_mm(self) -> float:
         """First to last contact centre."""
         return (self.n_contacts - 1) * self.pitch_mm
+
+    def carrier_radius_mm(self, s_mm: np.ndarray) -> np.ndarray:
+        """Radius (mm) at arc length ``s_mm`` from the tip: the carrier tapers linearly from the tip
+        diameter to the base diameter over its length, the lead's beyond."""
+        s = np.asarray(s_mm, float)
+        frac = np.clip(s / self.length_mm, 0.0, 1.0)
+        r = 0.5 * (self.diameter_tip_mm + frac * (self.diameter_base_mm - self.diameter_tip_mm))
+        return np.where(s > self.length_mm, 0.5 * self.lead_diameter_mm, r)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -57,15 +57,6 @@ class ArrayLabel:
         return {"written": True, "values": {str(v + 1): n for v, n in enumerate(self.names)}, **self.info}
 
 
-def carrier_radius(model: ElectrodeModel, s_mm: np.ndarray) -> np.ndarray:
-    """Catalogue radius (mm) at arc length ``s_mm`` from the tip: the carrier tapers linearly from
-    the tip diameter to the base diameter over its length, the lead beyond."""
-    s = np.asarray(s_mm, float)
-    frac = np.clip(s / model.length_mm, 0.0, 1.0)
-    r = 0.5 * (model.diameter_tip_mm + frac * (model.diameter_base_mm - model.diameter_tip_mm))
-    return np.where(s > model.length_mm, 0.5 * model.lead_diameter_mm, r)
-
-
 def _resample(points: np.ndarray, step: float) -> np.ndarray:
     seg = np.linalg.norm(np.diff(points, axis=0), axis=1)
     s = np.concatenate([[0.0], np.cumsum(seg)])
@@ -124,8 +115,7 @@ def fitted_centreline(contacts_lps: np.ndarray, model: ElectrodeModel, centrelin
     """
     pts = np.asarray(contacts_lps, float)
     dense, at = _spline_through(pts, step)
-    t0 = dense[min(at[0] + 1, len(dense) - 1)] - dense[at[0]]
-    t0 /= max(np.linalg.norm(t0), 1e-9)
+    t0 = _unit(dense[min(at[0] + 1, len(dense) - 1)] - dense[at[0]])
     tip = pts[0] - model.tip_offset_mm * t0
     base_end = pts[-1] + 0.5 * model.contact_len_mm * _unit(pts[-1] - pts[-2])
     tail = np.zeros((0, 3))
@@ -160,7 +150,7 @@ def rasterise(grid: Volume, curve: np.ndarray, s_contacts: np.ndarray, model: El
     shape = np.asarray(grid.array.shape)  # (k, j, i)
     out = np.zeros(tuple(shape), np.uint8)
     s_curve = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(curve, axis=0), axis=1))])
-    r_curve = carrier_radius(model, s_curve)
+    r_curve = model.carrier_radius_mm(s_curve)
     r_max = float(r_curve.max())
     sp = np.asarray(grid.spacing_mm)
     reach = np.ceil(r_max / sp).astype(int) + 1
@@ -183,7 +173,7 @@ def rasterise(grid: Volume, curve: np.ndarray, s_contacts: np.ndarray, model: El
     c = np.clip(np.searchsorted(s_contacts, s), 1, max(n - 1, 1))
     c = np.where(np.abs(s - s_contacts[c - 1]) <= np.abs(s - s_contacts[np.minimum(c, n - 1)]), c - 1,
                  np.minimum(c, n - 1))
-    r_contact = np.minimum(carrier_radius(model, s_contacts[c]), model.contact_radius_mm)
+    r_contact = np.minimum(model.carrier_radius_mm(s_contacts[c]), model.contact_radius_mm)
     in_contact = inside & (np.abs(s - s_contacts[c]) <= 0.5 * model.contact_len_mm) & (dist <= r_contact)
     value = np.where(in_contact, c + 1, n + 1).astype(np.uint8)
     out[vox[inside, 2], vox[inside, 1], vox[inside, 0]] = value[inside]
@@ -199,14 +189,15 @@ def _ensure_contacts(label: np.ndarray, grid: Volume, contacts_lps: np.ndarray) 
             label[k, j, i] = n + 1
 
 
-def _model_of(contacts: Any) -> ElectrodeModel | None:
+def _model_of(contacts: Any) -> tuple[str | None, ElectrodeModel | None]:
+    """The vendor and the catalogue entry the contacts were found for (None where unknown)."""
     from cochseg3d.clinical.measures import vendor_of
 
-    _, name = vendor_of(dict(getattr(contacts, "info", {}) or {}))
+    vendor, name = vendor_of(dict(getattr(contacts, "info", {}) or {}))
     try:
-        return find_model(str(name)) if name else None
+        return vendor, find_model(str(name)) if name else None
     except ValueError:
-        return None
+        return vendor, None
 
 
 def fit_array_label(contacts: Any, visible: Volume) -> ArrayLabel:
@@ -220,19 +211,18 @@ def fit_array_label(contacts: Any, visible: Volume) -> ArrayLabel:
         :class:`ArrayLabel`; its ``label`` is None, with the ``reason``, when fewer than two contacts
         were found or the electrode model is not in the catalogue.
     """
-    from cochseg3d.clinical.measures import contact_names, vendor_of
+    from cochseg3d.clinical.measures import contact_names
 
     pts = np.asarray(contacts.lps_mm, float).reshape(-1, 3)
     if len(pts) < 2:
         return ArrayLabel(None, reason=f"{len(pts)} contact(s) found: an array needs two to fix its course")
-    model = _model_of(contacts)
+    vendor, model = _model_of(contacts)
     if model is None:
         return ArrayLabel(None, reason="electrode model unknown: no catalogue diameter or contact size")
     centreline = getattr(contacts, "centreline_lps_mm", None)
     curve, s_contacts = fitted_centreline(pts, model, centreline, visible)
     lab = rasterise(visible, curve, s_contacts, model)
     _ensure_contacts(lab, visible, pts)
-    vendor, _ = vendor_of(dict(getattr(contacts, "info", {}) or {}))
     names = [*contact_names(len(pts), vendor or model.vendor), "carrier"]
     counts = np.bincount(lab.ravel(), minlength=len(pts) + 2)[1:]
     info = {"model": model.model, "centreline_length_mm": round(float(np.sum(np.linalg.norm(np.diff(curve, axis=0),

@@ -125,9 +125,7 @@ def assemble_path(inner: np.ndarray, model: ElectrodeModel, s_tip: float, lead_p
     pts = _resample(np.concatenate([inner, outer[1:]]), PATH_STEP_MM)
     s = np.arange(len(pts)) * PATH_STEP_MM
     contacts_s = model.tip_offset_mm + model.pitch_mm * np.arange(model.n_contacts)
-    frac = np.clip(s / model.length_mm, 0, 1)
-    radius = 0.5 * (model.diameter_tip_mm + frac * (model.diameter_base_mm - model.diameter_tip_mm))
-    radius = np.where(s > model.length_mm, 0.5 * model.lead_diameter_mm, radius)
+    radius = model.carrier_radius_mm(s)
     # one wire per contact runs from the contact to the base
     n_wires = np.searchsorted(contacts_s, s, side="right")
     wire_area = np.pi * (WIRE_DIAMETER_MM / 2) ** 2
