@@ -31,7 +31,7 @@ from qtpy.QtWidgets import (
 from cochseg3d.volume import Volume
 from napari_cochseg3d.forms import path_row, side_row
 from napari_cochseg3d.layers import contact_names_for, contacts_to_data, points_kwargs
-from napari_cochseg3d.segment_process import run_segment, segment_in_process  # noqa: F401 (run_segment: API)
+from napari_cochseg3d.segment_process import segment_in_process
 
 if TYPE_CHECKING:
     import napari
