@@ -136,7 +136,6 @@ def write_series(
     modality = modality.upper()
     if modality not in _SOP_CLASS:
         raise ValueError(f"modality {modality!r} not supported; use one of {sorted(_SOP_CLASS)}")
-    folder = Path(folder)
     stored = stored_values(volume.array, rescale_slope=rescale_slope, rescale_intercept=rescale_intercept)
     seed = uid_seed if uid_seed is not None else _content_seed(
         volume, patient_id, series_number, series_description
@@ -144,15 +143,28 @@ def write_series(
     study_uid = study_uid or generate_uid(entropy_srcs=[seed, "study"])
     series_uid = series_uid or generate_uid(entropy_srcs=[seed, "series", str(series_number)])
     frame_uid = frame_of_reference_uid or generate_uid(entropy_srcs=[seed, "frame-of-reference"])
-
     d = volume.direction
-    row, col, slice_dir = d[:, 0], d[:, 1], d[:, 2]
-    normal = np.cross(row, col)
-    if float(np.dot(normal, slice_dir)) < 0:
+    if float(np.dot(np.cross(d[:, 0], d[:, 1]), d[:, 2])) < 0:
         log.debug("left-handed direction: readers will return this series with k reversed")
+    ds = _series_header(volume, stored.shape, modality=modality, patient_id=patient_id, study_uid=study_uid,
+                        series_uid=series_uid, frame_uid=frame_uid, series_number=series_number,
+                        series_description=series_description, rescale_slope=rescale_slope,
+                        rescale_intercept=rescale_intercept, image_type=image_type, extra=extra)
+    paths = _write_slices(ds, volume, stored, Path(folder), modality=modality, series_uid=series_uid,
+                          series_number=series_number, extra=extra)
+    log.debug("wrote %d files of series %s to %s", len(paths), series_uid, folder)
+    return paths
+
+
+def _series_header(volume: Volume, shape_kji: tuple[int, ...], *, modality: str, patient_id: str, study_uid: str,
+                   series_uid: str, frame_uid: str, series_number: int, series_description: str,
+                   rescale_slope: float, rescale_intercept: float, image_type: list[str] | None,
+                   extra: dict[str, Any] | None) -> Dataset:
+    """The header every file of the series shares (the per-slice tags are set by :func:`_write_slices`)."""
+    d = volume.direction
+    row, col = d[:, 0], d[:, 1]
     sx, sy, sz = volume.spacing_mm
-    origin = np.asarray(volume.origin_mm)
-    nk, nj, ni = stored.shape
+    _, nj, ni = shape_kji
 
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = _SOP_CLASS[modality]
@@ -211,11 +223,21 @@ def write_series(
     ds.LossyImageCompression = "00"
     for key, value in (extra or {}).items():
         setattr(ds, key, value)
+    return ds
 
+
+def _write_slices(ds: Dataset, volume: Volume, stored: np.ndarray, folder: Path, *, modality: str, series_uid: str,
+                  series_number: int, extra: dict[str, Any] | None) -> list[Path]:
+    """One file per ``k`` slice: its position, instance UID and pixels set on the shared header ``ds``."""
+    d = volume.direction
+    slice_dir, normal = d[:, 2], np.cross(d[:, 0], d[:, 1])
+    sz = volume.spacing_mm[2]
+    origin = np.asarray(volume.origin_mm)
+    meta = ds.file_meta
     tag = hashlib.blake2b(series_uid.encode(), digest_size=3).hexdigest()
     paths: list[Path] = []
     folder.mkdir(parents=True, exist_ok=True)
-    for k in range(nk):
+    for k in range(stored.shape[0]):
         ipp = origin + k * sz * slice_dir
         sop_uid = generate_uid(entropy_srcs=[series_uid, "instance", str(k)])
         ds.SOPInstanceUID = sop_uid
@@ -229,5 +251,4 @@ def write_series(
         path = folder / f"{modality}{int(series_number):04d}_{tag}_{k + 1:05d}.dcm"
         atomic_write(path, lambda tmp: ds.save_as(tmp, enforce_file_format=True))
         paths.append(path)
-    log.debug("wrote %d files of series %s to %s", len(paths), series_uid, folder)
     return paths

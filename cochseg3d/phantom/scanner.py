@@ -63,19 +63,9 @@ def scan_fast(P: an.Painter, fld: ArrayFields, p: dict, scan: Scan, f: EarFrame,
     """CBCT degradation of ``P.hu``; returns the image, the blurred metal HU (sub-box), its corner and
     the image the label rule reads (the image itself, or without the hard conditions ``pl``)."""
     grid, sp, true = scan.grid, scan.grid.spacing_mm, P.hu
-    k, j, i = fld.kji.T
-    # quantum noise enters before the reconstruction blur, so the PSF also sets its grain; its
-    # level grows with the local density (rays through the petrous bone carry fewer photons)
     t0 = time.perf_counter()
     sig = [p["psf_sigma_mm"] / s for s in sp[::-1]]
-    gain = cbct.gaussian_noise_gain(sig)
-    dens = ndimage.gaussian_filter(np.clip((true[::4, ::4, ::4] + 200.0) / 2000.0, 0, 1), 1.5)
-    coords = [np.clip(np.arange(n, dtype=np.float32) / 4, 0, s - 1) for n, s in zip(grid.shape, dens.shape)]
-    noisy = an.trilinear(dens, coords)
-    noisy *= np.float32(0.4 * p["noise_hu"] / gain)
-    noisy += np.float32(0.8 * p["noise_hu"] / gain)
-    noisy *= rng.standard_normal(grid.shape, dtype=np.float32)
-    noisy += true
+    noisy = _quantum_noise(true, grid, sig, p, rng)
     timings["noise"] = time.perf_counter() - t0
 
     # PSF: Gaussian core for everything, plus a wide tail for the (very bright) metal only
@@ -84,10 +74,7 @@ def scan_fast(P: an.Painter, fld: ArrayFields, p: dict, scan: Scan, f: EarFrame,
     del noisy
     hu_pt = float(cbct.hu_from_mu(p["mu_platinum_per_mm"]))
     pad = int(np.ceil(3 * p["psf_tail_sigma_mm"] / min(sp))) + 1
-    lo = np.maximum(fld.kji.min(0) - pad, 0)
-    hi = np.minimum(fld.kji.max(0) + pad + 1, np.array(grid.shape))
-    fm = np.zeros(tuple(hi - lo), dtype=np.float32)
-    fm[k - lo[0], j - lo[1], i - lo[2]] = fld.metal
+    lo, hi, fm = _metal_box(fld, pad, grid.shape)
     w = p["psf_tail_weight"]
     m = ndimage.gaussian_filter(fm, sig, truncate=3.0) * np.float32((1 - w) * hu_pt)
     tail = [p["psf_tail_sigma_mm"] / s for s in sp[::-1]]
@@ -97,6 +84,44 @@ def scan_fast(P: an.Painter, fld: ArrayFields, p: dict, scan: Scan, f: EarFrame,
     timings["psf"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
+    streak_kw = _add_streaks(img, fm, lo, hi, p, scan, f, rng, inter, true)
+    timings["streaks"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    truth_img = _shade_and_grey(img, P, p, scan, rng, pl, streak_kw)
+    timings["shading_saturation"] = time.perf_counter() - t0
+    return img, m, lo, truth_img
+
+
+def _quantum_noise(true: np.ndarray, grid: an.ScanGrid, sig: list[float], p: dict,
+                   rng: np.random.Generator) -> np.ndarray:
+    """``true`` plus quantum noise, before the reconstruction blur (so the PSF also sets its grain); its
+    level grows with the local density (rays through the petrous bone carry fewer photons)."""
+    gain = cbct.gaussian_noise_gain(sig)
+    dens = ndimage.gaussian_filter(np.clip((true[::4, ::4, ::4] + 200.0) / 2000.0, 0, 1), 1.5)
+    coords = [np.clip(np.arange(n, dtype=np.float32) / 4, 0, s - 1) for n, s in zip(grid.shape, dens.shape)]
+    noisy = an.trilinear(dens, coords)
+    noisy *= np.float32(0.4 * p["noise_hu"] / gain)
+    noisy += np.float32(0.8 * p["noise_hu"] / gain)
+    noisy *= rng.standard_normal(grid.shape, dtype=np.float32)
+    noisy += true
+    return noisy
+
+
+def _metal_box(fld: ArrayFields, pad: int, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The metal fraction in the array's box grown by ``pad`` voxels: (low corner, high corner, box)."""
+    k, j, i = fld.kji.T
+    lo = np.maximum(fld.kji.min(0) - pad, 0)
+    hi = np.minimum(fld.kji.max(0) + pad + 1, np.array(shape))
+    fm = np.zeros(tuple(hi - lo), dtype=np.float32)
+    fm[k - lo[0], j - lo[1], i - lo[2]] = fld.metal
+    return lo, hi, fm
+
+
+def _add_streaks(img: np.ndarray, fm: np.ndarray, lo: np.ndarray, hi: np.ndarray, p: dict, scan: Scan,
+                 f: EarFrame, rng: np.random.Generator, inter: dict | None, true: np.ndarray) -> dict:
+    """The metal streaks, in place on the slices the array spans; returns the streak model's arguments."""
+    grid = scan.grid
     metal_mu = np.zeros((hi[0] - lo[0], grid.shape[1], grid.shape[2]), dtype=np.float32)
     metal_mu[:, lo[1]:hi[1], lo[2]:hi[2]] = fm * np.float32(p["mu_platinum_per_mm"])
     head_c = f.ear([-60.0, -5.0, 0.0])
@@ -107,9 +132,14 @@ def scan_fast(P: an.Painter, fld: ArrayFields, p: dict, scan: Scan, f: EarFrame,
         inter.update(grid=grid, true_hu=true.copy(), metal_mu=metal_mu, z_range=(int(lo[0]), int(hi[0])),
                      streak_kw=dict(streak_kw))
     img[lo[0]:hi[0]] += cbct.streak_image(grid, metal_mu, (int(lo[0]), int(hi[0])), rng=rng, **streak_kw)
-    timings["streaks"] = time.perf_counter() - t0
+    return streak_kw
 
-    t0 = time.perf_counter()
+
+def _shade_and_grey(img: np.ndarray, P: an.Painter, p: dict, scan: Scan, rng: np.random.Generator,
+                    pl: hard.Plan | None, streak_kw: dict) -> np.ndarray:
+    """Shading, rings, the field's rim, the hard conditions and the grey values, in place on ``img``;
+    returns the image the label rule reads (``img`` itself without hard conditions)."""
+    grid = scan.grid
     shade, p["shading"] = cbct.shading_field(grid, amplitude_hu=p["shading_hu"], cupping_hu=p["cupping_hu"],
                                             isocenter_xy=scan.center[:2], rng=rng)
     img += shade
@@ -126,11 +156,10 @@ def scan_fast(P: an.Painter, fld: ArrayFields, p: dict, scan: Scan, f: EarFrame,
     if pl is not None:  # the label reads the scan without the hard conditions
         truth_img = img.copy()
         grey_values(truth_img, P, p, out2d)
-        out_t = hard.apply_fast(img, true, pl, grid, p, streak_kw, pl.rng)
+        out_t = hard.apply_fast(img, P.hu, pl, grid, p, streak_kw, pl.rng)
         out2d = out_t if out2d is None else (out2d if out_t is None else out2d | out_t)
     grey_values(img, P, p, out2d)
-    timings["shading_saturation"] = time.perf_counter() - t0
-    return img, m, lo, truth_img
+    return truth_img
 
 
 def fov_cylinder(scan: Scan) -> tuple[np.ndarray, np.ndarray, float]:
@@ -169,11 +198,7 @@ def scan_rtk(P: an.Painter, fld: ArrayFields, p: dict, scan: Scan, f: EarFrame, 
     p["rtk_info"] = info
     sig = np.asarray(info["psf_sigma_mm"]) / np.asarray(scan.grid.spacing_mm[::-1])
     pad = int(np.ceil(3 * sig.max())) + 1
-    k, j, i = fld.kji.T
-    lo = np.maximum(fld.kji.min(0) - pad, 0)
-    hi = np.minimum(fld.kji.max(0) + pad + 1, np.array(scan.grid.shape))
-    fm = np.zeros(tuple(hi - lo), dtype=np.float32)
-    fm[k - lo[0], j - lo[1], i - lo[2]] = fld.metal
+    lo, hi, fm = _metal_box(fld, pad, scan.grid.shape)
     m = ndimage.gaussian_filter(fm, sig, truncate=3.0) * np.float32(p["hu_platinum"])
     out2d = fov_cylinder(scan)[0] if p["fov_cylinder"] else None
     grey_values(img, P, p, out2d)
