@@ -112,6 +112,13 @@ def training_specs(n: int, seed: int, *, rtk_fraction: float = 0.0) -> list[tupl
     return specs
 
 
+def union_specs(n_clean: int, n: int, seed: int, *, rtk_fraction: float) -> list[tuple[int, str, dict[str, Any]]]:
+    """The shipped model's ``n_clean`` training patients (the same seeds, so the same phantoms) and ``n``
+    scanner-realism ones of both CT models, their seeds moved past the first ``n_clean``."""
+    realism = [(s + n_clean, o, ov) for s, o, ov in training_specs(n, seed, rtk_fraction=rtk_fraction)]
+    return training_specs(n_clean, seed) + realism
+
+
 def _simulator_sets(prefix: str, base: int, rng_seeds: tuple[int, int],
                     n: int) -> dict[str, list[tuple[int, str, dict[str, Any]]]]:
     """``<prefix>_fast`` (2n fast-model patients from ``base``) and ``<prefix>_rtk`` (n itk-rtk ones from
@@ -159,7 +166,7 @@ def held_out_sets(seed: int, n: int) -> dict[str, list[tuple[int, str, dict[str,
 
 
 def training_config(cohort: Path, *, epochs: int, seed: int, channels: str = "8,16,32,64",
-                    grey_levels: str = "as_stored") -> Any:
+                    grey_levels: str = "as_stored", extra: list[str] | None = None) -> Any:
     from cochseg3d.config import load_config
 
     overrides = [
@@ -170,6 +177,7 @@ def training_config(cohort: Path, *, epochs: int, seed: int, channels: str = "8,
         "model.dropout=0.0", f"train.epochs={epochs}", "train.batch_size=16", "train.lr=0.004",
         "train.device=cpu", f"train.seed={seed}", "train.val_patient_every=2", "train.sw_batch_size=32",
         "train.early_stop.patience=8", "train.early_stop.min_epochs=8", f"preprocessing.grey_levels={grey_levels}",
+        *(extra or []),
     ]
     return load_config(ROOT / "configs" / "unet25d.yaml", overrides), overrides
 
@@ -300,6 +308,11 @@ def main(argv: list[str] | None = None) -> int:
                          "uncalibrated grey values, noise to 250 HU, streaks to 3)")
     ap.add_argument("--sets", default=None,
                     help="comma-separated held-out sets to evaluate (default: all, cross-simulator ones included)")
+    ap.add_argument("--clean-patients", type=int, default=0,
+                    help="also train on the shipped model's first N patients (same seeds: a union cohort)")
+    ap.add_argument("--init", default=None, metavar="default|CKPT", help="start from these weights (cochseg3d train --init)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="a further training config override (repeatable), e.g. train.lr=0.001")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--channels", default="8,16,32,64", help="U-Net channels per level")
     ap.add_argument("--grey-levels", choices=("as_stored", "measured"), default="as_stored",
@@ -330,21 +343,26 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         cohort = work / "train_cohort"
         if not (cohort / "cohort.json").is_file():
-            make_cohort(cohort, training_specs(args.patients, args.seed, rtk_fraction=args.rtk_fraction))
+            specs = (union_specs(args.clean_patients, args.patients, args.seed, rtk_fraction=args.rtk_fraction)
+                     if args.clean_patients else training_specs(args.patients, args.seed, rtk_fraction=args.rtk_fraction))
+            make_cohort(cohort, specs)
         t_data = time.perf_counter() - t0
         cfg, overrides = training_config(cohort, epochs=args.epochs, seed=args.seed, channels=args.channels,
-                                        grey_levels=args.grey_levels)
+                                        grey_levels=args.grey_levels, extra=args.overrides)
         if args.package_run is not None:
             run = args.package_run
             t_train = float("nan")
         else:
             run = work / f"run_{dt.datetime.now(dt.timezone.utc):%Y%m%d_%H%M%S}"
-            train(cfg, out_dir=run, progress=True)
+            train(cfg, out_dir=run, progress=True, init=args.init)
             t_train = time.perf_counter() - t0 - t_data
         history = (run / "metrics.csv").read_text().strip().splitlines() if (run / "metrics.csv").is_file() else []
         provenance = {
             "training_data": "synthetic only: cochseg3d phantom patients (no patient data)",
-            "patients": args.patients, "seed": args.seed, "command": command,
+            "patients": args.patients + args.clean_patients, "seed": args.seed, "command": command,
+            **({"union": {"shipped_cohort_patients": args.clean_patients, "realism_patients": args.patients}}
+               if args.clean_patients else {}),
+            **({"init": args.init} if args.init else {}),
             "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "randomised": {"orientation": list(ORIENTATIONS), "spacing_mm": [0.25, 0.4], "anisotropic_fraction": 0.3,
                            "offset_hu": [-400, 500], "noise_hu": [20, 150], "streak_strength": [0.3, 2.0],
