@@ -40,8 +40,7 @@ from cochseg3d.annotation import (
     read_slice_masks,
     roi_mask,
 )
-from cochseg3d.metal import remove_small_components
-from cochseg3d.volume import CANONICAL_DIRECTION, Volume
+from napari_cochseg3d import edits
 from napari_cochseg3d.finetune_panel import FinetunePanel
 from napari_cochseg3d.forms import path_row, side_row
 from napari_cochseg3d.layers import AXIS_LABELS, META_KEY, world_transform
@@ -56,26 +55,6 @@ SCOPES = ("current slice", "slice range", "whole volume")
 ROI_LAYER = "ROI"
 PREDICTION_LAYER = "prediction"
 PREVIEW_LAYER = "threshold preview"
-
-
-def _volume_of(layer) -> Volume:
-    """The canonical Volume behind an image layer (from our reader, or rebuilt from its scale)."""
-    meta = layer.metadata.get(META_KEY, {}) if isinstance(layer.metadata, dict) else {}
-    if isinstance(meta.get("volume"), Volume):
-        return meta["volume"]
-    sk, sr, sc = (float(s) for s in layer.scale[-3:])
-    tk, tr, tc = (float(t) for t in layer.translate[-3:])
-    vol = Volume(np.asarray(layer.data), (sc, sr, sk), (tc, tk, -tr), CANONICAL_DIRECTION, {"case_id": layer.name})
-    vol.meta["source_grid"] = vol.grid.to_dict()
-    return vol
-
-
-def _clear_undo(layer) -> None:
-    """Forget a Labels layer's undo steps (a reloaded annotation is not undone into the old one).
-
-    napari (0.9) has only ``undo``/``redo``/``block_history`` in public; this is its one private call.
-    """
-    layer._reset_history()
 
 
 class AnnotationWidget(QWidget):
@@ -115,6 +94,27 @@ class AnnotationWidget(QWidget):
         self.setMinimumWidth(400)
         self.setMaximumWidth(460)
 
+        root.addWidget(self._build_case(store))
+        root.addWidget(self._build_prefill())
+        root.addWidget(self._build_slices())
+        root.addWidget(self._build_io(autosave_s))
+        root.addWidget(self._build_review())
+
+        self.segment_panel = SegmentPanel(self.viewer, self._segment_target)
+        self.finetune_panel = FinetunePanel(self.store_edit.text, init=self.segment_panel.checkpoint,
+                                            use_model=self._segment_with, unsaved=lambda: self.autosaver.dirty)
+        root.addWidget(self.segment_panel)
+        root.addWidget(self.finetune_panel)
+
+        self.status = QLabel("Open a DICOM folder or NIfTI, then press Annotate.")
+        self.status.setWordWrap(True)
+        self.status.setSizePolicy(QSizePolicy.Preferred, QSizePolicy.Minimum)
+        root.addWidget(self.status)
+        root.addStretch(1)
+        self._on_scope_changed(self.scope_combo.currentText())
+
+    def _build_case(self, store: str | Path) -> QGroupBox:
+        """The image to annotate and the annotation store."""
         case = QGroupBox("Case")
         f = QFormLayout(case)
         self.image_combo = QComboBox()
@@ -123,10 +123,22 @@ class AnnotationWidget(QWidget):
         f.addRow("Image", side_row(self.image_combo, self.attach_btn))
         self.store_edit = QLineEdit(str(store))
         f.addRow("Store", path_row(self.store_edit, self._choose_store))
-        root.addWidget(case)
+        return case
 
+    def _build_prefill(self) -> QGroupBox:
+        """Threshold, scope, ROI and minimum size of the pre-fill."""
         pre = QGroupBox("Threshold pre-fill")
         f = QFormLayout(pre)
+        self._threshold_rows(f)
+        self._scope_rows(f)
+        self.prefill_btn = QPushButton("Pre-fill")
+        self.prefill_btn.setToolTip("threshold the scope into the electrode layer (Ctrl+Z undoes)")
+        self.prefill_btn.clicked.connect(self._safe(self.prefill))
+        f.addRow(self.prefill_btn)
+        return pre
+
+    def _threshold_rows(self, f: QFormLayout) -> None:
+        """The threshold slider and box, auto and preview."""
         self.thr_slider = QSlider(Qt.Horizontal)
         self.thr_slider.setRange(-1000, 4000)
         self.thr_spin = QSpinBox()
@@ -152,6 +164,9 @@ class AnnotationWidget(QWidget):
         row.addWidget(self.preview_check)
         row.addStretch(1)
         f.addRow("", row)
+
+    def _scope_rows(self, f: QFormLayout) -> None:
+        """Scope (slice, range, volume), the range, the ROI, the minimum size and add mode."""
         self.scope_combo = QComboBox()
         self.scope_combo.addItems(SCOPES)
         self.scope_combo.setMinimumWidth(130)
@@ -186,12 +201,9 @@ class AnnotationWidget(QWidget):
         row.addStretch(1)
         row.addWidget(self.add_check)
         f.addRow("Min size", row)
-        self.prefill_btn = QPushButton("Pre-fill")
-        self.prefill_btn.setToolTip("threshold the scope into the electrode layer (Ctrl+Z undoes)")
-        self.prefill_btn.clicked.connect(self._safe(self.prefill))
-        f.addRow(self.prefill_btn)
-        root.addWidget(pre)
 
+    def _build_slices(self) -> QGroupBox:
+        """Mark the current slice; step through and list the annotated ones."""
         sl = QGroupBox("Annotated slices (training data)")
         v = QVBoxLayout(sl)
         row = QHBoxLayout()
@@ -211,8 +223,10 @@ class AnnotationWidget(QWidget):
         self.slice_list.setMaximumHeight(90)
         self.slice_list.itemDoubleClicked.connect(lambda it: self.goto_slice(int(it.data(Qt.UserRole))))
         v.addWidget(self.slice_list)
-        root.addWidget(sl)
+        return sl
 
+    def _build_io(self, autosave_s: float) -> QGroupBox:
+        """Save / load, autosave, PNG export and import."""
         io = QGroupBox("Save")
         g = QGridLayout(io)
         save_btn, load_btn = QPushButton("Save"), QPushButton("Load")
@@ -234,8 +248,10 @@ class AnnotationWidget(QWidget):
         imp_btn.clicked.connect(self._import_dialog)
         g.addWidget(exp_btn, 2, 0)
         g.addWidget(imp_btn, 2, 1)
-        root.addWidget(io)
+        return io
 
+    def _build_review(self) -> QGroupBox:
+        """Load a prediction, step through it, accept slices of it."""
         rv = QGroupBox("Review a prediction")
         g = QGridLayout(rv)
         pred_btn = QPushButton("Load prediction…")
@@ -254,20 +270,7 @@ class AnnotationWidget(QWidget):
         g.addWidget(p_next, 0, 3)
         g.addWidget(acc_btn, 1, 0, 1, 2)
         g.addWidget(acc_all_btn, 1, 2, 1, 2)
-        root.addWidget(rv)
-
-        self.segment_panel = SegmentPanel(self.viewer, self._segment_target)
-        self.finetune_panel = FinetunePanel(self.store_edit.text, init=self.segment_panel.checkpoint,
-                                            use_model=self._segment_with, unsaved=lambda: self.autosaver.dirty)
-        root.addWidget(self.segment_panel)
-        root.addWidget(self.finetune_panel)
-
-        self.status = QLabel("Open a DICOM folder or NIfTI, then press Annotate.")
-        self.status.setWordWrap(True)
-        self.status.setSizePolicy(QSizePolicy.Preferred, QSizePolicy.Minimum)
-        root.addWidget(self.status)
-        root.addStretch(1)
-        self._on_scope_changed(self.scope_combo.currentText())
+        return rv
 
     # --- helpers ---------------------------------------------------------------------------
     def _segment_target(self):
@@ -340,7 +343,7 @@ class AnnotationWidget(QWidget):
             layer = self.viewer.layers[name]
         if self.session is not None and self.autosaver.dirty and self.store_edit.text():
             self.save(autosave=True)  # switching cases never drops unsaved edits
-        vol = _volume_of(layer)
+        vol = edits.volume_of(layer)
         meta = layer.metadata.get(META_KEY, {})
         self.session = AnnotationSession(vol, store=self.store_edit.text() or None,
                                          case_id=meta.get("case_id") or layer.name, image_path=meta.get("path"))
@@ -366,6 +369,15 @@ class AnnotationWidget(QWidget):
         lo, hi = (int(np.floor(np.min(vol.array[:: max(1, n // 32)]))), int(np.ceil(np.max(vol.array))))
         for w in (self.thr_slider, self.thr_spin):
             w.setRange(lo, hi)
+        self._reload_stored(n)
+        if self.auto_check.isChecked():
+            self.thr_spin.setValue(int(round(self.session.auto_threshold())))
+        self.autosaver.mark_saved()
+        self.viewer.layers.selection.active = self.labels_layer
+        self._refresh_slice_list()
+
+    def _reload_stored(self, n: int) -> None:
+        """Load the case's stored annotation into the new layer, if the store has one."""
         if self.session.store is not None and self.session.json_path.exists():
             try:
                 self.session.load()
@@ -373,18 +385,13 @@ class AnnotationWidget(QWidget):
                 self._say(f"{self.session.case_id}: stored annotation not loaded: {exc}")
             else:
                 self.labels_layer.refresh()
-                _clear_undo(self.labels_layer)
+                edits.clear_undo(self.labels_layer)
                 if self.session.threshold_hu is not None:
                     self.thr_spin.setValue(int(round(self.session.threshold_hu)))
                 self._say(f"{self.session.case_id}: reloaded {self.session.json_path.name} "
                           f"({len(self.session.annotated)} annotated slices)")
         else:
             self._say(f"{self.session.case_id}: {n} coronal slices; pre-fill, correct, mark, save.")
-        if self.auto_check.isChecked():
-            self.thr_spin.setValue(int(round(self.session.auto_threshold())))
-        self.autosaver.mark_saved()
-        self.viewer.layers.selection.active = self.labels_layer
-        self._refresh_slice_list()
 
     # --- slices ------------------------------------------------------------------------------
     def current_slice(self) -> int:
@@ -404,9 +411,7 @@ class AnnotationWidget(QWidget):
         if not ks:
             self._say("No slice to go to.")
             return
-        k = self.current_slice()
-        nxt = [x for x in ks if x > k] if direction > 0 else [x for x in ks if x < k]
-        self.goto_slice((min(nxt) if direction > 0 else max(nxt)) if nxt else (ks[0] if direction > 0 else ks[-1]))
+        self.goto_slice(edits.step_target(ks, self.current_slice(), direction))
 
     def update_preview(self) -> None:
         """Outline, on the current slice only, what a pre-fill at the shown threshold would paint."""
@@ -418,10 +423,7 @@ class AnnotationWidget(QWidget):
 
         k = self.current_slice()
         thr = self.session.auto_threshold() if self.auto_check.isChecked() else float(self.thr_spin.value())
-        plane = self.session.image.array[k:k + 1] >= thr
-        mask = remove_small_components(plane, min_size_voxels=self.min_size_spin.value()).astype(np.uint8)
-        wt = world_transform(self.session.image)
-        wt["translate"] = (wt["translate"][0] + k * wt["scale"][0], *wt["translate"][1:])
+        mask, wt = edits.preview_plane(self.session.image, k, thr, self.min_size_spin.value())
         if PREVIEW_LAYER in self.viewer.layers:
             layer = self.viewer.layers[PREVIEW_LAYER]
             layer.data = mask
@@ -487,14 +489,7 @@ class AnnotationWidget(QWidget):
         """``(row0, row1, col0, col1)`` of the last rectangle in the ROI layer, or ``None``."""
         if ROI_LAYER not in self.viewer.layers or not len(self.viewer.layers[ROI_LAYER].data):
             return None
-        shp = self.viewer.layers[ROI_LAYER]
-        verts = np.asarray(shp.data[-1])
-        data = np.array([self.image_layer.world_to_data(shp.data_to_world(v)) for v in verts])
-        r, c = data[:, -2], data[:, -1]
-        # pixels whose centres lie inside the rectangle
-        lo = lambda x: int(np.ceil(x.min() - 1e-6))  # noqa: E731
-        hi = lambda x: int(np.floor(x.max() + 1e-6)) + 1  # noqa: E731
-        return lo(r), hi(r), lo(c), hi(c)
+        return edits.rectangle_box(self.viewer.layers[ROI_LAYER], self.image_layer)
 
     def draw_roi(self) -> None:
         """Add (or select) the ROI shapes layer in rectangle mode."""
@@ -527,33 +522,8 @@ class AnnotationWidget(QWidget):
 
     def apply_block(self, region: tuple[slice, slice, slice], block: np.ndarray, *, add: bool = False,
                     within: np.ndarray | None = None) -> int:
-        """Write ``block`` into the Labels layer at ``region`` as one undoable step.
-
-        ``add`` keeps what is painted; ``within`` (an in-plane bool mask) limits the change to it.
-        Only voxels set in ``block`` or in the layer can change, so the work follows the (sparse)
-        electrode, not the volume.
-        """
-        layer = self.labels_layer
-        old = layer.data[region]  # basic slicing: a view, no copy
-        cand = np.flatnonzero(block)
-        if not add:
-            cand = np.union1d(cand, np.flatnonzero(old))
-        if within is not None and cand.size:
-            _, r, c = np.unravel_index(cand, block.shape)
-            cand = cand[within[r, c]]
-        if not cand.size:
-            return 0
-        old_v = old.reshape(-1)[cand] if old.flags.c_contiguous else np.asarray(old).ravel()[cand]
-        new_v = np.where(block.reshape(-1)[cand] > 0, 1, old_v if add else 0).astype(old.dtype)
-        keep = new_v != old_v
-        cand, new_v = cand[keep], new_v[keep]
-        if not cand.size:
-            return 0
-        starts = [r.start or 0 for r in region]
-        indices = tuple(i + s0 for i, s0 in zip(np.unravel_index(cand, block.shape), starts))
-        with layer.block_history():
-            layer.data_setitem(indices, new_v)
-        return int(cand.size)
+        """Write ``block`` into the Labels layer at ``region`` as one undoable step (:func:`edits.apply_block`)."""
+        return edits.apply_block(self.labels_layer, region, block, add=add, within=within)
 
     # --- save / load -----------------------------------------------------------------------
     def save(self, *, autosave: bool = False) -> Path | None:
@@ -597,7 +567,7 @@ class AnnotationWidget(QWidget):
                 return
         s.label = self.labels_layer.data
         ann = s.load(json_path)
-        _clear_undo(self.labels_layer)
+        edits.clear_undo(self.labels_layer)
         self.labels_layer.refresh()
         self.autosaver.mark_saved()
         self._refresh_slice_list()
@@ -613,12 +583,7 @@ class AnnotationWidget(QWidget):
             self._say("nothing imported")
             return []
         ks = sorted(masks)
-        k0, k1 = ks[0], ks[-1]
-        region = (slice(k0, k1 + 1), slice(None), slice(None))
-        block = np.asarray(self.labels_layer.data[region]).copy()
-        for k, m in masks.items():
-            block[k - k0] = m
-        self.apply_block(region, block)
+        self.apply_block(*edits.slices_block(self.labels_layer.data, masks))
         for k in ks:
             s.mark(k)
         self.autosaver.mark_dirty()
@@ -661,21 +626,7 @@ class AnnotationWidget(QWidget):
     def load_prediction(self, source: str | Path | np.ndarray) -> None:
         """Show a model prediction (file on the image's grid, or a canonical array) to review."""
         s = self._need_session()
-        if isinstance(source, np.ndarray):
-            pred = np.asarray(source, dtype=np.float32)
-        else:
-            from cochseg3d.annotation import load_image
-            from cochseg3d.volume import Grid, resample_to_grid
-
-            vol = load_image(source)
-            src = Grid.from_dict(s.image.meta["source_grid"])
-            if not vol.grid.allclose(src):
-                vol = resample_to_grid(vol, src, is_label=not np.issubdtype(vol.array.dtype, np.floating))
-            from cochseg3d.volume import canonical
-
-            pred = canonical(vol, is_label=True).array.astype(np.float32)
-        if pred.shape != s.shape:
-            raise ValueError(f"prediction shape {pred.shape} differs from the image's {s.shape}")
+        pred = edits.prediction_array(source, s.image)
         self.prediction = pred
         if PREDICTION_LAYER in self.viewer.layers:
             self.viewer.layers.remove(PREDICTION_LAYER)
@@ -699,11 +650,7 @@ class AnnotationWidget(QWidget):
         ks = sorted({int(k) for k in slices})
         if not ks:
             return []
-        region = (slice(ks[0], ks[-1] + 1), slice(None), slice(None))
-        block = np.asarray(self.labels_layer.data[region]).copy()
-        for k in ks:
-            block[k - ks[0]] = self.prediction[k] >= 0.5
-        self.apply_block(region, block)
+        self.apply_block(*edits.slices_block(self.labels_layer.data, {k: self.prediction[k] >= 0.5 for k in ks}))
         for k in ks:
             s.mark(k)
         self.autosaver.mark_dirty()

@@ -204,7 +204,7 @@ class SegmentPanel(QGroupBox):
         """Start segmenting the current image in a worker thread; False when it cannot start."""
         from napari.qt.threading import create_worker
 
-        from napari_cochseg3d._widget import _volume_of
+        from napari_cochseg3d.edits import volume_of
 
         if self.busy:
             self._say("a segmentation is already running")
@@ -217,7 +217,7 @@ class SegmentPanel(QGroupBox):
         if isinstance(model, str) and not Path(model).exists():
             self._say(f"error: {model}: no such checkpoint")
             return False
-        can = _volume_of(layer)
+        can = volume_of(layer)
         self.result = None
         # errors go to the status line (one line), not to napari's traceback notification
         self.worker = create_worker(segment_job, can, model, self.electrode(), layer_transform(layer),
