@@ -280,3 +280,20 @@ def test_import_cochseg3d_stays_light():
     code = ("import sys, cochseg3d; heavy = [m for m in ('torch', 'itk', 'monai') if m in sys.modules]; "
             "assert not heavy, heavy; assert callable(cochseg3d.segment)")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_segment_cli_no_array_label_skips_the_fitted_array_and_removes_an_earlier_one(tmp_path):
+    ckpt = _checkpoint(tmp_path / "m.pt")
+    vol, _ = _curved_wire(np.eye(3), shape=(10, 16, 18))
+    write_image(vol, tmp_path / "p.nii.gz")
+    out = tmp_path / "out"
+    args = ["segment", str(tmp_path / "p.nii.gz"), "-o", str(out), "--model", str(ckpt), "--device", "cpu", "--no-png"]
+    assert main(args) == 0
+    rec = json.loads((out / "p.contacts.json").read_text())
+    assert "array_label" in rec
+    assert (out / "p.array.nii.gz").is_file() == rec["array_label"]["written"]
+    (out / "p.array.nii.gz").write_bytes(b"an earlier run's array")
+    assert main(args + ["--no-array-label"]) == 0
+    rec = json.loads((out / "p.contacts.json").read_text())
+    assert "array_label" not in rec and not (out / "p.array.nii.gz").exists()
+    assert (out / "p.nii.gz").is_file()

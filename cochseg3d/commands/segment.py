@@ -44,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=16, help="sliding-window patches per forward pass")
     parser.add_argument("--overlap", type=float, default=0.25, help="sliding-window overlap fraction")
     parser.add_argument("--no-png", action="store_true", help="skip the preview PNG")
+    parser.add_argument("--no-array-label", action="store_true",
+                        help="skip <case>.array.nii.gz, the physical array fitted through the contacts "
+                             "(one label per contact; a few hundred ms per patient)")
     parser.add_argument("--qc-thresholds", type=Path, default=None,
                         help="QC thresholds file (scripts/calibrate_qc.py); default: the one shipped in the package")
     parser.add_argument("--overwrite", action="store_true",
@@ -112,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
     one = partial(segment, output=args.output, model=model, preprocessing=pre, device=device,
                   electrode=args.electrode, calibration=calibration, png=not args.no_png, dicom_seg=args.seg_dicom,
                   threshold=args.threshold, batch_size=args.batch_size, overlap=args.overlap,
-                  probabilities=args.probabilities, qc_thresholds=qc_thresholds)
+                  probabilities=args.probabilities, qc_thresholds=qc_thresholds,
+                  array_label=not args.no_array_label)
     if len(cases) > 1:
         return _run_cohort(args, mine, lambda src, case_id: summary(one(src, case_id=case_id)), info, rank, world)
     done = []
