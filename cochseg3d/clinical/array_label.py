@@ -239,3 +239,19 @@ def colour_table(names: list[str]) -> str:
         rgb = CARRIER_RGB if v == len(names) else _COLOURS[(v - 1) % len(_COLOURS)]
         lines.append(f"{v} {name.replace(' ', '_')} {rgb[0]} {rgb[1]} {rgb[2]} 255")
     return "\n".join(lines) + "\n"
+
+
+def read_colour_table(text: str) -> dict[int, tuple[str, tuple[int, int, int, int]]]:
+    """A ``.ctbl`` (``value name R G B A`` lines, ``#`` comments) as ``{value: (name, rgba)}``."""
+    table = {}
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        f = line.split()
+        try:
+            if len(f) != 6:
+                raise ValueError
+            table[int(f[0])] = (f[1], tuple(int(x) for x in f[2:]))
+        except ValueError:
+            raise ValueError(f"colour table line {n}: not 'value name R G B A': {line!r}") from None
+    return table

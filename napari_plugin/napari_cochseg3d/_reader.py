@@ -58,12 +58,43 @@ def read_case(path: str | list[str]) -> list[tuple]:
     p = Path(path)
     vol = load_image(p)  # a single .dcm file opens the series it belongs to
     name = case_id_for(vol, p)
+    array = _array_layer(p, p, name)
+    if array is not None:  # a fitted physical array opened by itself
+        return [array]
     contacts = contacts_file_of(p)
-    if contacts is not None:  # a `cochseg3d segment` output: the label and its contacts
-        return segment_output_layers(vol, contacts, name=name)
+    if contacts is not None:  # a `cochseg3d segment` output: the label, its contacts and the fitted array
+        layers = segment_output_layers(vol, contacts, name=name)
+        beside = _array_layer(p.with_name(p.name[: -len(".nii.gz")] + ".array.nii.gz"), p, name)
+        return layers + ([beside] if beside is not None else [])
     if str(p).lower().endswith(_LABEL_SUFFIXES):
         return [label_layer(vol, name=name)]
     return [image_layer(vol, name=name, path=str(p))]
+
+
+def _array_layer(array_path: Path, opened: Path, name: str) -> tuple | None:
+    """``<case>.array.nii.gz`` with its ``.array.ctbl`` as a named Labels layer; None when ``array_path``
+    is not such a pair. A table that cannot be read leaves the array unnamed (one warning)."""
+    from cochseg3d.export import OUTPUT_SUFFIXES
+
+    suffix = OUTPUT_SUFFIXES["array"]
+    if not array_path.name.endswith(suffix) or not array_path.is_file():
+        return None
+    ctbl = array_path.with_name(array_path.name[: -len(suffix)] + OUTPUT_SUFFIXES["array_colors"])
+    if not ctbl.is_file():
+        return None
+    from cochseg3d.annotation import load_image
+    from cochseg3d.clinical.array_label import read_colour_table
+
+    from napari_cochseg3d.layers import array_label_layer, label_layer
+
+    vol = load_image(array_path)
+    layer_name = f"{name} array" if array_path != opened else name
+    try:
+        table = read_colour_table(ctbl.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        log.warning("%s: %s; the array is shown without contact names", ctbl, exc)
+        return label_layer(vol, name=layer_name)
+    return array_label_layer(vol, table, name=layer_name)
 
 
 def contacts_file_of(path: Path) -> Path | None:

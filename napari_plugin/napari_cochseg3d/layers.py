@@ -64,6 +64,17 @@ def label_layer(label: Volume, *, name: str) -> tuple[np.ndarray, dict[str, Any]
     return np.asarray(can.array).astype(np.uint8), kwargs, "labels"
 
 
+def array_label_layer(label: Volume, table: dict[int, tuple[str, tuple]], *, name: str) -> tuple[np.ndarray, dict[str, Any], str]:
+    """The fitted physical array as a Labels layer: each value named and coloured as its colour table says
+    (``cochseg3d.clinical.array_label.read_colour_table``), so napari's status bar names the contact."""
+    layer = label_layer(label, name=name)
+    values = sorted(table)
+    colours = {None: (0, 0, 0, 0), **{v: tuple(c / 255 for c in rgba) for v, (_, rgba) in table.items()}}
+    layer[1].update(colormap=colours, features={"index": values, "name": [table[v][0] for v in values]},
+                    opacity=0.8)
+    return layer
+
+
 def contacts_to_data(can: Volume, lps_mm: np.ndarray) -> np.ndarray:
     """Contact centres (LPS mm) as continuous ``(k, row, col)`` indices of the stack ``can``."""
     lps = np.asarray(lps_mm, dtype=float).reshape(-1, 3)

@@ -295,3 +295,36 @@ def test_reader_shows_a_segment_output_with_its_named_contacts(make_napari_viewe
     (tmp_path / "P07.contacts.json").unlink()  # without its contacts it is an image again
     (only,) = make_napari_viewer().open(str(path), plugin=PLUGIN)
     assert isinstance(only, napari.layers.Image)
+
+
+def test_reader_shows_the_fitted_array_with_each_contact_named(make_napari_viewer, tmp_path) -> None:
+    import json
+
+    from cochseg3d.clinical.array_label import colour_table
+
+    a = np.zeros((16, 32, 24), dtype=np.uint8)
+    a[3:9, 6:10, 9:12] = 1
+    vol = Volume(a, (0.5, 0.4, 0.3), (-3.0, 7.0, 11.0), np.eye(3), {"case_id": "P07"})
+    path = write_image(vol, tmp_path / "P07.nii.gz")
+    (tmp_path / "P07.contacts.json").write_text(json.dumps({"case_id": "P07", "contacts_lps_mm": []}))
+    arr = a.copy()
+    arr[3:5] *= 1
+    arr[5:7] *= 2
+    arr[7:9] *= 3
+    write_image(vol.with_array(arr), tmp_path / "P07.array.nii.gz")
+    (tmp_path / "P07.array.ctbl").write_text(colour_table(["E2", "E1", "carrier"]))
+    viewer = make_napari_viewer()
+    labels, _, array = viewer.open(str(path), plugin=PLUGIN)
+    assert isinstance(array, napari.layers.Labels) and array.name == "P07 array"
+    assert array.data.shape == labels.data.shape and np.array_equal(array.data > 0, labels.data > 0)
+    assert set(np.unique(array.data)) == {0, 1, 2, 3}
+    names = dict(zip(array.features["index"], array.features["name"]))
+    assert names == {0: "background", 1: "E2", 2: "E1", 3: "carrier"}
+    assert np.allclose(array.colormap.map(np.array([3]))[0], (200 / 255, 200 / 255, 200 / 255, 1.0))
+    # opened by itself it is the same named layer; a broken table leaves it unnamed, not unreadable
+    (alone,) = make_napari_viewer().open(str(tmp_path / "P07.array.nii.gz"), plugin=PLUGIN)
+    assert isinstance(alone, napari.layers.Labels) and np.array_equal(alone.data, array.data)
+    assert list(alone.features["name"])[1:] == ["E2", "E1", "carrier"]
+    (tmp_path / "P07.array.ctbl").write_text("0 background\n")
+    (plain,) = make_napari_viewer().open(str(tmp_path / "P07.array.nii.gz"), plugin=PLUGIN)
+    assert isinstance(plain, napari.layers.Labels) and np.array_equal(plain.data, array.data)

@@ -81,3 +81,15 @@ def test_write_outputs_writes_the_array_and_its_colour_table(tmp_path):
     assert files["array"] == output_path(tmp_path, "p2", "array") and files["array_colors"].is_file()
     back = read_image(files["array"])
     assert np.array_equal(back.array, a.label.array) and np.allclose(back.affine_lps(), visible.affine_lps())
+
+
+def test_colour_table_reads_back_and_a_broken_line_is_named():
+    import pytest
+
+    from cochseg3d.clinical.array_label import read_colour_table
+
+    table = read_colour_table(colour_table(["E1", "E2", "carrier"]))
+    assert sorted(table) == [0, 1, 2, 3] and table[3] == ("carrier", (200, 200, 200, 255))
+    assert table[0][1][3] == 0 and table[1][0] == "E1"
+    with pytest.raises(ValueError, match="line 2"):
+        read_colour_table("# ok\n1 E1 255 0\n")
