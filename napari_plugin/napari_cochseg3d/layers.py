@@ -68,11 +68,15 @@ def array_label_layer(label: Volume, table: dict[int, tuple[str, tuple]], *, nam
     """The fitted physical array as a Labels layer: each value named and coloured as its colour table says
     (``cochseg3d.clinical.array_label.read_colour_table``), so napari's status bar names the contact."""
     layer = label_layer(label, name=name)
+    layer[1].update(array_label_kwargs(table))
+    return layer
+
+
+def array_label_kwargs(table: dict[int, tuple[str, tuple]]) -> dict[str, Any]:
+    """A Labels layer's colours and per-value names (features) from a colour table ``{value: (name, rgba)}``."""
     values = sorted(table)
     colours = {None: (0, 0, 0, 0), **{v: tuple(c / 255 for c in rgba) for v, (_, rgba) in table.items()}}
-    layer[1].update(colormap=colours, features={"index": values, "name": [table[v][0] for v in values]},
-                    opacity=0.8)
-    return layer
+    return {"colormap": colours, "features": {"index": values, "name": [table[v][0] for v in values]}, "opacity": 0.8}
 
 
 def contacts_to_data(can: Volume, lps_mm: np.ndarray) -> np.ndarray:

@@ -2,8 +2,9 @@
 
 The process (:mod:`napari_cochseg3d.segment_process`) leaves napari's interpreter lock free; a worker
 thread waits for it and passes its progress on. The prediction becomes a Labels layer and the
-contacts a Points layer (E1..EN), both with the image layer's own transform, so they overlay it in
-2D and in 3D (the *3D* toggle). The layers are added one per event-loop turn (and reused by the
+contacts a Points layer (E1..EN), and on request the physical array fitted through the contacts a
+second Labels layer (each contact named), all with the image layer's own transform, so they overlay it
+in 2D and in 3D (the *3D* toggle). The layers are added one per event-loop turn (and reused by the
 next run), so the UI never waits for both at once.
 """
 
@@ -30,8 +31,8 @@ from qtpy.QtWidgets import (
 
 from cochseg3d.volume import Volume
 from napari_cochseg3d.forms import path_row, side_row
-from napari_cochseg3d.layers import contact_names_for, contacts_to_data, points_kwargs
-from napari_cochseg3d.segment_process import segment_in_process
+from napari_cochseg3d.layers import array_label_kwargs, contact_names_for, contacts_to_data, points_kwargs
+from napari_cochseg3d.segment_process import FittedArray, segment_in_process
 
 if TYPE_CHECKING:
     import napari
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 
 SEGMENTATION_LAYER = "segmentation"
 CONTACTS_LAYER = "contacts"
+ARRAY_LAYER = "fitted array"
 #: the electrode choice that lets the contact finder decide
 AUTO_ELECTRODE = "auto"
 
@@ -63,8 +65,9 @@ def contact_labels(result: "Result", electrode: str | None) -> list[str]:
 
 
 def result_layers(transform: dict[str, Any], can: Volume, result: "Result", label: np.ndarray,
-                  names: list[str]) -> tuple[Any, Any]:
-    """The Labels and Points layers of a result, on ``transform`` (the image layer's).
+                  names: list[str], array: FittedArray | None = None) -> tuple[Any, ...]:
+    """The Labels and Points layers of a result, on ``transform`` (the image layer's), and the
+    fitted array's Labels layer when ``array`` has a label.
 
     Built in the worker thread: a first Labels layer costs seconds (imports, colour tables) that
     the UI thread then does not wait for; only adding them to the viewer is left to it.
@@ -75,15 +78,27 @@ def result_layers(transform: dict[str, Any], can: Volume, result: "Result", labe
                     metadata={"cochseg3d": {"qc": result.qc, "case_id": result.case_id}}, **transform)
     lps = np.asarray(result.contacts.lps_mm, dtype=float).reshape(-1, 3)
     points = Points(contacts_to_data(can, lps), **points_kwargs(can, lps, names, name=CONTACTS_LAYER), **transform)
-    return labels, points
+    if array is None or array.label is None:
+        return labels, points
+    return labels, points, array_layer(transform, array)
+
+
+def array_layer(transform: dict[str, Any], array: FittedArray):
+    """The fitted physical array as a Labels layer whose values are named and coloured as in its ``.ctbl``."""
+    from napari.layers import Labels
+
+    from cochseg3d.clinical.array_label import colour_table, read_colour_table
+
+    table = read_colour_table(colour_table(array.names))
+    return Labels(array.label, name=ARRAY_LAYER, **array_label_kwargs(table), **transform)
 
 
 def segment_job(can: Volume, model: "str | Path | torch.nn.Module | None", electrode: str | None,
-                transform: dict[str, Any]):
+                transform: dict[str, Any], fit_array: bool = False):
     """What the worker thread does: wait for the segmenting process (yielding its progress), then
-    build the layers to show; returns ``(result, (labels, points))``."""
-    result, label = yield from segment_in_process(can, model, electrode)
-    return result, result_layers(transform, can, result, label, contact_labels(result, electrode))
+    build the layers to show; returns ``(result, (labels, points[, array]), array)``."""
+    result, label, array = yield from segment_in_process(can, model, electrode, fit_array=fit_array)
+    return result, result_layers(transform, can, result, label, contact_labels(result, electrode), array), array
 
 
 # --- the panel -----------------------------------------------------------------------------------
@@ -134,7 +149,10 @@ class SegmentPanel(QGroupBox):
         self.view3d_check = QCheckBox("3D")
         self.view3d_check.setToolTip("show the volume and the array in 3D (napari's 2D/3D switch)")
         self.view3d_check.toggled.connect(self.set_3d)
-        f.addRow(side_row(self.segment_btn, self.view3d_check))
+        self.array_check = QCheckBox("fitted array")
+        self.array_check.setToolTip("also show the physical array fitted through the contacts (each contact "
+                                    "and the carrier a named label), as segment writes <case>.array.nii.gz")
+        f.addRow(side_row(self.segment_btn, self.view3d_check, self.array_check))
         self.progress = QProgressBar()
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
@@ -221,7 +239,7 @@ class SegmentPanel(QGroupBox):
         self.result = None
         # errors go to the status line (one line), not to napari's traceback notification
         self.worker = create_worker(segment_job, can, model, self.electrode(), layer_transform(layer),
-                                    _ignore_errors=True)
+                                    self.array_check.isChecked(), _ignore_errors=True)
         self.worker.yielded.connect(self._on_progress)
         self.worker.returned.connect(lambda out: self._on_done(layer, *out))
         self.worker.errored.connect(self._on_error)
@@ -258,7 +276,7 @@ class SegmentPanel(QGroupBox):
         self.progress.setValue(0)
         self._say(f"segmentation failed: {' '.join(str(exc).split())}")
 
-    def _on_done(self, layer, result: "Result", layers: tuple) -> None:
+    def _on_done(self, layer, result: "Result", layers: tuple, array: FittedArray | None) -> None:
         self.seconds = time.perf_counter() - self._t0
         self._showing = True  # show_layers lets the event loop run: the worker's end may come first
         try:
@@ -268,13 +286,15 @@ class SegmentPanel(QGroupBox):
         self.progress.setValue(self.progress.maximum())
         n = len(result.contacts.lps_mm)
         verdict = (result.qc or {}).get("verdict", "-")
+        no_array = f"; no fitted array: {array.reason}" if array is not None and array.reason else ""
         self._say(f"{layer.name}: {int(result.label.array.sum())} electrode voxels, {n} contacts "
-                  f"({result.contacts.method}), QC {verdict}, in {self.seconds:.1f} s")
+                  f"({result.contacts.method}), QC {verdict}, in {self.seconds:.1f} s{no_array}")
         self.result = result
         self.segmented.emit(result)
 
-    def show_layers(self, image, labels, points) -> None:
-        """Show the segmentation and contacts layers (replacing earlier ones); ``image`` stays selected.
+    def show_layers(self, image, *layers) -> None:
+        """Show the segmentation, contacts and fitted-array layers (replacing earlier ones; an earlier
+        fitted array this run has none for is removed); ``image`` stays selected.
 
         A layer of the same name and kind from an earlier run takes the new data (no new visual,
         no shader build); otherwise the layer is added. Each layer costs one event-loop turn.
@@ -282,7 +302,10 @@ class SegmentPanel(QGroupBox):
         from napari.layers import Labels, Points
 
         active = self.viewer.layers.selection.active
-        for new, kind in ((labels, Labels), (points, Points)):
+        if ARRAY_LAYER in self.viewer.layers and ARRAY_LAYER not in [ly.name for ly in layers]:
+            self.viewer.layers.remove(ARRAY_LAYER)  # it belongs to the earlier contacts
+        for new in layers:
+            kind = Points if isinstance(new, Points) else Labels
             old = self.viewer.layers[new.name] if new.name in self.viewer.layers else None
             if isinstance(old, kind) and old.ndim == new.ndim:
                 _take_over(old, new)
@@ -303,6 +326,9 @@ def _take_over(old, new) -> None:
     if hasattr(new, "size"):  # Points: one name per point, after the data has its new length
         old.features = new.features
         old.size = new.size
+    elif len(new.features):  # the fitted array: its names and colours follow this run's contacts
+        old.colormap = new.colormap
+        old.features = new.features
 
 
 def _process_events() -> None:

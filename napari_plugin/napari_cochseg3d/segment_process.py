@@ -11,7 +11,7 @@ import multiprocessing as mp
 import re
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator, NamedTuple
 
 import numpy as np
 
@@ -40,14 +40,38 @@ def detached(can: Volume) -> Volume:
 
 
 def run_segment(can: Volume, model: "str | Path | torch.nn.Module | None", *, electrode: str | None,
-                device: str = "auto", progress: bool = False) -> tuple["Result", np.ndarray]:
-    """Segment the canonical stack ``can``; returns the result and the label as an array of ``can``'s shape."""
+                device: str = "auto", progress: bool = False, fit_array: bool = False
+                ) -> tuple["Result", np.ndarray, "FittedArray | None"]:
+    """Segment the canonical stack ``can``; returns the result, the label as an array of ``can``'s
+    shape and, with ``fit_array``, the physical array fitted through the contacts."""
     import cochseg3d
 
     res = cochseg3d.segment(detached(can), model=model, electrode=electrode, device=device, progress=progress)
     if not res.label.grid.allclose(can.grid):  # the pipeline keeps the input's grid; guard it anyway
         raise ValueError(f"segmentation came back on another grid ({res.label.array.shape}, stack {can.array.shape})")
-    return res, np.asarray(res.label.array, dtype=np.uint8)
+    return res, np.asarray(res.label.array, dtype=np.uint8), fitted_array(res) if fit_array else None
+
+
+class FittedArray(NamedTuple):
+    """The fitted physical array as it crosses the pipe: the label (None, with the reason, when
+    there is none) and the name of each value from 1."""
+
+    label: np.ndarray | None
+    names: list[str]
+    reason: str | None
+
+
+def fitted_array(res: "Result") -> FittedArray:
+    """:func:`cochseg3d.clinical.array_label.fit_array_label` on a result, on the result label's grid."""
+    from cochseg3d.clinical.array_label import fit_array_label
+
+    try:
+        fit = fit_array_label(res.contacts, res.label)
+    except ValueError as exc:  # e.g. two contacts at one place: the segmentation still stands
+        return FittedArray(None, [], f"not fitted ({exc})")
+    if fit.label is None:
+        return FittedArray(None, [], fit.reason)
+    return FittedArray(np.asarray(fit.label.array, dtype=np.uint8), list(fit.names), None)
 
 
 class _ProgressStream:
@@ -76,27 +100,29 @@ class _ProgressStream:
         return False
 
 
-def _child(conn, can: Volume, model, electrode: str | None) -> None:
-    """The child process: segment and send back ``("done", (result, label))`` or ``("error", text)``."""
+def _child(conn, can: Volume, model, electrode: str | None, fit_array: bool) -> None:
+    """The child process: segment and send back ``("done", (result, label, array))`` or ``("error", text)``."""
     sys.stderr = _ProgressStream(conn, sys.stderr)
     try:
-        conn.send(("done", run_segment(can, model, electrode=electrode, progress=True)))
+        conn.send(("done", run_segment(can, model, electrode=electrode, progress=True, fit_array=fit_array)))
     except Exception as exc:  # the parent shows it as one line
         conn.send(("error", " ".join(str(exc).split()) or type(exc).__name__))
     finally:
         conn.close()
 
 
-def segment_in_process(can: Volume, model, electrode: str | None) -> Iterator[tuple[int, int] | None]:
+def segment_in_process(can: Volume, model, electrode: str | None, *,
+                       fit_array: bool = False) -> Iterator[tuple[int, int] | None]:
     """A generator for napari's worker thread: yields ``(done, total)`` progress (or None while
-    waiting, so that the worker can be stopped) and returns ``(result, label)``.
+    waiting, so that the worker can be stopped) and returns :func:`run_segment`'s ``(result, label, array)``.
 
     Raises:
         SegmentError: the child failed (its message) or died without an answer.
     """
     ctx = mp.get_context("spawn")  # no fork: the parent holds Qt and OpenGL state
     recv, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(send, can, model, electrode), daemon=True, name="cochseg3d-segment")
+    proc = ctx.Process(target=_child, args=(send, can, model, electrode, fit_array), daemon=True,
+                       name="cochseg3d-segment")
     proc.start()
     send.close()  # the child holds the only writer: recv raises EOFError when it dies
     try:

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:System theme detection")
 from napari_cochseg3d._widget import AnnotationWidget  # noqa: E402
 from napari_cochseg3d.finetune_panel import keep_checkpoint, new_paths, parse_epoch  # noqa: E402
 from napari_cochseg3d.launch import PLUGIN  # noqa: E402
-from napari_cochseg3d.segment_panel import CONTACTS_LAYER, SEGMENTATION_LAYER  # noqa: E402
+from napari_cochseg3d.segment_panel import ARRAY_LAYER, CONTACTS_LAYER, SEGMENTATION_LAYER  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.helpers import bright_model  # noqa: E402
@@ -139,6 +139,36 @@ def test_segment_adds_labels_and_named_contacts_on_the_label(make_napari_viewer,
     qtbot.waitUntil(lambda: not panel.busy, timeout=120_000)
     assert [ly.name for ly in viewer.layers].count(SEGMENTATION_LAYER) == 1
     assert [ly.name for ly in viewer.layers].count(CONTACTS_LAYER) == 1
+
+
+def test_segment_shows_the_fitted_array_named_per_contact_on_request(make_napari_viewer, qtbot, phantom, tmp_path):
+    case, image_path, _ = phantom
+    viewer, image, widget = _dock(make_napari_viewer, image_path, tmp_path / "store")
+    panel = widget.segment_panel
+    panel.use_model(bright_model(PRE))
+    panel.electrode_combo.setCurrentText(case.contacts["vendor"])
+    panel.array_check.setChecked(True)
+    assert panel.run()
+    qtbot.waitUntil(lambda: not panel.busy, timeout=120_000)
+    assert panel.result is not None, panel.status.text()
+    array, points = viewer.layers[ARRAY_LAYER], viewer.layers[CONTACTS_LAYER]
+    assert isinstance(array, napari.layers.Labels) and array.data.shape == image.data.shape
+    assert np.allclose(array.scale, image.scale) and np.allclose(array.affine.affine_matrix, image.affine.affine_matrix)
+    n = len(points.data)
+    assert n >= 2 and set(np.unique(array.data)) == set(range(n + 2))  # background, contacts, carrier
+    names = dict(zip(array.features["index"], array.features["name"]))
+    assert names[n + 1] == "carrier"
+    # both layers share the image's transform: each contact value sits at its contact (apex first) and has its name
+    for v in range(1, n + 1):
+        centre = np.argwhere(array.data == v).mean(axis=0)
+        assert np.argmin(np.linalg.norm(points.data - centre, axis=1)) == v - 1
+        assert names[v] == points.features["name"][v - 1]
+    assert tuple(array.get_color(1)[:3]) != tuple(array.get_color(n + 1)[:3])  # the ctbl's colours
+
+    panel.array_check.setChecked(False)  # a run without it drops the earlier array, which no longer fits
+    assert panel.run()
+    qtbot.waitUntil(lambda: not panel.busy, timeout=120_000)
+    assert ARRAY_LAYER not in viewer.layers and SEGMENTATION_LAYER in viewer.layers
 
 
 def test_segment_reports_a_bad_checkpoint_in_one_line(make_napari_viewer, qtbot, phantom, tmp_path):
