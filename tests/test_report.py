@@ -79,6 +79,30 @@ def test_patient_page_has_verdict_table_figures_and_the_index_links_resolve(coho
     assert str(cohort[0]) not in text  # the input path stays out of what is shared
 
 
+def _fitted_rows(text):
+    section = text.split("<h2>Fitted physical array</h2>", 1)[1]
+    return re.findall(r'<tr><td class="n">(\d+)</td><td>([^<]+)</td><td class="n">(\d+)</td></tr>', section)
+
+
+def test_the_page_names_the_fitted_array_files_and_each_value_or_why_there_are_none(seg):
+    write_report(seg)
+    rec = json.loads((seg / "p1.contacts.json").read_text())["array_label"]
+    assert rec["written"] and (seg / "p1.array.nii.gz").is_file()
+    text = (seg / "report" / "p1.html").read_text()
+    assert "<code>p1.array.nii.gz</code>" in text and "<code>p1.array.ctbl</code>" in text
+    assert f"{rec['model']} at its catalogue diameter along a {rec['centreline_length_mm']} mm" in text
+    assert _fitted_rows(text) == [(v, name, str(rec["voxels"][v])) for v, name in rec["values"].items()]
+    assert _fitted_rows(text)[-1][1] == "carrier" and len(_fitted_rows(text)) == 12 + 1  # FLEX28: 12 contacts
+    empty = (seg / "report" / "empty.html").read_text()
+    why = json.loads((seg / "empty.contacts.json").read_text())["array_label"]["reason"]
+    assert f"Not written: {why}" in empty.replace("&#x27;", "'")
+    record = json.loads((seg / "p1.contacts.json").read_text())
+    del record["array_label"]  # as segment --no-array-label (or an older version) leaves it
+    (seg / "p1.contacts.json").write_text(json.dumps(record))
+    write_report(seg)
+    assert "Not in this output: segment ran with --no-array-label" in (seg / "report" / "p1.html").read_text()
+
+
 def test_a_case_without_an_array_says_why_and_shows_its_verdict(cohort, seg):
     res = write_report(seg, input=cohort[0])
     rec = json.loads((seg / "empty.contacts.json").read_text())

@@ -72,7 +72,8 @@ def render_patient(seg_dir: Path, case_id: str, record: dict[str, Any], source: 
     sections = [html.array_section(n + 1, a, {"cochlear_3d": cochlear_3d(a), "unrolled": unrolled(a)})
                 for n, a in enumerate(arrays)]
     return html.patient_page(case_id, record, overlays=overlays, image_note=why, arrays_html=sections,
-                             no_array_reason="" if arrays else no_array_reason(record))
+                             no_array_reason="" if arrays else no_array_reason(record),
+                             fitted_array_html=html.fitted_array_section(case_id, record.get("array_label")))
 
 
 def index_row(case_id: str, record: dict[str, Any]) -> dict[str, Any]:

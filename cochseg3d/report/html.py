@@ -107,6 +107,24 @@ def array_section(n: int, array: dict[str, Any], figs: dict[str, str | None]) ->
     return "\n".join(out)
 
 
+def fitted_array_section(case_id: str, info: dict[str, Any] | None) -> str:
+    """The fitted physical array segment wrote (its files, model, voxels per value), or why there is none."""
+    out = ["<h2>Fitted physical array</h2>"]
+    if not info:
+        return "\n".join(out + [note("Not in this output: segment ran with --no-array-label, or by an older "
+                                      "cochseg3d.")])
+    if not info.get("written"):
+        return "\n".join(out + [note(f"Not written: {info.get('reason') or 'no reason recorded'}.")])
+    length = info.get("centreline_length_mm")
+    out.append(f"<p><code>{escape(case_id)}.array.nii.gz</code> with its colour table <code>{escape(case_id)}"
+               f".array.ctbl</code> (3D Slicer: one segment per contact): {escape(str(info.get('model', '?')))} at "
+               f"its catalogue diameter along a {escape('–' if length is None else str(length))} mm centreline, "
+               "contacts apex first, then the carrier.</p>")
+    voxels = info.get("voxels") or {}
+    rows = [{"value": int(v), "name": name, "voxels": voxels.get(v)} for v, name in (info.get("values") or {}).items()]
+    return "\n".join(out + [table(rows, [("value", "value"), ("name", "segment"), ("voxels", "voxels")])])
+
+
 def bare_contacts(record: dict[str, Any]) -> str:
     """The contacts of a record without measured arrays: positions only."""
     rows = [{"name": f"C{i + 1}", "x_lps_mm": p[0], "y_lps_mm": p[1], "z_lps_mm": p[2]}
@@ -115,7 +133,7 @@ def bare_contacts(record: dict[str, Any]) -> str:
 
 
 def patient_page(case_id: str, record: dict[str, Any], *, overlays: dict[str, str], image_note: str,
-                 arrays_html: list[str], no_array_reason: str = "") -> str:
+                 arrays_html: list[str], no_array_reason: str = "", fitted_array_html: str = "") -> str:
     """One patient's page; the sections come ready made from :func:`array_section`."""
     series = record.get("series") or {}
     sub = ", ".join(f"{k.replace('_', ' ')} {escape(str(v))}" for k, v in series.items() if v not in (None, ""))
@@ -129,7 +147,7 @@ def patient_page(case_id: str, record: dict[str, Any], *, overlays: dict[str, st
     body.append('<div class="figs">' + "".join(_img(u, f"{v} overlay") for v, u in overlays.items()) + "</div>")
     if no_array_reason:
         body += ["<h2>Array</h2>", note(f"No array measures: {no_array_reason}"), bare_contacts(record)]
-    body += arrays_html
+    body += [*arrays_html, fitted_array_html]
     return _doc(f"{case_id}: cochseg3d report", body)
 
 
