@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from cochseg3d.dicom_header import SkippedFile, _float
+from cochseg3d.dicom_resample import _fill_slices, _regularise, _untilt  # noqa: F401  (re-exported)
 from cochseg3d.volume import Volume
 
 if TYPE_CHECKING:
-    from cochseg3d.dicom import SeriesInfo, SliceHeader
+    from cochseg3d.dicom_series import SeriesInfo, SliceHeader
 
 log = logging.getLogger("cochseg3d.dicom")
 
@@ -123,20 +124,34 @@ def load_series(
         SeriesGapError: missing slices / non-uniform spacing not allowed by the options.
         ValueError: a slice cannot be decoded (the message names the file).
     """
-    n = len(info.slices)
-    if n == 0:
+    _check_loadable(info, on_tilt)
+    ref_step = _check_spacing(info, on_gap, on_nonuniform)
+    stored = _allocate(info)
+    _read_slices(info, stored, on_gap=on_gap, workers=workers, progress=progress)
+    _to_monochrome2(stored, info)
+    array = _rescale(stored, info, dtype)
+    del stored
+    return _build_volume(array, info, ref_step)
+
+
+def _check_loadable(info: SeriesInfo, on_tilt: str) -> None:
+    """Refuse a series that cannot be loaded as it is; warn when its values are not HU."""
+    if len(info.slices) == 0:
         raise ValueError(f"{info.folder}: series {info.series_uid} has no slices")
     if info.modality.upper() != "CT":
         warnings.warn(
             f"{info.folder}: series {info.series_number} has modality {info.modality}, not CT; "
             "values are not HU and thresholds tuned for CT may not apply",
-            stacklevel=2,
+            stacklevel=3,  # load_series' caller, as before this check moved out of it
         )
     if info.photometric not in ("MONOCHROME1", "MONOCHROME2"):
         raise ValueError(f"{info.folder}: photometric interpretation {info.photometric} is not supported")
     if info.sheared and on_tilt == "error":
         raise SeriesGapError(f"{info.folder}: series {info.label} has gantry tilt (slices step off the normal)")
 
+
+def _check_spacing(info: SeriesInfo, on_gap: str, on_nonuniform: str) -> float:
+    """Refuse missing slices / non-uniform steps the options do not allow; the regular step (mm)."""
     steps = info.slice_steps_mm
     missing = info.missing_slices
     if missing and on_gap != "interpolate":
@@ -152,38 +167,45 @@ def load_series(
             f"({steps.min():.4g}..{steps.max():.4g} mm); pass on_nonuniform='resample' to resample onto "
             f"{ref_step:.4g} mm"
         )
+    return ref_step
 
+
+def _allocate(info: SeriesInfo) -> np.ndarray:
+    """The empty stored-pixel array (k, j, i), refused before allocation beyond MAX_SERIES_BYTES."""
+    n = len(info.slices)
     stored_dtype = _stored_dtype(info)
     need = n * info.rows * info.columns * stored_dtype.itemsize
     if need > MAX_SERIES_BYTES:
         raise ValueError(f"{info.folder}: series {info.label} claims {info.columns}x{info.rows}x{n} voxels "
                          f"({need / 2**30:.1f} GiB), beyond the {MAX_SERIES_BYTES // 2**30} GiB limit")
-    stored = np.empty((n, info.rows, info.columns), dtype=stored_dtype)
+    return np.empty((n, info.rows, info.columns), dtype=stored_dtype)
 
-    _read_slices(info, stored, on_gap=on_gap, workers=workers, progress=progress)
 
-    if info.photometric == "MONOCHROME1":
-        # invert to MONOCHROME2 (dense = high) the way GDCM / SimpleITK do, independent of the data
-        if info.pixel_representation:
-            np.invert(stored, out=stored)
-        else:
-            np.subtract((1 << info.bits_stored) - 1, stored, out=stored, casting="unsafe")
-        log.warning("%s: MONOCHROME1 series %s inverted to MONOCHROME2", info.folder, info.label)
+def _to_monochrome2(stored: np.ndarray, info: SeriesInfo) -> None:
+    """Invert a MONOCHROME1 series in place to MONOCHROME2 (dense = high) the way GDCM / SimpleITK
+    do, independent of the data."""
+    if info.photometric != "MONOCHROME1":
+        return
+    if info.pixel_representation:
+        np.invert(stored, out=stored)
+    else:
+        np.subtract((1 << info.bits_stored) - 1, stored, out=stored, casting="unsafe")
+    log.warning("%s: MONOCHROME1 series %s inverted to MONOCHROME2", info.folder, info.label)
 
-    array = _rescale(stored, info, dtype)
-    del stored
 
-    positions = np.array([s.position_mm for s in info.slices])
-    origin = positions[0]
-    direction = info.direction
+def _slice_spacing(info: SeriesInfo, positions: np.ndarray) -> tuple[float, float, float]:
+    """(col spacing, row spacing, slice step) in mm; the step is first-to-last distance over n - 1."""
+    n = len(positions)
     if n > 1:
         along = float(np.dot(positions[-1] - positions[0], info.normal))
         spacing_k = along / (n - 1)
     else:
         spacing_k = _float(info.extra.get("SliceThickness"), 1.0)
-    spacing = (info.pixel_spacing_mm[1], info.pixel_spacing_mm[0], spacing_k if spacing_k > 0 else 1.0)
+    return (info.pixel_spacing_mm[1], info.pixel_spacing_mm[0], spacing_k if spacing_k > 0 else 1.0)
 
-    meta = {
+
+def _series_meta(info: SeriesInfo) -> dict[str, Any]:
+    return {
         "case_id": info.case_id,
         "series_uid": info.series_uid,
         "series_number": info.series_number,
@@ -191,13 +213,22 @@ def load_series(
         "modality": info.modality,
         "source": str(info.folder),
         "orientation": info.orientation,
-        "files": n,
+        "files": len(info.slices),
         "skipped": {str(s.path): s.reason for s in info.skipped},
     }
+
+
+def _build_volume(array: np.ndarray, info: SeriesInfo, ref_step: float) -> Volume:
+    """The Volume on the source grid; tilted stacks onto an orthogonal grid, gaps / uneven steps
+    onto a uniform step."""
+    positions = np.array([s.position_mm for s in info.slices])
+    spacing = _slice_spacing(info, positions)
+    meta = _series_meta(info)
     if info.sheared:
         return _untilt(array, info, positions, spacing, meta)
-    vol = Volume(array, spacing, tuple(origin), direction, meta)
-    if n > 2 and (missing or not info.spacing_uniform):
+    vol = Volume(array, spacing, tuple(positions[0]), info.direction, meta)
+    missing = info.missing_slices
+    if len(info.slices) > 2 and (missing or not info.spacing_uniform):
         vol = _regularise(vol, info.slice_positions_mm, ref_step, filled=bool(missing))
     return vol
 
@@ -206,24 +237,24 @@ def _read_slices(info: "SeriesInfo", stored: np.ndarray, *, on_gap: str, workers
                  progress: bool) -> None:
     """Read every slice into ``stored`` (threads); unreadable ones refuse the series naming each
     file and its reason, or are interpolated from their neighbours with ``on_gap="interpolate"``."""
+    failed = _read_all(info, stored, workers=workers, progress=progress)
+    if not failed:
+        return
     n = len(info.slices)
-    unused_bits = info.bits_allocated - info.bits_stored if 0 < info.bits_stored < info.bits_allocated else 0
+    bad = [SkippedFile(info.slices[k].path, failed[k]) for k in sorted(failed)]
+    if on_gap != "interpolate" or len(failed) == n:
+        raise SeriesGapError(
+            f"{info.folder}: series {info.label}: {len(failed)} of {n} slice(s) cannot be read. "
+            f"{_bad_note(bad)}{GAP_HINT}"
+        )
+    _fill_slices(stored, sorted(failed), info.slice_positions_mm)
+    log.warning("%s: filled %d unreadable slice(s) of %s by interpolation: %s", info.folder,
+                len(failed), info.label, "; ".join(str(b) for b in bad))
 
-    def work(k: int) -> None:
-        h = info.slices[k]
-        if h.pixel_offset is not None:
-            _read_raw(h, stored[k])
-        else:
-            _decode(h, stored[k])
-        if unused_bits:
-            # bits above BitsStored (overlays, padding) are not part of the value, as GDCM reads it
-            sl = stored[k]
-            if info.pixel_representation:
-                np.left_shift(sl, unused_bits, out=sl)
-                np.right_shift(sl, unused_bits, out=sl)
-            else:
-                np.bitwise_and(sl, (1 << info.bits_stored) - 1, out=sl)
 
+def _read_all(info: "SeriesInfo", stored: np.ndarray, *, workers: int | None, progress: bool) -> dict[int, str]:
+    """Read the slices on a thread pool; {slice index: why it cannot be read} for those that fail."""
+    n = len(info.slices)
     n_workers = workers or min(4, os.cpu_count() or 1)
     bar = None
     if progress:
@@ -234,7 +265,7 @@ def _read_slices(info: "SeriesInfo", stored: np.ndarray, *, on_gap: str, workers
 
     def safe_work(k: int) -> None:
         try:
-            work(k)
+            _read_slice(info, k, stored[k])
         except (ValueError, OSError) as exc:
             msg, prefix = str(exc), f"{info.slices[k].path}: "
             failed[k] = msg[len(prefix):] if msg.startswith(prefix) else msg
@@ -245,16 +276,24 @@ def _read_slices(info: "SeriesInfo", stored: np.ndarray, *, on_gap: str, workers
                 bar.update()
     if bar is not None:
         bar.close()
-    if failed:
-        bad = [SkippedFile(info.slices[k].path, failed[k]) for k in sorted(failed)]
-        if on_gap != "interpolate" or len(failed) == n:
-            raise SeriesGapError(
-                f"{info.folder}: series {info.label}: {len(failed)} of {n} slice(s) cannot be read. "
-                f"{_bad_note(bad)}{GAP_HINT}"
-            )
-        _fill_slices(stored, sorted(failed), info.slice_positions_mm)
-        log.warning("%s: filled %d unreadable slice(s) of %s by interpolation: %s", info.folder,
-                    len(failed), info.label, "; ".join(str(b) for b in bad))
+    return failed
+
+
+def _read_slice(info: "SeriesInfo", k: int, sl: np.ndarray) -> None:
+    """Read slice ``k`` into ``sl``, keeping only its BitsStored bits."""
+    h = info.slices[k]
+    if h.pixel_offset is not None:
+        _read_raw(h, sl)
+    else:
+        _decode(h, sl)
+    unused_bits = info.bits_allocated - info.bits_stored if 0 < info.bits_stored < info.bits_allocated else 0
+    if unused_bits:
+        # bits above BitsStored (overlays, padding) are not part of the value, as GDCM reads it
+        if info.pixel_representation:
+            np.left_shift(sl, unused_bits, out=sl)
+            np.right_shift(sl, unused_bits, out=sl)
+        else:
+            np.bitwise_and(sl, (1 << info.bits_stored) - 1, out=sl)
 
 
 def _bad_note(bad: Sequence[SkippedFile]) -> str:
@@ -264,19 +303,13 @@ def _bad_note(bad: Sequence[SkippedFile]) -> str:
     return f"Unusable file(s): {shown}. "
 
 
-def _fill_slices(stored: np.ndarray, bad: Sequence[int], positions: np.ndarray) -> None:
-    """Replace slices ``bad`` by linear interpolation between the nearest good slices along k."""
-    good = np.setdiff1d(np.arange(stored.shape[0]), bad)
-    for k in bad:
-        hi = good[good > k]
-        lo = good[good < k]
-        if not lo.size or not hi.size:
-            stored[k] = stored[(hi if hi.size else lo)[0 if hi.size else -1]]
-            continue
-        a, b = int(lo[-1]), int(hi[0])
-        w = (positions[k] - positions[a]) / (positions[b] - positions[a])
-        v = (1 - w) * stored[a].astype(np.float64) + w * stored[b].astype(np.float64)
-        stored[k] = np.rint(v) if stored.dtype.kind in "iu" else v
+def _rescaled_dtype(lo_s: int, hi_s: int, slopes: np.ndarray, inters: np.ndarray, *, integral: bool) -> Any:
+    """The default output type: int16 / int32 when an integer rescale of the stored range fits it, else float32."""
+    if not integral:
+        return np.float32
+    vals = np.concatenate([lo_s * slopes + inters, hi_s * slopes + inters])
+    lo, hi = float(vals.min()), float(vals.max())
+    return next((c for c in (np.int16, np.int32) if np.iinfo(c).min <= lo and hi <= np.iinfo(c).max), np.float32)
 
 
 def _rescale(stored: np.ndarray, info: SeriesInfo, dtype: Any) -> np.ndarray:
@@ -291,13 +324,7 @@ def _rescale(stored: np.ndarray, info: SeriesInfo, dtype: Any) -> np.ndarray:
     integral = bool(np.all(slopes == np.round(slopes)) and np.all(inters == np.round(inters)))
     lo_s, hi_s = (int(stored.min()), int(stored.max())) if stored.size else (0, 0)
     if dtype is None:
-        if integral:
-            vals = np.concatenate([lo_s * slopes + inters, hi_s * slopes + inters])
-            lo, hi = float(vals.min()), float(vals.max())
-            dtype = next((c for c in (np.int16, np.int32) if np.iinfo(c).min <= lo and hi <= np.iinfo(c).max),
-                         np.float32)
-        else:
-            dtype = np.float32
+        dtype = _rescaled_dtype(lo_s, hi_s, slopes, inters, integral=integral)
     dtype = np.dtype(dtype)
     if stored.dtype == np.uint16 and dtype == np.int16 and hi_s < 32768:
         stored = stored.view(np.int16)  # same bits for values below 2**15
@@ -319,62 +346,3 @@ def _rescale(stored: np.ndarray, info: SeriesInfo, dtype: Any) -> np.ndarray:
     return out
 
 
-def _regularise(vol: Volume, positions: np.ndarray, step: float, *, filled: bool) -> Volume:
-    """Linear interpolation along k onto a uniform step (gap filling / non-uniform spacing)."""
-    rel = positions - positions[0]
-    n_new = int(round(rel[-1] / step)) + 1
-    targets = np.arange(n_new) * step
-    src = vol.array
-    out_dtype = np.float32 if src.dtype.kind == "f" else src.dtype
-    out = np.empty((n_new,) + src.shape[1:], dtype=out_dtype)
-    for t_idx, t in enumerate(targets):
-        hi = int(np.searchsorted(rel, t - 1e-6))
-        hi = min(max(hi, 0), len(rel) - 1)
-        if abs(rel[hi] - t) <= 1e-3 or hi == 0:
-            out[t_idx] = src[hi]
-            continue
-        lo = hi - 1
-        w = (t - rel[lo]) / (rel[hi] - rel[lo])
-        v = (1 - w) * src[lo].astype(np.float32) + w * src[hi].astype(np.float32)
-        out[t_idx] = np.rint(v) if out_dtype.kind in "iu" else v
-    what = "filled missing slices" if filled else "resampled non-uniform slices"
-    log.warning("%s: %s by linear interpolation (%d -> %d slices at %.4g mm)",
-                vol.meta.get("source"), what, len(rel), n_new, step)
-    spacing = (vol.spacing_mm[0], vol.spacing_mm[1], step)
-    return Volume(out, spacing, vol.origin_mm, vol.direction, {**vol.meta, "interpolated_slices": what})
-
-
-def _untilt(array: np.ndarray, info: SeriesInfo, positions: np.ndarray, spacing, meta) -> Volume:
-    """Resample a gantry-tilted (sheared) stack onto the orthogonal grid of its slice planes."""
-    import SimpleITK as sitk
-
-    n = len(positions)
-    step_vec = (positions[-1] - positions[0]) / (n - 1)
-    sheared_dir = info.direction.copy()
-    sheared_dir[:, 2] = step_vec / np.linalg.norm(step_vec)
-    img = sitk.GetImageFromArray(np.ascontiguousarray(array))
-    img.SetOrigin(tuple(positions[0]))
-    img.SetSpacing((spacing[0], spacing[1], float(np.linalg.norm(step_vec))))
-    img.SetDirection(tuple(sheared_dir.ravel()))
-    direction = info.direction
-    along = float(np.dot(step_vec, info.normal))
-    # output grid: same in-plane axes, k along the normal, covering the sheared stack's extent
-    corners = np.array([[i, j, k] for i in (0, info.columns - 1) for j in (0, info.rows - 1) for k in (0, n - 1)])
-    m = sheared_dir @ np.diag([spacing[0], spacing[1], np.linalg.norm(step_vec)])
-    lps = corners @ m.T + positions[0]
-    local = (lps - positions[0]) @ direction
-    lo, hi = local.min(axis=0), local.max(axis=0)
-    out_spacing = (spacing[0], spacing[1], abs(along))
-    size = [int(np.ceil((h - l) / s - 1e-6)) + 1 for l, h, s in zip(lo, hi, out_spacing)]
-    ref = sitk.Image(size, sitk.sitkUInt8)
-    ref.SetSpacing(out_spacing)
-    ref.SetOrigin(tuple(positions[0] + direction @ lo))
-    ref.SetDirection(tuple(direction.ravel()))
-    default = float(array.min()) if array.size else 0.0
-    res = sitk.Resample(img, ref, sitk.Transform(), sitk.sitkLinear, default, sitk.sitkFloat32)
-    log.warning("%s: gantry tilt in series %s: resampled onto an orthogonal grid (%s -> %s)",
-                info.folder, info.label, img.GetSize(), res.GetSize())
-    out = Volume.from_sitk(res, {**meta, "tilt_corrected": True})
-    if array.dtype.kind in "iu":
-        out.array = np.rint(out.array).astype(array.dtype)
-    return out
