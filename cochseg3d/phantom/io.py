@@ -67,7 +67,7 @@ def write_patient(case: PhantomCase, out: str | os.PathLike, *, clutter: bool = 
     root = Path(out) / case.case_id
     dicom = root / "DICOM"
     truth = root / "truth"
-    _clear_previous(dicom)
+    remove_stale_temporaries(root, recursive=True)  # a killed run's leftovers beside the patient's files
     orient = case.params.get("orientation", "axial")
     image_type = ["ORIGINAL", "PRIMARY", "AXIAL"] if orient == "axial" else ["DERIVED", "SECONDARY", "REFORMATTED"]
     seed = f"{case.case_id}|{case.params.get('seed')}"
@@ -77,16 +77,19 @@ def write_patient(case: PhantomCase, out: str | os.PathLike, *, clutter: bool = 
     paths = write_series(case.image, dicom, patient_id=case.case_id, study_uid=study_uid, series_uid=series_uid,
                          frame_of_reference_uid=frame_uid, series_number=2,
                          series_description=f"CBCT temporal bone {orient}", uid_seed=seed, image_type=image_type)
+    written = list(paths)
     if clutter:
         n = 1 + int(case.params.get("seed", 0)) % 3
-        write_series(_localizer(case.image, n), dicom, patient_id=case.case_id, study_uid=study_uid,
-                     series_uid=_uid(seed, "localizer"), frame_of_reference_uid=frame_uid, series_number=1,
-                     series_description="Localizer", uid_seed=seed + "|localizer",
-                     image_type=["ORIGINAL", "PRIMARY", "LOCALIZER"])
+        written += write_series(_localizer(case.image, n), dicom, patient_id=case.case_id, study_uid=study_uid,
+                              series_uid=_uid(seed, "localizer"), frame_of_reference_uid=frame_uid,
+                              series_number=1, series_description="Localizer", uid_seed=seed + "|localizer",
+                              image_type=["ORIGINAL", "PRIMARY", "LOCALIZER"])
         first = paths[0].name
-        atomic_write(dicom / f"._{first}", lambda tmp: Path(tmp).write_bytes(_APPLEDOUBLE + b"\x00" * 4000))
-        atomic_write(dicom / "README.txt", lambda tmp: Path(tmp).write_text(
-            "Exported by a synthetic CBCT scanner (cochseg3d phantom). Not patient data.\n"))
+        written.append(atomic_write(dicom / f"._{first}",
+                                    lambda tmp: Path(tmp).write_bytes(_APPLEDOUBLE + b"\x00" * 4000)))
+        written.append(atomic_write(dicom / "README.txt", lambda tmp: Path(tmp).write_text(
+            "Exported by a synthetic CBCT scanner (cochseg3d phantom). Not patient data.\n")))
+    _clear_previous(dicom, keep=written)
     ref = read_series_grid(dicom, series_uid)
     geo = dict(spacing_mm=ref.GetSpacing(), origin_mm=ref.GetOrigin(),
                direction=np.asarray(ref.GetDirection()).reshape(3, 3))
@@ -102,14 +105,12 @@ def write_patient(case: PhantomCase, out: str | os.PathLike, *, clutter: bool = 
 _OWN = re.compile(r"^(CT\d{4}_[0-9a-f]{6}_\d{5}\.dcm|\._CT\d{4}_[0-9a-f]{6}_\d{5}\.dcm|README\.txt)$")
 
 
-def _clear_previous(dicom: Path) -> None:
-    """Remove files an earlier phantom run wrote here, so a rewrite never mixes two series (and the
-    temporaries of a killed one beside the patient's files)."""
-    remove_stale_temporaries(dicom.parent, recursive=True)
-    if not dicom.is_dir():
-        return
+def _clear_previous(dicom: Path, keep: list[Path]) -> None:
+    """Remove files an earlier phantom run wrote here that this one did not rewrite, so a rewrite never
+    mixes two series; only once the new series is whole (a kill before leaves each file old or new)."""
+    kept = {Path(p).name for p in keep}
     for f in dicom.iterdir():
-        if f.is_file() and _OWN.match(f.name):
+        if f.is_file() and _OWN.match(f.name) and f.name not in kept:
             f.unlink()
 
 
