@@ -2,7 +2,7 @@
 
 The pipeline is ``canonical`` -> :func:`predict_canonical` (in-plane resampling to the model's pixel
 size, HU window, 2.5D channel stacking, MONAI ``SliceInferer``) -> threshold -> :func:`postprocess`
-(small and far-away components dropped) -> ``from_canonical`` onto exactly the source grid.
+(:mod:`.postprocess`: small and far-away components dropped) -> ``from_canonical`` onto exactly the source grid.
 Only the network and its post-processing live here: :func:`cochseg3d.segment` (:mod:`.pipeline`)
 is the public entry point, :mod:`.inputs` finds the patients, :mod:`.export` writes the results.
 """
@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
 
 from cochseg3d.preprocessing import Preprocessing
 from cochseg3d.volume import CANONICAL_DIRECTION, Grid, Volume, canonical, from_canonical
@@ -121,8 +120,6 @@ def predict_canonical(
         float32 array shaped like ``canonical(volume).array`` ([posterior, inferior, left]) with the
         electrode probability in [0, 1].
     """
-    from monai.inferers import SliceInferer
-
     can = preprocessing.hu(volume if _is_canonical(volume) else canonical(volume))
     n_slices, rows, cols = can.array.shape
     # canonical spacing is (i=cols, j=rows, k=slices)
@@ -130,12 +127,36 @@ def predict_canonical(
     net_size = _plane_size((rows, cols), spacing_rc, preprocessing.spacing_mm)
     device = torch.device(device)
     model = model.to(device).eval()
+    inferer = _slice_inferer(_inference_roi(model, roi_size or preprocessing.roi_size, net_size),
+                             batch_size=batch_size, overlap=overlap)
+    network = _network(model, device)
+    k = int(preprocessing.context)
+    out = np.empty((n_slices, rows, cols), dtype=np.float32)
+    chunk = max(1, int(chunk_slices))
+    with torch.inference_mode():
+        for start in _chunk_starts(n_slices, chunk, progress):
+            stop = min(n_slices, start + chunk)
+            x = _chunk_input(can.array, start, stop, k, net_size, preprocessing).to(device)
+            prob = inferer(x, network)  # (1, 1, n, H, W)
+            prob = prob[0, 0].float().unsqueeze(1)  # (n, 1, H, W)
+            prob = _resize_slices(prob, (rows, cols)) if (rows, cols) != net_size else prob
+            out[start:stop] = prob[:, 0].clamp_(0.0, 1.0).cpu().numpy()
+    return out
+
+
+def _inference_roi(model: torch.nn.Module, roi_size: tuple[int, int], net_size: tuple[int, int]) -> tuple[int, ...]:
+    """The sliding-window patch: ``roi_size`` shrunk to the slice, rounded up to the U-Net's multiple."""
     # a slice smaller than the roi is padded by MONAI: shrink the roi to the slice, rounded up to
     # what the U-Net's downsampling needs
     multiple = _size_multiple(model)
-    roi = tuple(min(int(r), int(math.ceil(n / multiple) * multiple))
-                for r, n in zip(roi_size or preprocessing.roi_size, net_size))
-    inferer = SliceInferer(
+    return tuple(min(int(r), int(math.ceil(n / multiple) * multiple)) for r, n in zip(roi_size, net_size))
+
+
+def _slice_inferer(roi: tuple[int, ...], *, batch_size: int, overlap: float) -> Any:
+    """MONAI ``SliceInferer`` sliding ``roi`` patches over every slice of axis 0 (gaussian blend)."""
+    from monai.inferers import SliceInferer
+
+    return SliceInferer(
         spatial_dim=0,
         roi_size=roi,
         sw_batch_size=int(batch_size),
@@ -144,6 +165,10 @@ def predict_canonical(
         padding_mode="replicate",
         progress=False,
     )
+
+
+def _network(model: torch.nn.Module, device: torch.device) -> Any:
+    """``model`` as a function of its input returning electrode probability (float16 on CUDA)."""
     autocast = (
         torch.autocast(device_type="cuda", dtype=torch.float16)
         if device.type == "cuda"
@@ -154,29 +179,31 @@ def predict_canonical(
         with autocast:
             return _electrode_probability(model(x))
 
-    k = int(preprocessing.context)
-    out = np.empty((n_slices, rows, cols), dtype=np.float32)
-    starts = range(0, n_slices, max(1, int(chunk_slices)))
+    return network
+
+
+def _chunk_starts(n_slices: int, chunk: int, progress: bool) -> Any:
+    """First slice of each chunk of ``chunk`` slices, behind a progress bar on request."""
+    starts = range(0, n_slices, chunk)
     if progress:
         from tqdm.auto import tqdm
 
         starts = tqdm(starts, desc="segment", unit="chunk", leave=False)
-    with torch.inference_mode():
-        for start in starts:
-            stop = min(n_slices, start + max(1, int(chunk_slices)))
-            lo, hi = max(0, start - k), min(n_slices, stop + k)
-            # the chunk plus k context slices each side, resampled and windowed
-            hu = torch.from_numpy(np.ascontiguousarray(can.array[lo:hi], dtype=np.float32))
-            small = _resize_slices(hu[:, None], net_size)[:, 0]
-            small = torch.from_numpy(preprocessing.normalize(small.numpy()))
-            stacked = stack_context(small, k, start - lo, stop - lo)  # (n, C, H, W)
-            # SliceInferer wants (1, C, D, H, W) and slides over D
-            x = stacked.permute(1, 0, 2, 3).unsqueeze(0).to(device)
-            prob = inferer(x, network)  # (1, 1, n, H, W)
-            prob = prob[0, 0].float().unsqueeze(1)  # (n, 1, H, W)
-            prob = _resize_slices(prob, (rows, cols)) if (rows, cols) != net_size else prob
-            out[start:stop] = prob[:, 0].clamp_(0.0, 1.0).cpu().numpy()
-    return out
+    return starts
+
+
+def _chunk_input(hu_array: np.ndarray, start: int, stop: int, k: int, net_size: tuple[int, int],
+                 preprocessing: Preprocessing) -> torch.Tensor:
+    """Network input for slices ``start:stop``: resampled, windowed, 2.5D-stacked, (1, C, n, H, W)."""
+    n_slices = hu_array.shape[0]
+    lo, hi = max(0, start - k), min(n_slices, stop + k)
+    # the chunk plus k context slices each side, resampled and windowed
+    hu = torch.from_numpy(np.ascontiguousarray(hu_array[lo:hi], dtype=np.float32))
+    small = _resize_slices(hu[:, None], net_size)[:, 0]
+    small = torch.from_numpy(preprocessing.normalize(small.numpy()))
+    stacked = stack_context(small, k, start - lo, stop - lo)  # (n, C, H, W)
+    # SliceInferer wants (1, C, D, H, W) and slides over D
+    return stacked.permute(1, 0, 2, 3).unsqueeze(0)
 
 
 def predict_naive(
@@ -206,169 +233,16 @@ def predict_naive(
     return out
 
 
-# --- post-processing ----------------------------------------------------------------------------
-def _array_limits() -> tuple[float, float]:
-    """(longest radius, shortest path) a painted electrode array can show, from the catalogue.
-
-    Radius: the thickest carrier's half diameter plus the CBCT blur that paints past the metal (a
-    PSF FWHM of up to 0.8 mm). Path: the shortest active length (first to last contact) less the
-    thickest diameter, which the skeleton loses at the two ends.
-    """
-    from cochseg3d.electrodes import CATALOGUE
-
-    widest = max(max(m.diameter_base_mm, m.diameter_tip_mm) for m in CATALOGUE)
-    return widest / 2.0 + CBCT_BLUR_MM, min(m.active_length_mm for m in CATALOGUE) - widest
-
-
-#: how far past the metal CBCT blur paints (PSF FWHM, mm): widens a painted array's radius
-CBCT_BLUR_MM = 0.8
-#: dropped chains smaller than this (mm^3) are noise, not metal worth reporting
-OTHER_METAL_MIN_MM3 = 1.0
-
-
-def postprocess(
-    mask: np.ndarray,
-    spacing_mm: tuple[float, float, float],
-    *,
-    min_component_mm3: float = 0.2,
-    keep_distance_mm: float = 3.0,
-    max_tube_radius_mm: float | None = None,
-    report: dict[str, Any] | None = None,
-) -> np.ndarray:
-    """Keep the electrode array: its main component and the pieces near it.
-
-    Components smaller than ``min_component_mm3`` are dropped. The rest are grouped into chains whose
-    gaps are at most ``keep_distance_mm`` (an array broken into pieces by partial-volume effects,
-    or separate contacts blooming into blobs, stays whole). The array is the chain holding the
-    longest thin path: a piece no deeper than a catalogue array can be painted
-    (``max_tube_radius_mm``, default from :func:`_array_limits`) whose skeleton's longest path is at
-    least the shortest catalogue array's. Chains without such a piece (a bone-anchored screw,
-    dental fillings: short or thick) are dropped. When no chain qualifies, the chain with the most
-    tube-like length (volume / inner radius^2 of its thin pieces) is kept instead: a spiral of
-    separate contacts has no long piece.
-
-    Args:
-        mask: boolean array [k, j, i].
-        spacing_mm: voxel size in ITK order (i, j, k), mm.
-        report: filled with ``array_rule`` ("catalogue": the kept, most tube-like chain meets the
-            catalogue array's limits; "catalogue_disagrees": another chain does and this one does not;
-            "tube_length": none does), ``array_path_mm`` (the kept chain's longest thin path),
-            ``catalogue_path_mm`` (that of the chain the catalogue's limits would pick) and
-            ``other_metal_mm3`` / ``n_other_metal`` (dropped chains of at least
-            ``OTHER_METAL_MIN_MM3``).
-
-    Returns:
-        The cleaned boolean mask, same shape.
-    """
-    mask = np.asarray(mask, dtype=bool)
-    report = {} if report is None else report
-    report.update(array_rule=None, array_path_mm=0.0, other_metal_mm3=0.0, n_other_metal=0)
-    if not mask.any():
-        return mask.copy()
-    radius, path = _array_limits()
-    sampling = tuple(float(s) for s in spacing_mm[::-1])  # numpy axis order
-    # work inside the mask's bounding box (plus the joining distance): memory stays ~ the array's size
-    idx = np.nonzero(mask.any(axis=(1, 2))), np.nonzero(mask.any(axis=(0, 2))), np.nonzero(mask.any(axis=(0, 1)))
-    box = tuple(slice(max(0, int(i[0].min()) - m), int(i[0].max()) + m + 1)
-                for i, m in zip(idx, (int(math.ceil(keep_distance_mm / s)) + 1 for s in sampling)))
-    out = np.zeros_like(mask)
-    out[box] = _postprocess_crop(mask[box], sampling, min_component_mm3=min_component_mm3,
-                                 keep_distance_mm=keep_distance_mm,
-                                 max_tube_radius_mm=radius if max_tube_radius_mm is None else max_tube_radius_mm,
-                                 min_path_mm=path, report=report)
-    return out
-
-
-def _longest_path_mm(piece: np.ndarray, sampling: tuple[float, ...]) -> float:
-    """Length of the longest path along the 3D skeleton of one connected piece (mm)."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components, dijkstra
-    from scipy.spatial import cKDTree
-    from skimage.morphology import skeletonize
-
-    pts = np.argwhere(skeletonize(np.pad(piece, 1))) * np.asarray(sampling)
-    if len(pts) < 2:  # thinning can erase an even-width bar: its principal extent instead
-        vox = np.argwhere(piece) * np.asarray(sampling)
-        axis = np.linalg.svd(vox - vox.mean(0), full_matrices=False)[2][0]
-        return float(np.ptp(vox @ axis)) if len(vox) > 1 else 0.0
-    pairs = cKDTree(pts).query_pairs(float(np.linalg.norm(sampling)) * 1.01, output_type="ndarray")
-    if not len(pairs):
-        return 0.0
-    d = np.linalg.norm(pts[pairs[:, 0]] - pts[pairs[:, 1]], axis=1)
-    graph = coo_matrix((d, (pairs[:, 0], pairs[:, 1])), shape=(len(pts),) * 2).tocsr()
-    _, part = connected_components(graph, directed=False)
-    best = 0.0
-    for k in np.unique(part):  # two sweeps: exact on a tree, close on a skeleton's few loops
-        nodes = np.nonzero(part == k)[0]
-        far = nodes[np.argmax(dijkstra(graph, directed=False, indices=nodes[0])[nodes])]
-        best = max(best, float(dijkstra(graph, directed=False, indices=far)[nodes].max()))
-    return best
-
-
-def _postprocess_crop(mask: np.ndarray, sampling: tuple[float, ...], *, min_component_mm3: float,
-                      keep_distance_mm: float, max_tube_radius_mm: float, min_path_mm: float,
-                      report: dict[str, Any]) -> np.ndarray:
-    labels, n = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
-    if n == 0:
-        return mask
-    voxel_mm3 = float(np.prod(sampling))
-    sizes = np.bincount(labels.ravel())[1:] * voxel_mm3
-    candidates = [c for c in range(1, n + 1) if sizes[c - 1] >= min_component_mm3]
-    if not candidates:
-        return np.zeros_like(mask)
-    boxes = ndimage.find_objects(labels)
-    thickness, path = {}, {}
-    for c in candidates:
-        sl = tuple(slice(max(0, s.start - 1), s.stop + 1) for s in boxes[c - 1])
-        comp = np.pad(labels[sl] == c, 1)
-        thickness[c] = float(ndimage.distance_transform_edt(comp, sampling=sampling).max())
-        # a piece too small to hold the shortest array's path at one voxel's width is not measured
-        thin = thickness[c] <= max_tube_radius_mm and sizes[c - 1] >= min_path_mm * min(sampling) ** 2
-        path[c] = _longest_path_mm(labels[boxes[c - 1]] == c, sampling) if thin else 0.0
-    tubes = [c for c in candidates if thickness[c] <= max_tube_radius_mm] or candidates
-    # volume / radius^2 ~ a tube's length
-    length = {c: sizes[c - 1] / max(thickness[c], 1e-3) ** 2 for c in tubes}
-    # pieces within keep_distance_mm of each other touch once each grows by half that distance, so
-    # each component of the grown mask collects one chain of nearby pieces. Growing is done on a
-    # grid of ~0.5 mm blocks (max-pooled): distances stay right to a block while the distance
-    # transform's memory shrinks by the block volume.
-    kept_mask = np.isin(labels, candidates)
-    block = tuple(max(1, int(0.5 / s)) for s in sampling)
-    coarse = _block_any(kept_mask, block)
-    csampling = tuple(s * b for s, b in zip(sampling, block))
-    grown = ndimage.distance_transform_edt(~coarse, sampling=csampling) <= keep_distance_mm / 2.0
-    grown_labels, _ = ndimage.label(grown, structure=np.ones((3, 3, 3), bool))
-    chain: dict[int, list[int]] = {}
-    for c in candidates:
-        sl = boxes[c - 1]
-        first = np.argwhere(labels[sl] == c)[0] + np.array([x.start for x in sl])
-        chain.setdefault(int(grown_labels[tuple(first // np.array(block))]), []).append(c)
-    longest = {g: max(path[c] for c in cs) for g, cs in chain.items()}
-    arrays = [g for g in chain if longest[g] >= min_path_mm]
-    # the most thin length in it: one long tube, or separate contacts blooming into blobs, a lead
-    # whose last stretch is faint
-    group_length = {g: sum(length.get(c, 0.0) for c in cs) for g, cs in chain.items()}
-    kept = max(group_length, key=group_length.get)
-    # the catalogue's pick (a chain holding an array-long thin piece) is reported, not kept: on held-out
-    # phantoms it rescued arrays beside dental fillings but lost a clean array painted as separate
-    # contacts (BENCHMARKS.md, hard conditions), so where the two disagree QC asks for review
-    catalogue = max(arrays, key=longest.get) if arrays else None
-    dropped = [sum(sizes[c - 1] for c in cs) for g, cs in chain.items() if g != kept]
-    dropped = [v for v in dropped if v >= OTHER_METAL_MIN_MM3]
-    rule = "tube_length" if catalogue is None else "catalogue" if catalogue == kept else "catalogue_disagrees"
-    report.update(array_rule=rule, array_path_mm=round(longest[kept], 2),
-                  catalogue_path_mm=round(longest[catalogue], 2) if catalogue is not None else 0.0,
-                  other_metal_mm3=round(float(sum(dropped)), 2), n_other_metal=len(dropped))
-    fine = np.repeat(np.repeat(np.repeat(grown_labels == kept, block[0], 0), block[1], 1), block[2], 2)
-    return kept_mask & fine[: mask.shape[0], : mask.shape[1], : mask.shape[2]]
-
-
-def _block_any(mask: np.ndarray, block: tuple[int, ...]) -> np.ndarray:
-    """True where any voxel of a ``block``-sized tile is set (the array padded up to whole tiles)."""
-    pad = [(0, (-n) % b) for n, b in zip(mask.shape, block)]
-    m = np.pad(mask, pad)
-    shape = [m.shape[0] // block[0], block[0], m.shape[1] // block[1], block[1], m.shape[2] // block[2], block[2]]
-    return m.reshape(shape).any(axis=(1, 3, 5))
+# --- post-processing: in :mod:`.postprocess`, re-exported for existing imports ----------------
+from cochseg3d.postprocess import (  # noqa: E402,F401
+    CBCT_BLUR_MM,
+    OTHER_METAL_MIN_MM3,
+    _array_limits,
+    _block_any,
+    _longest_path_mm,
+    _postprocess_crop,
+    postprocess,
+)
 
 
 # --- whole pipeline -----------------------------------------------------------------------------
@@ -482,18 +356,10 @@ def run_segmentation(
         raise ValueError("no preprocessing given and the model carries none; load it with load_model()")
     roi_size = roi_size or getattr(model, "cochseg3d_roi_size", None)
     can = volume if _is_canonical(volume) and "source_grid" in volume.meta else canonical(volume)
-    from cochseg3d.qc import ALTERNATE_P, segmentation_measures
+    from cochseg3d.qc import segmentation_measures
 
-    # grey values to HU once, here: the no-metal check reads what the network will see
-    hu = pre.hu(can)
-    problem = empty_label_reason(hu)
-    if problem:
-        log.warning("%s: %s; the label is left empty", volume.meta.get("source") or "image", problem)
-        prob = np.zeros(can.array.shape, np.float32)
-    else:
-        prob = predict_canonical(model, hu, dataclasses.replace(pre, grey_levels="as_stored"),
-                                 batch_size=batch_size, overlap=overlap, device=device, progress=progress,
-                                 roi_size=roi_size)
+    prob, problem = _canonical_probability(volume, can, model, pre, batch_size=batch_size, overlap=overlap,
+                                           device=device, progress=progress, roi_size=roi_size)
     mask = raw_mask = prob >= float(threshold)
     raw = int(mask.sum())
     chosen: dict[str, Any] = {}
@@ -507,18 +373,52 @@ def run_segmentation(
     label = from_canonical(can_label, source, is_label=True)
     label.array = label.array.astype(np.uint8, copy=False)
     label.meta = {k: v for k, v in volume.meta.items() if k != "source_grid"}
+    alternates = (_alternate_labels(prob, can, source, min_component_mm3=min_component_mm3,
+                                    keep_distance_mm=keep_distance_mm) if postprocessing and mask.any() else {})
+    prob_vol = _probability_on_source(prob, can, source, label.meta) if probabilities else None
+    info = _run_info(volume, label, pre, threshold=threshold, raw=raw, chosen=chosen, qc=qc)
+    return SegmentationResult(label=label, probability=prob_vol, canonical_label=can_label, info=info,
+                              alternates=alternates)
+
+
+def _canonical_probability(volume: Volume, can: Volume, model: torch.nn.Module, pre: Preprocessing,
+                           **predict: Any) -> tuple[np.ndarray, str | None]:
+    """(electrode probability on the canonical grid, why it is left empty or None)."""
+    # grey values to HU once, here: the no-metal check reads what the network will see
+    hu = pre.hu(can)
+    problem = empty_label_reason(hu)
+    if problem:
+        log.warning("%s: %s; the label is left empty", volume.meta.get("source") or "image", problem)
+        return np.zeros(can.array.shape, np.float32), problem
+    return predict_canonical(model, hu, dataclasses.replace(pre, grey_levels="as_stored"), **predict), problem
+
+
+def _alternate_labels(prob: np.ndarray, can: Volume, source: Grid, *, min_component_mm3: float,
+                      keep_distance_mm: float) -> dict[float, Volume]:
+    """The post-processed label at each of QC's other thresholds, on the source grid."""
+    from cochseg3d.qc import ALTERNATE_P
+
     alternates = {}
-    for p_alt in ALTERNATE_P if postprocessing and mask.any() else ():
+    for p_alt in ALTERNATE_P:
         alt = postprocess(prob >= p_alt, can.spacing_mm, min_component_mm3=min_component_mm3,
                           keep_distance_mm=keep_distance_mm)
         alternates[p_alt] = from_canonical(can.with_array(alt.astype(np.uint8)), source, is_label=True)
-    prob_vol = None
-    if probabilities:
-        prob_vol = from_canonical(can.with_array(prob), source, is_label=False)
-        prob_vol.array = prob_vol.array.astype(np.float32, copy=False)
-        prob_vol.meta = dict(label.meta)
+    return alternates
+
+
+def _probability_on_source(prob: np.ndarray, can: Volume, source: Grid, meta: dict[str, Any]) -> Volume:
+    """The canonical probability map resampled onto the source grid (float32, ``meta`` copied)."""
+    prob_vol = from_canonical(can.with_array(prob), source, is_label=False)
+    prob_vol.array = prob_vol.array.astype(np.float32, copy=False)
+    prob_vol.meta = dict(meta)
+    return prob_vol
+
+
+def _run_info(volume: Volume, label: Volume, pre: Preprocessing, *, threshold: float, raw: int,
+              chosen: dict[str, Any], qc: dict[str, Any]) -> dict[str, Any]:
+    """``SegmentationResult.info``: what was run and how much was found."""
     voxel_mm3 = float(np.prod(volume.spacing_mm))
-    info = {
+    return {
         "threshold": float(threshold),
         "preprocessing": pre.to_dict(),
         "voxels_raw_canonical": raw,
@@ -527,9 +427,6 @@ def run_segmentation(
         "other_metal_mm3": chosen.get("other_metal_mm3", 0.0),
         "qc": qc,
     }
-    return SegmentationResult(label=label, probability=prob_vol, canonical_label=can_label, info=info,
-                              alternates=alternates)
-
 
 
 #: moved to their own modules; still importable from here for existing scripts
