@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cochseg3d.volume import Volume, is_temporary
+from cochseg3d.volume import is_temporary
 
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 300  # the machine may be loaded; a hang still ends the test
@@ -75,19 +75,10 @@ def _run(argv: list[str], cwd: Path, **hook: str) -> subprocess.CompletedProcess
                           timeout=TIMEOUT_S, env=_env(**hook))
 
 
-def _wire(shape=(16, 36, 36), spacing_mm=0.3) -> Volume:
-    """A bright arc (3000 HU) in soft tissue: something the shipped model segments."""
-    vol = Volume(np.full(shape, 40.0, np.float32), (spacing_mm,) * 3, (0.0, 0.0, 0.0), np.eye(3))
-    kk, jj, ii = np.indices(shape)
-    rel = (np.stack([ii, jj, kk], -1) - np.array(shape[::-1]) / 2.0) * spacing_mm
-    wire = (np.abs(np.hypot(rel[..., 0], rel[..., 1]) - 3.0) < 0.5) & (np.abs(rel[..., 2] - 0.2 * rel[..., 0]) < 0.5)
-    vol.array[wire & (rel[..., 1] > -1.0)] = 3000.0
-    return vol
-
-
 @pytest.fixture(scope="module")
 def patients(tmp_path_factory) -> Path:
     from cochseg3d.phantom.dicom_write import write_series
+    from tests.test_segment_cohort import _wire  # the bright arc the shipped model segments
 
     root = tmp_path_factory.mktemp("patients")
     for n in range(3):
