@@ -18,6 +18,7 @@ from cochseg3d.volume import Volume
 if TYPE_CHECKING:
     import torch
 
+    from cochseg3d.clinical.array_label import ArrayLabel
     from cochseg3d.contacts import Calibration, Contacts
     from cochseg3d.preprocessing import Preprocessing
 
@@ -154,24 +155,12 @@ def segment(
         _check_output(source, Path(output))
     device = resolve_device(device)
     net = _model(model, device)
-    if source is None:
-        volume = input
-    else:
-        from cochseg3d.dicom import load_input
-
-        volume = load_input(source)
+    volume = input if source is None else _load(source)
     case = sanitize_case_id(case_id or volume.meta.get("case_id") or (source.name if source else "case"))
     res = run_segmentation(volume, net, preprocessing=preprocessing, device=device, threshold=threshold,
                            batch_size=batch_size, overlap=overlap, probabilities=probabilities, progress=progress)
     contacts = find_contacts(res.label, volume, **spec, calibration=cal)
-    verdict = None
-    if qc:
-        from cochseg3d.qc import assess
-
-        # how far the contacts move at other probability thresholds: the network's doubt where it matters
-        moved = [find_contacts(alt, volume, **spec, calibration=cal) for alt in res.alternates.values()]
-        verdict = assess(res.label, contacts, info=res.info, electrode=electrode, thresholds=qc_thresholds,
-                         alternate_contacts=moved).to_json()
+    verdict = _judge(res, contacts, volume, spec, cal, electrode, qc_thresholds) if qc else None
     files = {} if output is None else _write(Path(output), case, volume, res, contacts, verdict, electrode=electrode,
                                              model_path=getattr(net, "cochseg3d_path", None), png=png,
                                              dicom_seg=dicom_seg, array_label=array_label)
@@ -184,6 +173,37 @@ def segment(
                   probability=res.probability, info=info)
 
 
+def _load(source: Path) -> Volume:
+    from cochseg3d.dicom import load_input
+
+    return load_input(source)
+
+
+def _judge(res: Any, contacts: "Contacts", volume: Volume, spec: dict[str, Any], cal: "Calibration",
+           electrode: str | None, thresholds: Any | None) -> dict[str, Any]:
+    """The QC verdict of one result, as contacts.json records it."""
+    from cochseg3d.contacts import find_contacts
+    from cochseg3d.qc import assess
+
+    # how far the contacts move at other probability thresholds: the network's doubt where it matters
+    moved = [find_contacts(alt, volume, **spec, calibration=cal) for alt in res.alternates.values()]
+    return assess(res.label, contacts, info=res.info, electrode=electrode, thresholds=thresholds,
+                  alternate_contacts=moved).to_json()
+
+
+def fitted_array(contacts: "Contacts", label: Volume, case: str) -> "ArrayLabel":
+    """The physical array fitted through the contacts, or why there is none (never raises for its input)."""
+    from cochseg3d.clinical.array_label import ArrayLabel, fit_array_label
+
+    try:
+        array = fit_array_label(contacts, label)
+    except ValueError as exc:  # e.g. two contacts at one place: the other files are still written
+        array = ArrayLabel(None, reason=f"not fitted ({exc})")
+    if array.label is None:
+        log.info("%s: no fitted array label (%s)", case, array.reason)
+    return array
+
+
 def _write(out: Path, case: str, volume: Volume, res: Any, contacts: "Contacts", verdict: dict[str, Any] | None, *,
            electrode: str | None, model_path: str | None, png: bool, dicom_seg: bool,
            array_label: bool = True) -> dict[str, Path]:
@@ -192,17 +212,9 @@ def _write(out: Path, case: str, volume: Volume, res: Any, contacts: "Contacts",
     series = {k: volume.meta.get(k) for k in ("series_uid", "series_number", "series_description", "modality")}
     record = contacts_record(contacts, case_id=case, series=series, electrode=electrode,
                              label_volume_mm3=res.info["volume_mm3"], model=model_path, qc=verdict)
-    array = None
-    if array_label:
-        from cochseg3d.clinical.array_label import ArrayLabel, fit_array_label
-
-        try:
-            array = fit_array_label(contacts, res.label)
-        except ValueError as exc:  # e.g. two contacts at one place: the other files are still written
-            array = ArrayLabel(None, reason=f"not fitted ({exc})")
+    array = fitted_array(contacts, res.label, case) if array_label else None
+    if array is not None:
         record["array_label"] = array.to_json()
-        if array.label is None:
-            log.info("%s: no fitted array label (%s)", case, array.reason)
     return write_outputs(out, case, image=volume, label=res.label, record=record, contacts_lps_mm=contacts.lps_mm,
                          probability=res.probability, png=png, dicom_seg=dicom_seg, array=array)
 

@@ -62,13 +62,10 @@ class FittedArray(NamedTuple):
 
 
 def fitted_array(res: "Result") -> FittedArray:
-    """:func:`cochseg3d.clinical.array_label.fit_array_label` on a result, on the result label's grid."""
-    from cochseg3d.clinical.array_label import fit_array_label
+    """The physical array fitted through a result's contacts (as ``segment`` writes it), on the label's grid."""
+    from cochseg3d.pipeline import fitted_array as fit_array
 
-    try:
-        fit = fit_array_label(res.contacts, res.label)
-    except ValueError as exc:  # e.g. two contacts at one place: the segmentation still stands
-        return FittedArray(None, [], f"not fitted ({exc})")
+    fit = fit_array(res.contacts, res.label, res.case_id)
     if fit.label is None:
         return FittedArray(None, [], fit.reason)
     return FittedArray(np.asarray(fit.label.array, dtype=np.uint8), list(fit.names), None)
