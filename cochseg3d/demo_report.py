@@ -120,18 +120,38 @@ def write_report(out: Path, *, plan: dict[str, Any], stages: list[dict[str, Any]
         test_cases: the held-out patients' cohort.json entries.
         cohort_dir: the phantom cohort (the entries' paths are relative to it).
     """
-    from cochseg3d.dicom import load_input
-    from cochseg3d.volume import read_image
-
     out, cohort_dir = Path(out), Path(cohort_dir)
     files = out / "report_files"
     files.mkdir(exist_ok=True)
-    all_stages = stages
-    stages = {s["name"]: s for s in all_stages}
-    evaluation = stages.get("evaluate", {})
-    cases = evaluation.get("cases", [])
-    summary = evaluation.get("summary", [])
-    test = test_cases
+    by_name = {s["name"]: s for s in stages}
+    evaluation = by_name.get("evaluate", {})
+    cases, summary = evaluation.get("cases", []), evaluation.get("summary", [])
+    figures = _overlays(out, cohort_dir, test_cases, cases, files)
+    curves = out / "run" / "curves.png"
+    if curves.exists():
+        shutil.copyfile(curves, files / "curves.png")
+    overall = next((r for r in summary if r.get("case_id") == "ALL"), {})
+    total = sum(float(s.get("seconds", 0.0)) for s in stages)
+    lines = [*_headline(plan, len(test_cases), overall), "## Per patient", "", _table(cases + summary, METRIC_COLUMNS),
+             "", "Dice and surface Dice are computed on each source series' own grid against the phantom's "
+             "`truth/label.nii.gz`; contacts are matched one to one (Hungarian, 1 mm gate).", "",
+             *_figure_sections(figures, (files / "curves.png").exists()),
+             *_annotation_section(by_name.get("annotate", {}).get("cases", [])),
+             *_timings(stages, total), *_reproduce(stages, out, cohort_dir)]
+    report = out / "report.md"
+    atomic_write(report, lambda tmp: tmp.write_text("\n".join(lines)))
+    print(f"\nreport: {report}")
+    print(f"held-out Dice {_fmt(overall.get('dice'))}, surface Dice 1 mm {_fmt(overall.get('surface_dice_1mm'))}, "
+          f"contact recall {_fmt(overall.get('contact_recall'))}, contact error {_fmt(overall.get('contact_error_mm'))} mm; "
+          f"total {total:.0f} s")
+    return report
+
+
+def _overlays(out: Path, cohort_dir: Path, test: list[dict[str, Any]], cases: list[dict[str, Any]],
+              files: Path) -> list[Path]:
+    """One overlay PNG per held-out patient that was segmented."""
+    from cochseg3d.dicom import load_input
+    from cochseg3d.volume import read_image
 
     figures = []
     for case in test:
@@ -147,62 +167,63 @@ def write_report(out: Path, *, plan: dict[str, Any], stages: list[dict[str, Any]
         title = overlay_title(case, next((r for r in cases if r.get("case_id") == cid), {}))
         figures.append(overlay_png(image, read_image(pred_path), truth, files / f"{cid}_overlay.png", title=title,
                                    pred_contacts_lps_mm=pred_contacts, truth_contacts_lps_mm=truth_contacts))
-    curves = out / "run" / "curves.png"
-    if curves.exists():
-        shutil.copyfile(curves, files / "curves.png")
+    return figures
 
-    overall = next((r for r in summary if r.get("case_id") == "ALL"), {})
-    total = sum(float(s.get("seconds", 0.0)) for s in all_stages)
+
+def _headline(plan: dict[str, Any], n_test: int, overall: dict[str, Any]) -> list[str]:
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    lines = [
+    return [
         "# cochseg3d demo report", "",
         f"{now} on {platform.node() or 'this machine'} ({platform.machine()}, Python {platform.python_version()}). "
         f"{plan['patients']} synthetic phantom patients (seed {plan['seed']}, orientation "
-        f"{plan['orientation']}); {len(test)} held out for testing, never annotated nor seen in training.", "",
+        f"{plan['orientation']}); {n_test} held out for testing, never annotated nor seen in training.", "",
         "## Headline (held-out patients)", "",
         f"- Dice **{_fmt(overall.get('dice'))}**, surface Dice at 1 mm **{_fmt(overall.get('surface_dice_1mm'))}**, "
         f"HD95 {_fmt(overall.get('hd95_mm'))} mm, false-positive volume far from the array "
         f"{_fmt(overall.get('fp_volume_far_mm3'), 1)} mm³",
         f"- contacts: recall **{_fmt(overall.get('contact_recall'))}**, mean error "
-        f"**{_fmt(overall.get('contact_error_mm'))} mm**", "",
-        "## Per patient", "", _table(cases + summary, METRIC_COLUMNS), "",
-        "Dice and surface Dice are computed on each source series' own grid against the phantom's "
-        "`truth/label.nii.gz`; contacts are matched one to one (Hungarian, 1 mm gate).", "",
-    ]
+        f"**{_fmt(overall.get('contact_error_mm'))} mm**", ""]
+
+
+def _figure_sections(figures: list[Path], curves: bool) -> list[str]:
+    lines = []
     if figures:
         lines += ["## Overlays", "", "Coronal slab MIP through the array (patient right on the left, superior up): "
                   "truth outline green, prediction red; circles true contacts, crosses found contacts.", ""]
         lines += [f"![{f.stem}](report_files/{f.name})" for f in figures] + [""]
-    if (files / "curves.png").exists():
+    if curves:
         lines += ["## Training curves", "", "![training curves](report_files/curves.png)", ""]
-    ann = stages.get("annotate", {}).get("cases", [])
-    if ann:
-        lines += ["## Annotation", "", "Auto pre-fill (threshold from each image's histogram) on the coronal slices "
-                  "that show the array, then corrected to the phantom truth as an annotator would; a few "
-                  "slices without metal are marked annotated too.", "",
-                  _table(ann, [("case_id", "case"), ("vendor", "vendor"), ("slices", "annotated slices"),
-                               ("metal_slices", "slices showing the array"),
-                               ("detected_metal_slices", "slices flagged by the metal detector"),
-                               ("threshold_hu", "auto threshold HU"),
-                               ("prefill_dice", "pre-fill Dice vs truth"),
-                               ("voxels_corrected", "voxels corrected")]), ""]
-    lines += ["## Timings", "", "| stage | seconds | |", "|---|---:|---|"]
+    return lines
+
+
+def _annotation_section(ann: list[dict[str, Any]]) -> list[str]:
+    if not ann:
+        return []
+    return ["## Annotation", "", "Auto pre-fill (threshold from each image's histogram) on the coronal slices "
+            "that show the array, then corrected to the phantom truth as an annotator would; a few "
+            "slices without metal are marked annotated too.", "",
+            _table(ann, [("case_id", "case"), ("vendor", "vendor"), ("slices", "annotated slices"),
+                         ("metal_slices", "slices showing the array"),
+                         ("detected_metal_slices", "slices flagged by the metal detector"),
+                         ("threshold_hu", "auto threshold HU"),
+                         ("prefill_dice", "pre-fill Dice vs truth"),
+                         ("voxels_corrected", "voxels corrected")]), ""]
+
+
+def _timings(stages: list[dict[str, Any]], total: float) -> list[str]:
+    lines = ["## Timings", "", "| stage | seconds | |", "|---|---:|---|"]
     lines += [f"| {s['title']} | {float(s.get('seconds', 0)):.1f} | {'reused' if s.get('reused') else ''} |"
-              for s in all_stages]
-    lines += [f"| **total** | **{total:.1f}** | |", ""]
-    lines += ["## Reproduce by hand", "", "Each stage is a `cochseg3d` command (the annotation step is a person "
-              "in napari; here its corrections come from the phantom truth):", "", "```bash"]
-    for s in all_stages:
-        lines += [c for c in s.get("commands", [])]
-    lines += ["```", "", "## Where things are", "",
-              f"- phantoms (DICOM + truth): `{cohort_dir}`", f"- NIfTI conversions: `{out / 'nifti'}`",
-              f"- annotations: `{out / 'annotations'}`", f"- training run: `{out / 'run'}`",
-              f"- segmentations (labels on the source grid, contacts, previews): `{out / 'segment'}`",
-              f"- evaluation: `{out / 'evaluation.csv'}`", ""]
-    report = out / "report.md"
-    atomic_write(report, lambda tmp: tmp.write_text("\n".join(lines)))
-    print(f"\nreport: {report}")
-    print(f"held-out Dice {_fmt(overall.get('dice'))}, surface Dice 1 mm {_fmt(overall.get('surface_dice_1mm'))}, "
-          f"contact recall {_fmt(overall.get('contact_recall'))}, contact error {_fmt(overall.get('contact_error_mm'))} mm; "
-          f"total {total:.0f} s")
-    return report
+              for s in stages]
+    return lines + [f"| **total** | **{total:.1f}** | |", ""]
+
+
+def _reproduce(stages: list[dict[str, Any]], out: Path, cohort_dir: Path) -> list[str]:
+    lines = ["## Reproduce by hand", "", "Each stage is a `cochseg3d` command (the annotation step is a person "
+             "in napari; here its corrections come from the phantom truth):", "", "```bash"]
+    for s in stages:
+        lines += list(s.get("commands", []))
+    return lines + ["```", "", "## Where things are", "",
+                    f"- phantoms (DICOM + truth): `{cohort_dir}`", f"- NIfTI conversions: `{out / 'nifti'}`",
+                    f"- annotations: `{out / 'annotations'}`", f"- training run: `{out / 'run'}`",
+                    f"- segmentations (labels on the source grid, contacts, previews): `{out / 'segment'}`",
+                    f"- evaluation: `{out / 'evaluation.csv'}`", ""]
