@@ -143,29 +143,12 @@ def save_annotation(
     store = Path(store)
     can = as_canonical(image)
     source_grid = Grid.from_dict(can.meta["source_grid"])
-    if isinstance(label, Volume):
-        if label.grid.allclose(source_grid):
-            src_label = label.with_array(label.array)
-        elif label.grid.allclose(can.grid):
-            src_label = from_canonical(can.with_array(label.array), source_grid, is_label=True)
-        else:
-            raise ValueError("label Volume lies neither on the image's source grid nor on its canonical grid")
-    else:
-        arr = np.asarray(label)
-        if arr.shape != can.array.shape:
-            raise ValueError(f"label shape {arr.shape} differs from the canonical image's {can.array.shape}")
-        src_label = from_canonical(can.with_array(arr), source_grid, is_label=True)
-    src_label.array = (np.asarray(src_label.array) > 0).astype(np.uint8)
-    src_label.meta = {}
+    src_label = _on_source_grid(label, can, source_grid)
     cid = sanitize_case_id(case_id) if case_id else case_id_for(image, image_path)
     if image_path is None:
         image_path = image.meta.get("source") or image.meta.get("source_path")
     label_path, json_path = record_paths(store, cid)
-    slices = sorted({int(k) for k in annotated_slices})
-    n_slices = can.array.shape[0]
-    bad = [k for k in slices if not 0 <= k < n_slices]
-    if bad:
-        raise ValueError(f"annotated slices {bad} lie outside the volume's 0..{n_slices - 1} coronal slices")
+    slices = _checked_slices(annotated_slices, can.array.shape[0])
     lab_can = canonical(src_label, is_label=True).array if not isinstance(label, np.ndarray) else (np.asarray(label) > 0)
     record: dict[str, Any] = {
         "format": RECORD_FORMAT,
@@ -200,6 +183,34 @@ def save_annotation(
     atomic_write(json_path, lambda tmp: Path(tmp).write_text(text))
     log.info("saved annotation %s (%d annotated slices, %d voxels)", json_path, len(slices), record["label_voxels"])
     return json_path
+
+
+def _on_source_grid(label: Volume | np.ndarray, can: Volume, source_grid: Grid) -> Volume:
+    """The painted label as a 0/1 uint8 Volume on the image's source grid (no meta)."""
+    if isinstance(label, Volume):
+        if label.grid.allclose(source_grid):
+            src_label = label.with_array(label.array)
+        elif label.grid.allclose(can.grid):
+            src_label = from_canonical(can.with_array(label.array), source_grid, is_label=True)
+        else:
+            raise ValueError("label Volume lies neither on the image's source grid nor on its canonical grid")
+    else:
+        arr = np.asarray(label)
+        if arr.shape != can.array.shape:
+            raise ValueError(f"label shape {arr.shape} differs from the canonical image's {can.array.shape}")
+        src_label = from_canonical(can.with_array(arr), source_grid, is_label=True)
+    src_label.array = (np.asarray(src_label.array) > 0).astype(np.uint8)
+    src_label.meta = {}
+    return src_label
+
+
+def _checked_slices(annotated_slices: Iterable[int], n_slices: int) -> list[int]:
+    """The reviewed coronal indices, sorted and unique; refused when one lies outside the stack."""
+    slices = sorted({int(k) for k in annotated_slices})
+    bad = [k for k in slices if not 0 <= k < n_slices]
+    if bad:
+        raise ValueError(f"annotated slices {bad} lie outside the volume's 0..{n_slices - 1} coronal slices")
+    return slices
 
 
 def _relpath(path: str | os.PathLike, start: Path) -> str | None:
