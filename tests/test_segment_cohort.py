@@ -260,3 +260,22 @@ def test_done_record_wants_every_file_and_the_marker_written_last(tmp_path):
     assert done_record(tmp_path, "c1", wanted)["case_id"] == "c1"
     with pytest.raises(ValueError, match="status must be one of"):
         row("c1", "c1", "done")
+
+
+def test_memory_a_finished_patient_freed_goes_back_to_the_system():
+    from cochseg3d.utils import _libc, release_freed_memory
+
+    if _libc() is None or not Path("/proc/self/status").is_file():
+        pytest.skip("needs glibc and /proc")
+
+    def rss_mb() -> float:
+        line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith("VmRSS:"))
+        return int(line.split()[1]) / 1024
+
+    blocks = [bytes(4000) + bytes([i % 256]) for i in range(50_000)]  # ~200 MB through malloc, not mmap
+    keep = bytes(4000) + b"x"  # allocated above them: the heap cannot shrink from its top by itself
+    del blocks
+    before = rss_mb()
+    release_freed_memory()
+    assert before - rss_mb() > 100, "freed blocks stayed resident"
+    assert keep

@@ -143,6 +143,7 @@ def _run_cohort(args: argparse.Namespace, mine: list, segment_one, info: dict, r
     from cochseg3d.cohort_summary import Summary, row
     from cochseg3d.export import write_json
     from cochseg3d.inputs import scrub_path
+    from cochseg3d.utils import release_freed_memory
 
     name = "summary" if world == 1 else f"summary.rank{rank}"
     book = Summary(args.output / f"{name}.csv")  # a foreign summary.csv stops here, before any work
@@ -159,11 +160,13 @@ def _run_cohort(args: argparse.Namespace, mine: list, segment_one, info: dict, r
             except KeyboardInterrupt:
                 raise
             except Exception as exc:  # one bad patient must not stop the rest
+                release_freed_memory()
                 log.error("%s failed: %s", case_id, _reason(exc, src))
                 err = scrub_path(f"{type(exc).__name__}: {exc}", src, case_id)
                 failed.append({"case_id": case_id, "error": err})
                 book.update(row(case_id, where, "failed", seconds=time.perf_counter() - t0, error=err))
                 continue
+            release_freed_memory()  # a night's cohort stays at one patient's memory, not its largest
             done.append(rec)
             tqdm.write(_done_line(rec))
             record = json.loads(Path(rec["files"]["contacts"]).read_text(encoding="utf-8"))
