@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import shutil
 import statistics
 import subprocess
@@ -27,23 +28,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from benchlib import update_section  # noqa: E402
+from benchlib import proc_status_mb, update_section  # noqa: E402
 
 PLOT = ROOT / "docs" / "soak_rss.png"
 
 
 def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "cochseg3d", *args]
-
-
-def _rss_mb(pid: int, key: str = "VmRSS") -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
 
 
 def generate(inp: Path, patients: int, seed: int) -> float:
@@ -65,11 +56,11 @@ def soak(inp: Path, out: Path, every_s: float) -> tuple[list[tuple[float, int, f
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     samples, peak, t0 = [], 0.0, time.perf_counter()
     while proc.poll() is None:
-        rss, hwm = _rss_mb(proc.pid), _rss_mb(proc.pid, "VmHWM")
-        if rss is not None:
+        rss, hwm = proc_status_mb("VmRSS", proc.pid), proc_status_mb("VmHWM", proc.pid)
+        if not math.isnan(rss):  # NaN once the process has gone
             done = sum(1 for _ in out.glob("*.contacts.json")) if out.is_dir() else 0
             samples.append((time.perf_counter() - t0, done, rss))
-            peak = max(peak, hwm or 0.0)
+            peak = max(peak, 0.0 if math.isnan(hwm) else hwm)
         time.sleep(every_s)
     return samples, peak, proc.returncode
 

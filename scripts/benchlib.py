@@ -37,10 +37,10 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB, {gpu}; {_dt.date.today().isoformat()}"
 
 
-def proc_status_mb(key: str) -> float:
-    """A memory line of /proc/self/status (e.g. ``VmRSS``, ``VmHWM``) in MiB; NaN where absent."""
+def proc_status_mb(key: str, pid: int | str = "self") -> float:
+    """A memory line of /proc/<pid>/status (e.g. ``VmRSS``, ``VmHWM``) in MiB; NaN where absent (or gone)."""
     try:
-        for line in Path("/proc/self/status").read_text().splitlines():
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith(key + ":"):
                 return int(line.split()[1]) / 1024
     except OSError:

@@ -231,13 +231,17 @@ def fit_array_label(contacts: Any, visible: Volume) -> ArrayLabel:
     return ArrayLabel(visible.with_array(lab), names, None, info)
 
 
+def colours(names: list[str]) -> dict[int, tuple[str, tuple[int, int, int, int]]]:
+    """``{value: (name, rgba)}`` of each label value (the carrier last), as :func:`colour_table` writes them."""
+    rgb = [CARRIER_RGB if v == len(names) else _COLOURS[(v - 1) % len(_COLOURS)] for v in range(1, len(names) + 1)]
+    return {v: (name.replace(" ", "_"), (*rgb[v - 1], 255)) for v, name in enumerate(names, start=1)}
+
+
 def colour_table(names: list[str]) -> str:
     """A 3D Slicer colour table (``.ctbl``: ``value name R G B A``) naming each label value."""
     lines = ["# cochseg3d fitted physical array: contacts apex first, then the carrier",
              f"# {len(names) + 1} values", "0 background 0 0 0 0"]
-    for v, name in enumerate(names, start=1):
-        rgb = CARRIER_RGB if v == len(names) else _COLOURS[(v - 1) % len(_COLOURS)]
-        lines.append(f"{v} {name.replace(' ', '_')} {rgb[0]} {rgb[1]} {rgb[2]} 255")
+    lines += [f"{v} {name} {r} {g} {b} {a}" for v, (name, (r, g, b, a)) in colours(names).items()]
     return "\n".join(lines) + "\n"
 
 

@@ -32,12 +32,13 @@ from qtpy.QtWidgets import (
 from cochseg3d.volume import Volume
 from napari_cochseg3d.forms import path_row, side_row
 from napari_cochseg3d.layers import array_label_kwargs, contact_names_for, contacts_to_data, points_kwargs
-from napari_cochseg3d.segment_process import FittedArray, segment_in_process
+from napari_cochseg3d.segment_process import segment_in_process
 
 if TYPE_CHECKING:
     import napari
     import torch
 
+    from cochseg3d.clinical.array_label import ArrayLabel
     from cochseg3d.pipeline import Result
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ def contact_labels(result: "Result", electrode: str | None) -> list[str]:
 
 
 def result_layers(transform: dict[str, Any], can: Volume, result: "Result", label: np.ndarray,
-                  names: list[str], array: FittedArray | None = None) -> tuple[Any, ...]:
+                  names: list[str], array: "ArrayLabel | None" = None) -> tuple[Any, ...]:
     """The Labels and Points layers of a result, on ``transform`` (the image layer's), and the
     fitted array's Labels layer when ``array`` has a label.
 
@@ -83,14 +84,14 @@ def result_layers(transform: dict[str, Any], can: Volume, result: "Result", labe
     return labels, points, array_layer(transform, array)
 
 
-def array_layer(transform: dict[str, Any], array: FittedArray):
+def array_layer(transform: dict[str, Any], array: "ArrayLabel"):
     """The fitted physical array as a Labels layer whose values are named and coloured as in its ``.ctbl``."""
     from napari.layers import Labels
 
-    from cochseg3d.clinical.array_label import colour_table, read_colour_table
+    from cochseg3d.clinical.array_label import colours
 
-    table = read_colour_table(colour_table(array.names))
-    return Labels(array.label, name=ARRAY_LAYER, **array_label_kwargs(table), **transform)
+    data = np.asarray(array.label.array, dtype=np.uint8)
+    return Labels(data, name=ARRAY_LAYER, **array_label_kwargs(colours(array.names)), **transform)
 
 
 def segment_job(can: Volume, model: "str | Path | torch.nn.Module | None", electrode: str | None,
@@ -276,7 +277,7 @@ class SegmentPanel(QGroupBox):
         self.progress.setValue(0)
         self._say(f"segmentation failed: {' '.join(str(exc).split())}")
 
-    def _on_done(self, layer, result: "Result", layers: tuple, array: FittedArray | None) -> None:
+    def _on_done(self, layer, result: "Result", layers: tuple, array: "ArrayLabel | None") -> None:
         self.seconds = time.perf_counter() - self._t0
         self._showing = True  # show_layers lets the event loop run: the worker's end may come first
         try:

@@ -11,7 +11,7 @@ import multiprocessing as mp
 import re
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, NamedTuple
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
@@ -19,6 +19,8 @@ from cochseg3d.volume import Volume
 
 if TYPE_CHECKING:
     import torch
+
+    from cochseg3d.clinical.array_label import ArrayLabel
 
     from cochseg3d.pipeline import Result
 
@@ -41,7 +43,7 @@ def detached(can: Volume) -> Volume:
 
 def run_segment(can: Volume, model: "str | Path | torch.nn.Module | None", *, electrode: str | None,
                 device: str = "auto", progress: bool = False, fit_array: bool = False
-                ) -> tuple["Result", np.ndarray, "FittedArray | None"]:
+                ) -> tuple["Result", np.ndarray, "ArrayLabel | None"]:
     """Segment the canonical stack ``can``; returns the result, the label as an array of ``can``'s
     shape and, with ``fit_array``, the physical array fitted through the contacts."""
     import cochseg3d
@@ -49,26 +51,11 @@ def run_segment(can: Volume, model: "str | Path | torch.nn.Module | None", *, el
     res = cochseg3d.segment(detached(can), model=model, electrode=electrode, device=device, progress=progress)
     if not res.label.grid.allclose(can.grid):  # the pipeline keeps the input's grid; guard it anyway
         raise ValueError(f"segmentation came back on another grid ({res.label.array.shape}, stack {can.array.shape})")
-    return res, np.asarray(res.label.array, dtype=np.uint8), fitted_array(res) if fit_array else None
+    if not fit_array:
+        return res, np.asarray(res.label.array, dtype=np.uint8), None
+    from cochseg3d.pipeline import fitted_array
 
-
-class FittedArray(NamedTuple):
-    """The fitted physical array as it crosses the pipe: the label (None, with the reason, when
-    there is none) and the name of each value from 1."""
-
-    label: np.ndarray | None
-    names: list[str]
-    reason: str | None
-
-
-def fitted_array(res: "Result") -> FittedArray:
-    """The physical array fitted through a result's contacts (as ``segment`` writes it), on the label's grid."""
-    from cochseg3d.pipeline import fitted_array as fit_array
-
-    fit = fit_array(res.contacts, res.label, res.case_id)
-    if fit.label is None:
-        return FittedArray(None, [], fit.reason)
-    return FittedArray(np.asarray(fit.label.array, dtype=np.uint8), list(fit.names), None)
+    return res, np.asarray(res.label.array, dtype=np.uint8), fitted_array(res.contacts, res.label, res.case_id)
 
 
 class _ProgressStream:
