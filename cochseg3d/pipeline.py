@@ -39,6 +39,8 @@ class Result:
             when nothing was written.
         probability: the electrode probability on the source grid (``probabilities=True`` only).
         info: what was run (threshold, preprocessing, voxel count, volume in mm^3, QC measures).
+        arrays: a scan of both ears (bilateral implants): each side's contacts ("right", "left");
+            ``contacts`` then holds all of them, right array first. Empty for one array.
     """
 
     label: Volume
@@ -48,6 +50,7 @@ class Result:
     files: Mapping[str, Path] = field(default_factory=dict)
     probability: Volume | None = None
     info: Mapping[str, Any] = field(default_factory=dict)
+    arrays: Mapping[str, "Contacts"] = field(default_factory=dict)
 
 
 def resolve_device(device: str) -> str:
@@ -143,6 +146,7 @@ def segment(
     """
     from cochseg3d.contacts import Calibration, electrode_spec, find_contacts
     from cochseg3d.inference import run_segmentation
+    from cochseg3d.sides import merged_contacts, merged_verdict, split_result
     from cochseg3d.utils import sanitize_case_id
 
     t0 = time.perf_counter()
@@ -159,18 +163,26 @@ def segment(
     case = sanitize_case_id(case_id or volume.meta.get("case_id") or (source.name if source else "case"))
     res = run_segmentation(volume, net, preprocessing=preprocessing, device=device, threshold=threshold,
                            batch_size=batch_size, overlap=overlap, probabilities=probabilities, progress=progress)
-    contacts = find_contacts(res.label, volume, **spec, calibration=cal)
-    verdict = _judge(res, contacts, volume, spec, cal, electrode, qc_thresholds) if qc else None
+    sides = split_result(res)
+    if sides is None:
+        contacts = find_contacts(res.label, volume, **spec, calibration=cal)
+        verdict = _judge(res, contacts, volume, spec, cal, electrode, qc_thresholds) if qc else None
+        arrays = {}
+    else:  # both ears: each array found, judged and measured on its own
+        arrays = {s: find_contacts(r.label, volume, **spec, calibration=cal) for s, r in sides.items()}
+        contacts = merged_contacts(arrays)
+        verdict = merged_verdict({s: _judge(r, arrays[s], volume, spec, cal, electrode, qc_thresholds)
+                                  for s, r in sides.items()}) if qc else None
     files = {} if output is None else _write(Path(output), case, volume, res, contacts, verdict, electrode=electrode,
                                              model_path=getattr(net, "cochseg3d_path", None), png=png,
-                                             dicom_seg=dicom_seg, array_label=array_label)
+                                             dicom_seg=dicom_seg, array_label=array_label, arrays=arrays)
     # the input path goes to the log only: folder names often hold a patient's name
     log.info("%s -> %s: %d electrode voxels (%.1f mm^3), %d contacts (%s) in %.1f s", source or "volume", case,
              res.info["voxels"], res.info["volume_mm3"], len(contacts.lps_mm), contacts.method,
              time.perf_counter() - t0)
     info = {**res.info, "seconds": round(time.perf_counter() - t0, 2)}
     return Result(label=res.label, contacts=contacts, qc=verdict, case_id=case, files=files,
-                  probability=res.probability, info=info)
+                  probability=res.probability, info=info, arrays=arrays)
 
 
 def _load(source: Path) -> Volume:
@@ -206,13 +218,19 @@ def fitted_array(contacts: "Contacts", label: Volume, case: str) -> "ArrayLabel"
 
 def _write(out: Path, case: str, volume: Volume, res: Any, contacts: "Contacts", verdict: dict[str, Any] | None, *,
            electrode: str | None, model_path: str | None, png: bool, dicom_seg: bool,
-           array_label: bool = True) -> dict[str, Path]:
+           array_label: bool = True, arrays: Mapping[str, "Contacts"] | None = None) -> dict[str, Path]:
+    from cochseg3d.clinical.array_label import ArrayLabel
     from cochseg3d.export import contacts_record, write_outputs
+    from cochseg3d.sides import side_records
 
     series = {k: volume.meta.get(k) for k in ("series_uid", "series_number", "series_description", "modality")}
     record = contacts_record(contacts, case_id=case, series=series, electrode=electrode,
                              label_volume_mm3=res.info["volume_mm3"], model=model_path, qc=verdict)
-    array = fitted_array(contacts, res.label, case) if array_label else None
+    if arrays:
+        record.update(bilateral=True, arrays=side_records(arrays))
+    array = None if not array_label else (
+        ArrayLabel(None, reason="bilateral scan: fitted for one array only, not drawn") if arrays
+        else fitted_array(contacts, res.label, case))
     if array is not None:
         record["array_label"] = array.to_json()
     return write_outputs(out, case, image=volume, label=res.label, record=record, contacts_lps_mm=contacts.lps_mm,

@@ -30,6 +30,9 @@ def _array_limits() -> tuple[float, float]:
 CBCT_BLUR_MM = 0.8
 #: dropped chains smaller than this (mm^3) are noise, not metal worth reporting
 OTHER_METAL_MIN_MM3 = 1.0
+#: a second array this far (mm, centre to centre) from the first is the other ear's (bilateral scan):
+#: the cochleae lie 60-100 mm apart, and one ear's other metal (screw, lead) within a few cm of its array
+BILATERAL_MIN_MM = 40.0
 
 
 def postprocess(
@@ -51,7 +54,9 @@ def postprocess(
     least the shortest catalogue array's. Chains without such a piece (a bone-anchored screw,
     dental fillings: short or thick) are dropped. When no chain qualifies, the chain with the most
     tube-like length (volume / inner radius^2 of its thin pieces) is kept instead: a spiral of
-    separate contacts has no long piece.
+    separate contacts has no long piece. A scan of both ears keeps a second array: a chain at least
+    ``BILATERAL_MIN_MM`` from the first that meets the catalogue's limits or holds at least half its
+    thin length.
 
     Args:
         mask: boolean array [k, j, i].
@@ -61,14 +66,14 @@ def postprocess(
             "tube_length": none does), ``array_path_mm`` (the kept chain's longest thin path),
             ``catalogue_path_mm`` (that of the chain the catalogue's limits would pick) and
             ``other_metal_mm3`` / ``n_other_metal`` (dropped chains of at least
-            ``OTHER_METAL_MIN_MM3``).
+            ``OTHER_METAL_MIN_MM3``), ``n_arrays`` (1, or 2 for a bilateral scan; 0 when empty).
 
     Returns:
         The cleaned boolean mask, same shape.
     """
     mask = np.asarray(mask, dtype=bool)
     report = {} if report is None else report
-    report.update(array_rule=None, array_path_mm=0.0, other_metal_mm3=0.0, n_other_metal=0)
+    report.update(array_rule=None, array_path_mm=0.0, other_metal_mm3=0.0, n_other_metal=0, n_arrays=0)
     if not mask.any():
         return mask.copy()
     radius, path = _array_limits()
@@ -137,7 +142,11 @@ def _postprocess_crop(mask: np.ndarray, sampling: tuple[float, ...], *, min_comp
         first = np.argwhere(labels[sl] == c)[0] + np.array([x.start for x in sl])
         chain.setdefault(int(grown_labels[tuple(first // np.array(block))]), []).append(c)
     kept = _pick_chain(chain, path, length, sizes, min_path_mm, report)
-    fine = np.repeat(np.repeat(np.repeat(grown_labels == kept, block[0], 0), block[1], 1), block[2], 2)
+    second = _second_array(chain, kept, path, length, _chain_centres(labels, chain, sizes, sampling), min_path_mm)
+    keep = grown_labels == kept if second is None else np.isin(grown_labels, (kept, second))
+    if second is not None:
+        _count_second(report, chain[second], sizes, max(path[c] for c in chain[second]))
+    fine = np.repeat(np.repeat(np.repeat(keep, block[0], 0), block[1], 1), block[2], 2)
     return kept_mask & fine[: mask.shape[0], : mask.shape[1], : mask.shape[2]]
 
 
@@ -186,10 +195,40 @@ def _pick_chain(chain: dict[int, list[int]], path: dict[int, float], length: dic
     dropped = [sum(sizes[c - 1] for c in cs) for g, cs in chain.items() if g != kept]
     dropped = [v for v in dropped if v >= OTHER_METAL_MIN_MM3]
     rule = "tube_length" if catalogue is None else "catalogue" if catalogue == kept else "catalogue_disagrees"
-    report.update(array_rule=rule, array_path_mm=round(longest[kept], 2),
+    report.update(array_rule=rule, array_path_mm=round(longest[kept], 2), n_arrays=1,
                   catalogue_path_mm=round(longest[catalogue], 2) if catalogue is not None else 0.0,
                   other_metal_mm3=round(float(sum(dropped)), 2), n_other_metal=len(dropped))
     return kept
+
+
+def _chain_centres(labels: np.ndarray, chain: dict[int, list[int]], sizes: np.ndarray,
+                   sampling: tuple[float, ...]) -> dict[int, np.ndarray]:
+    """Each chain's centre of mass (mm, crop frame)."""
+    comps = [c for cs in chain.values() for c in cs]
+    centre = dict(zip(comps, ndimage.center_of_mass(labels > 0, labels, comps)))
+    return {g: np.average([centre[c] for c in cs], axis=0, weights=[sizes[c - 1] for c in cs]) * np.asarray(sampling)
+            for g, cs in chain.items()}
+
+
+def _second_array(chain: dict[int, list[int]], kept: int, path: dict[int, float], length: dict[int, float],
+                  centres: dict[int, np.ndarray], min_path_mm: float) -> int | None:
+    """The other ear's array in a scan of both, or None: far from the first, and array-like."""
+    group_length = {g: sum(length.get(c, 0.0) for c in cs) for g, cs in chain.items()}
+    far = [g for g in chain if g != kept and np.linalg.norm(centres[g] - centres[kept]) >= BILATERAL_MIN_MM]
+    arrays = [g for g in far if max(path[c] for c in chain[g]) >= min_path_mm
+              or group_length[g] >= 0.5 * group_length[kept]]
+    return max(arrays, key=group_length.get) if arrays else None
+
+
+def _count_second(report: dict[str, Any], pieces: list[int], sizes: np.ndarray, longest_mm: float) -> None:
+    """A kept second array is not other metal, nor a disagreement with the catalogue's pick."""
+    if report["array_rule"] == "catalogue_disagrees" and round(longest_mm, 2) == report["catalogue_path_mm"]:
+        report["array_rule"] = "catalogue"
+    mm3 = float(sum(sizes[c - 1] for c in pieces))
+    if mm3 >= OTHER_METAL_MIN_MM3:
+        report.update(other_metal_mm3=round(max(0.0, report["other_metal_mm3"] - mm3), 2),
+                      n_other_metal=max(0, report["n_other_metal"] - 1))
+    report["n_arrays"] = 2
 
 
 def _block_any(mask: np.ndarray, block: tuple[int, ...]) -> np.ndarray:

@@ -36,6 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--array-kind", choices=("normal", "fold_over", "partial", "kink", "random"), default="normal",
                         help="array placement: normal (default), tip fold-over, partial insertion (extracochlear "
                              "contacts), a kink in the basal turn, or random (drawn per patient)")
+    parser.add_argument("--bilateral", action="store_true",
+                        help="both ears implanted, in one axial scan wide enough for both (issue 13)")
     parser.add_argument("--preview", action="store_true", help="also write <patient>/preview.png")
     parser.add_argument("--no-clutter", action="store_true",
                         help="write only the image series (no localizer, ._ file or README.txt)")
@@ -69,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
     out: Path = args.out
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder")
+    if args.bilateral and args.orientation != "axial":
+        raise UserError(f"--bilateral scans are axial; drop --orientation {args.orientation}")
     overrides = {"vendor": args.vendor} if args.vendor else {}
     if args.array_kind != "normal":
         overrides["array_kind"] = args.array_kind
@@ -77,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
             overrides[key] = getattr(args, key)
     folders = generate_cohort(out, patients=args.patients, seed=args.seed, preset=args.preset,
                               orientation=args.orientation, clutter=not args.no_clutter, preview=args.preview,
-                              progress=not args.no_progress, ct_model=args.ct_model, **overrides)
+                              progress=not args.no_progress, ct_model=args.ct_model, bilateral=args.bilateral,
+                              **overrides)
     print(f"wrote {len(folders)} phantom patient(s) to {out.resolve()}")
     print(f"  index: {(out / 'cohort.json').resolve()}")
     print(f"  e.g. DICOM: {folders[0] / 'DICOM'}   truth: {folders[0] / 'truth'}")

@@ -161,10 +161,9 @@ def save_preview(case: PhantomCase, path: str | os.PathLike) -> Path:
     axes[2].set_title(f"axial slice {kz} (rows A->P), label outline")
     for ax in axes:
         ax.set_axis_off()
-    c = case.contacts
-    fig.suptitle(f"{case.case_id}: {c['vendor']} {c['model']}, {c['side']} ear, "
-                 f"AID {c['insertion_angle_deg']:.0f} deg, "
-                 f"{case.params.get('orientation')} (rows S->I, cols R->L)", fontsize=10)
+    ears = case.contacts["arrays"].values() if case.contacts.get("bilateral") else [case.contacts]
+    what = "; ".join(f"{c['vendor']} {c['model']}, {c['side']} ear, AID {c['insertion_angle_deg']:.0f} deg" for c in ears)
+    fig.suptitle(f"{case.case_id}: {what}, {case.params.get('orientation')} (rows S->I, cols R->L)", fontsize=10)
     fig.tight_layout()
     path = Path(path)
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
@@ -174,12 +173,14 @@ def save_preview(case: PhantomCase, path: str | os.PathLike) -> Path:
 
 def generate_cohort(out: str | os.PathLike, *, patients: int, seed: int, preset: str = "small",
                     orientation: str = "axial", clutter: bool = True, preview: bool = False,
-                    progress: bool = True, ct_model: str = "fast", **overrides: Any) -> list[Path]:
+                    progress: bool = True, ct_model: str = "fast", bilateral: bool = False,
+                    **overrides: Any) -> list[Path]:
     """Generate and write ``patients`` phantoms under ``out`` and an index ``out/cohort.json``.
 
     Patient ``n`` uses seed :func:`patient_seed` ``(seed, n)`` and case id ``phantom_s<seed>_<n+1>``;
     ``orientation="mixed"`` draws each patient's orientation from its own seed; ``ct_model``: "fast"
-    or "rtk" (see :func:`generate_patient`).
+    or "rtk" (see :func:`generate_patient`); ``bilateral``: both ears in one axial scan
+    (:func:`.bilateral.generate_bilateral`; the index names the right ear's array).
 
     Returns:
         The patient folders.
@@ -188,23 +189,32 @@ def generate_cohort(out: str | os.PathLike, *, patients: int, seed: int, preset:
 
     if patients < 1:
         raise ValueError(f"patients must be >= 1, got {patients}")
+    if bilateral and orientation != "axial":
+        raise ValueError(f"a bilateral phantom is scanned axially, not {orientation}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out)  # a killed run's half-written cohort.json
     index, folders = [], []
     for n in tqdm(range(patients), desc="phantom", unit="patient", disable=not progress):
         case_id = f"phantom_s{int(seed)}_{n + 1:03d}"
-        case = generate_patient(patient_seed(seed, n), preset=preset, orientation=orientation, case_id=case_id,
-                                ct_model=ct_model, **overrides)
+        if bilateral:
+            from .bilateral import generate_bilateral
+
+            case = generate_bilateral(patient_seed(seed, n), preset=preset, case_id=case_id, ct_model=ct_model,
+                                      **overrides)
+        else:
+            case = generate_patient(patient_seed(seed, n), preset=preset, orientation=orientation, case_id=case_id,
+                                    ct_model=ct_model, **overrides)
+        first = case.contacts["arrays"]["right"] if bilateral else case.contacts
         folder = write_patient(case, out, clutter=clutter, preview=preview)
         folders.append(folder)
         rel = folder.relative_to(out)
         index.append({"case_id": case.case_id, "dicom": str(rel / "DICOM"),
                       "label": str(rel / "truth" / "label.nii.gz"),
                       "metal": str(rel / "truth" / "metal.nii.gz"), "contacts": str(rel / "truth" / "contacts.json"),
-                      "vendor": case.contacts["vendor"], "model": case.contacts["model"],
+                      "vendor": first["vendor"], "model": first["model"],
                       "orientation": case.params["orientation"], "seed": case.params["seed"],
-                      "ct_model": case.params["ct_model"]})
+                      "ct_model": case.params["ct_model"], **({"bilateral": True} if bilateral else {})})
         log.debug("%s: %s", case.case_id, {k: round(v, 3) for k, v in case.timings.items()})
     _write_json(out / "cohort.json", index)
     return folders
