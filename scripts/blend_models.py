@@ -39,7 +39,9 @@ def blend_checkpoints(base: Path, tuned: Path, alpha: float) -> dict[str, Any]:
     a = torch.load(base, map_location="cpu", weights_only=False)
     b = torch.load(tuned, map_location="cpu", weights_only=False)
     if a["model"] != b["model"]:
-        raise ValueError(f"{base} and {tuned} are different architectures: {a['model']} vs {b['model']}")
+        diff = {k: (a["model"].get(k), b["model"].get(k)) for k in set(a["model"]) | set(b["model"])
+                if a["model"].get(k) != b["model"].get(k)}
+        raise ValueError(f"{base} and {tuned} are different architectures: {diff}")
     out = dict(b)
     out["model_state"] = blend_states(a["model_state"], b["model_state"], alpha)
     out["provenance"] = {
@@ -65,10 +67,16 @@ def main(argv: list[str] | None = None) -> int:
     from cochseg3d.models import save_checkpoint
     from cochseg3d.volume import atomic_write
 
-    ckpt = blend_checkpoints(args.base, args.tuned, args.alpha)
+    for p in (args.base, args.tuned):
+        if not p.is_file():
+            ap.error(f"{p}: no such checkpoint")
     dest = args.out / "default.pt"
     if dest.exists():
         ap.error(f"{dest} exists; choose another --out (nothing is overwritten)")
+    try:
+        ckpt = blend_checkpoints(args.base, args.tuned, args.alpha)
+    except (ValueError, KeyError, RuntimeError) as e:  # other networks, or not a cochseg3d checkpoint
+        ap.error(str(e))
     args.out.mkdir(parents=True, exist_ok=True)
     save_checkpoint(dest, ckpt)
     meta = {"file": dest.name, "size_mb": round(dest.stat().st_size / 2**20, 2), "provenance": ckpt["provenance"]}
