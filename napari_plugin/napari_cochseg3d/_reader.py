@@ -109,6 +109,16 @@ def contacts_file_of(path: Path) -> Path | None:
     return json_path if json_path.is_file() else None
 
 
+def side_names(record: dict, n: int) -> list[str] | None:
+    """A scan of both ears: each contact named by its array's side and number ("R E1", "L E3"), as
+    contacts.json lists the arrays (right first, as the contacts); None for one array."""
+    if not record.get("bilateral"):
+        return None
+    names = [f"{(a.get('side') or '?')[0].upper()} {c.get('name', f'E{i + 1}')}"
+             for a in record.get("arrays") or [] for i, c in enumerate(a.get("contacts") or [])]
+    return names if len(names) == n else None
+
+
 def segment_output_layers(label, contacts_json: Path, *, name: str) -> list[tuple]:
     """The label as a Labels layer and the saved contacts as a Points layer named E1..EN, on one stack."""
     import json
@@ -134,7 +144,7 @@ def segment_output_layers(label, contacts_json: Path, *, name: str) -> list[tupl
               {"name": name, "opacity": 0.6, **transform,
                "metadata": {"cochseg3d": {"volume_grid": can.grid.to_dict(), "qc": record.get("qc")}}}, "labels")
     info = {"model": record.get("model_assumed"), "electrode": record.get("electrode_assumed")}
-    names = contact_names_for(len(lps), record.get("electrode_hint"), info)
+    names = side_names(record, len(lps)) or contact_names_for(len(lps), record.get("electrode_hint"), info)
     points = (contacts_to_data(can, lps), {**points_kwargs(can, lps, names, name=f"{name} contacts"), **transform},
               "points")
     return [labels, points]

@@ -297,6 +297,29 @@ def test_reader_shows_a_segment_output_with_its_named_contacts(make_napari_viewe
     assert isinstance(only, napari.layers.Image)
 
 
+def test_reader_names_a_bilateral_scans_contacts_by_side(make_napari_viewer, tmp_path) -> None:
+    import json
+
+    a = np.zeros((16, 32, 24), dtype=np.uint8)
+    a[3:9, 6:10, 2:5] = 1
+    a[3:9, 6:10, 19:22] = 1
+    vol = Volume(a, (0.5, 0.4, 0.3), (-3.0, 7.0, 11.0), np.eye(3), {"case_id": "P08"})
+    path = write_image(vol, tmp_path / "P08.nii.gz")
+    right = vol.index_to_lps(np.array([[3.0, 7.0, 4.0], [3.0, 8.0, 7.0]]))
+    left = vol.index_to_lps(np.array([[20.0, 7.0, 4.0], [20.0, 8.0, 7.0], [20.0, 8.0, 5.0]]))
+    arrays = [{"side": side, "contacts": [{"name": f"E{i + 1}", "lps_mm": p.tolist()} for i, p in enumerate(pts)]}
+              for side, pts in (("right", right), ("left", left))]
+    (tmp_path / "P08.contacts.json").write_text(json.dumps(
+        {"case_id": "P08", "contacts_lps_mm": np.vstack([right, left]).tolist(), "bilateral": True, "arrays": arrays}))
+    _, points = make_napari_viewer().open(str(path), plugin=PLUGIN)
+    assert list(points.features["name"]) == ["R E1", "R E2", "L E1", "L E2", "L E3"]
+    arrays[1]["contacts"].pop()  # a record that does not add up falls back to one numbering
+    (tmp_path / "P08.contacts.json").write_text(json.dumps(
+        {"case_id": "P08", "contacts_lps_mm": np.vstack([right, left]).tolist(), "bilateral": True, "arrays": arrays}))
+    _, points = make_napari_viewer().open(str(path), plugin=PLUGIN)
+    assert list(points.features["name"]) == [f"E{i + 1}" for i in range(5)]
+
+
 def test_reader_shows_the_fitted_array_with_each_contact_named(make_napari_viewer, tmp_path) -> None:
     import json
 
