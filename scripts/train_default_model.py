@@ -144,6 +144,14 @@ def final_sets(seed: int, n: int) -> dict[str, list[tuple[int, str, dict[str, An
     return _simulator_sets("final", 970_000 + seed * 100, (seed + 21, seed + 22), n)
 
 
+def confirm_sets(seed: int, n: int) -> dict[str, list[tuple[int, str, dict[str, Any]]]]:
+    """A fresh in-distribution draw (4n patients, seeds 994000+), generated once to test one chosen
+    candidate against the shipped model under a rule written before it was drawn; never used to choose."""
+    rng = np.random.default_rng(seed + 4)
+    base = 994_000 + seed * 100
+    return {"held_out_confirm": [(base + i, *random_overrides(rng)) for i in range(4 * n)]}
+
+
 def held_out_sets(seed: int, n: int) -> dict[str, list[tuple[int, str, dict[str, Any]]]]:
     """Test sets: in-distribution, and conditions outside the training ranges."""
     rng = np.random.default_rng(seed + 1)
@@ -385,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write(meta_path, lambda t: Path(t).write_text(json.dumps(_clean(meta), indent=1)))
         log.info("wrote %s (%.2f MB)", dest, meta["size_mb"])
     sets = {**held_out_sets(args.seed, args.test_patients), **cross_simulator_sets(args.seed, args.test_patients),
-            **final_sets(args.seed, args.test_patients)}
+            **final_sets(args.seed, args.test_patients), **confirm_sets(args.seed, args.test_patients)}
     if args.sets:
         sets = {k: v for k, v in sets.items() if k in args.sets.split(",")}
     results = evaluate_sets(work, sets, calibration=args.calibration)
