@@ -98,6 +98,13 @@ def test_segment_finds_both_arrays_each_on_its_side(bilateral, tmp_path):
     assert rec["bilateral"] and [a["side"] for a in rec["arrays"]] == ["right", "left"]
     assert [a["n_contacts"] for a in rec["arrays"]] == [len(res.arrays["right"].lps_mm), len(res.arrays["left"].lps_mm)]
     assert "bilateral" in rec["array_label"]["reason"]
+    # Slicer markups and the contact table: one list per array, named by side
+    mrk = json.loads((tmp_path / "both.contacts.mrk.json").read_text())["markups"]
+    lists = [m for m in mrk if m["name"].endswith("contacts")]
+    assert [m["name"] for m in lists] == ["both array 1 (right) contacts", "both array 2 (left) contacts"]
+    assert [len(m["controlPoints"]) for m in lists] == [len(res.arrays[s].lps_mm) for s in ("right", "left")]
+    rows = (tmp_path / "both.contacts.csv").read_text().splitlines()[1:]
+    assert sorted({r.split(",")[1] for r in rows}) == ["left", "right"] and len(rows) == len(res.contacts.lps_mm)
 
 
 def test_phantom_command_writes_a_bilateral_cohort(tmp_path, capsys):
