@@ -23,6 +23,7 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 ERROR_MM, RECALL = 0.3, 0.9
@@ -35,12 +36,17 @@ def is_bad(row: dict) -> bool:
     return err > ERROR_MM or rec < RECALL
 
 
-def set_rows(work: Path, name: str) -> list[dict]:
+def set_rows(work: Path, name: str, thresholds=None) -> list[dict]:
+    """Per patient: bad or good, and QC's verdict (as written, or judged again with ``thresholds``)."""
+    from cochseg3d.qc import assess_measures
+
     cases = json.loads((work / "evaluation_cases.json").read_text())[name]["auto"]["cases"]
     rows = []
     for c in cases:
         rec = json.loads((work / "pred" / name / f"{c['case_id']}.contacts.json").read_text())
         qc = rec.get("qc") or {}
+        if thresholds is not None and qc.get("measures"):
+            qc = assess_measures(qc["measures"], thresholds).to_json()
         rows.append({"case_id": c["case_id"], "bad": is_bad(c), "verdict": qc.get("verdict", "none"),
                      "reasons": qc.get("reasons", []), "error_mm": c.get("contact_error_mm"),
                      "recall": c.get("contact_recall")})
@@ -65,9 +71,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--work", type=Path, required=True, help="an evaluation run's scratch folder")
     ap.add_argument("--sets", default="held_out_final,cross_fast,cross_rtk")
+    ap.add_argument("--thresholds", type=Path, default=None,
+                    help="judge the stored QC measures again with this qc_thresholds.json (default: the verdicts as written)")
     ap.add_argument("--write", action="store_true", help="write the section of BENCHMARKS.md")
     a = ap.parse_args()
-    results = {name: set_rows(a.work, name) for name in a.sets.split(",")}
+    thresholds = None
+    if a.thresholds is not None:
+        from cochseg3d.qc import QCThresholds
+
+        thresholds = QCThresholds.load(a.thresholds)
+    results = {name: set_rows(a.work, name, thresholds) for name in a.sets.split(",")}
     body = table(results)
     why = Counter(re.sub(r"\d+(\.\d+)?", "N", r.split(";")[0]) for rows in results.values() for x in rows
                   if not x["bad"] and x["verdict"] != "ok" for r in x["reasons"][:1])

@@ -46,6 +46,7 @@ log = logging.getLogger("calibrate_qc")
 CALIBRATION_SEED = 810_000
 HELD_OUT_SEED = 820_000
 RTK_SEED = 825_000
+REALISM_SEED = 830_000
 #: what makes a result bad (the issue's bar)
 MAX_ERROR_MM = 0.3
 MIN_RECALL = 0.9
@@ -75,6 +76,20 @@ def phantom_specs(seed0: int, n: int) -> list[tuple[int, str, dict[str, Any]]]:
                     ov["offset_hu"] = float(rng.uniform(800, 1000))
                 else:
                     orientation = str(rng.choice(ORIENTATIONS))
+        specs.append((seed0 + i, orientation, ov))
+    return specs
+
+
+def realism_specs(seed0: int, n: int) -> list[tuple[int, str, dict[str, Any]]]:
+    """Scanner realism as issue 12 lists it (train_default_model's draws), the last third itk-rtk."""
+    from train_default_model import scanner_overrides
+
+    rng = np.random.default_rng(seed0)
+    specs = []
+    for i in range(n):
+        orientation, ov = scanner_overrides(rng)
+        if i >= n - n // 3:
+            ov["ct_model"] = "rtk"
         specs.append((seed0 + i, orientation, ov))
     return specs
 
@@ -271,6 +286,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--calibration", type=int, default=60, help="calibration phantoms")
     ap.add_argument("--held-out", type=int, default=60, help="held-out phantoms")
+    ap.add_argument("--realism", type=int, default=0,
+                    help="also calibrate on this many scanner-realism phantoms (uncalibrated grey values, noise to "
+                         "250 HU, streaks to 3; the last third itk-rtk), seeds 830000+")
     ap.add_argument("--rtk", type=int, default=20, help="held-out phantoms on the itk-rtk simulator (0: none)")
     ap.add_argument("--budget", type=float, default=0.06,
                     help="most good results (fraction, named and blind each) the cut-offs may flag together")
@@ -290,11 +308,15 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     cal = measure_set(f"calibration_{args.calibration}", phantom_specs(CALIBRATION_SEED, args.calibration), model,
                       args.work)
+    if args.realism:
+        cal += measure_set(f"calibration_realism_{args.realism}", realism_specs(REALISM_SEED, args.realism), model,
+                           args.work)
     expected = expected_volumes(cal)
     rules, left = fit_rules(with_volume_ratio(cal, expected), budget=args.budget)
     provenance = {"command": "python scripts/calibrate_qc.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                   "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "model": _relative(info["path"]),
                   "calibration_seeds": [CALIBRATION_SEED, CALIBRATION_SEED + args.calibration - 1],
+                  **({"realism_seeds": [REALISM_SEED, REALISM_SEED + args.realism - 1]} if args.realism else {}),
                   "bad": f"contact error > {MAX_ERROR_MM} mm or recall < {MIN_RECALL}",
                   "rule": "greedy one-sided cut-offs, each halfway between a bad value and the nearest good one",
                   "budget_good_flagged": args.budget,
