@@ -38,6 +38,8 @@ from cochseg3d.volume import Grid, Volume
 
 #: the files a complete bundle holds, relative to its root
 BUNDLE_FILES = ("configs/metadata.json", "configs/inference.json", "models/model.pt", "docs/README.md")
+#: written first and removed last by an export: its pid tells a killed export's folder from a user's
+EXPORT_MARKER = ".cochseg3d-export-unfinished"
 _LPS_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
@@ -232,7 +234,8 @@ def export_bundle(out: str | os.PathLike, *, model: str | os.PathLike | None = N
 
     out = check_output_folder(out)
     remove_stale_temporaries(out, recursive=True)  # what a killed export left half-written
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
+    unfinished = _unfinished_export(out)
+    if out.is_dir() and any(out.iterdir()) and not overwrite and not unfinished:
         raise UserError(f"{display_path(out)}: folder is not empty; choose an empty one or pass --overwrite")
     path = Path(model) if model is not None else DEFAULT_MODEL
     try:
@@ -241,6 +244,9 @@ def export_bundle(out: str | os.PathLike, *, model: str | os.PathLike | None = N
         reason = str(exc).removeprefix(f"{path}: ")
         raise UserError(f"{display_path(path)}: not a cochseg3d model checkpoint ({reason})") from None
     roi = getattr(network, "cochseg3d_roi_size", None) or pre.roi_size
+    out.mkdir(parents=True, exist_ok=True)
+    marker = out / EXPORT_MARKER
+    atomic_write(marker, lambda tmp: Path(tmp).write_text(json.dumps({"pid": os.getpid()})))
     texts = {
         "configs/metadata.json": json.dumps(metadata(info, pre, roi), indent=4) + "\n",
         "configs/inference.json": json.dumps(inference_config(info["model"], pre, roi), indent=4) + "\n",
@@ -254,7 +260,29 @@ def export_bundle(out: str | os.PathLike, *, model: str | os.PathLike | None = N
     atomic_write(out / "models" / "model.pt", lambda tmp: torch.save(state, tmp))
     atomic_write(out / "models" / "cochseg3d.pt", lambda tmp: shutil.copyfile(path, tmp))
     check_bundle(out)
+    marker.unlink()
     return out
+
+
+def _unfinished_export(out: Path) -> bool:
+    """True for a folder a killed export left: its marker names a dead process, and it holds nothing else.
+
+    Raises:
+        UserError: another export is writing into ``out`` now.
+    """
+    from cochseg3d.cli import UserError
+    from cochseg3d.utils import display_path
+    from cochseg3d.volume import process_alive
+
+    marker = out / EXPORT_MARKER
+    try:
+        pid = int(json.loads(marker.read_text())["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    if pid != os.getpid() and process_alive(pid):
+        raise UserError(f"{display_path(out)}: another export (pid {pid}) is writing into it; wait for it to end")
+    ours = {EXPORT_MARKER, *BUNDLE_FILES, "models/cochseg3d.pt", "configs", "models", "docs"}
+    return all(p.relative_to(out).as_posix() in ours for p in out.rglob("*"))
 
 
 def check_bundle(folder: str | os.PathLike) -> Path:

@@ -408,15 +408,18 @@ def _writer_gone(path: Path) -> bool:
         except OSError:
             return False
     pid = int(m["pid"])
-    if pid == os.getpid():
-        return False
+    return pid != os.getpid() and not process_alive(pid)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (another user's counts as running)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
-        return True
-    except PermissionError:  # another user's live process
         return False
-    return False
+    except PermissionError:
+        return True
+    return True
 
 
 def remove_stale_temporaries(folder: str | os.PathLike, *, recursive: bool = False) -> list[Path]:

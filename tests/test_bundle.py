@@ -122,3 +122,29 @@ def test_non_empty_output_refused_unless_overwrite(tmp_path, capsys):
     assert main(["export-bundle", str(out), "--overwrite"]) == 0
     assert (out / "keep.txt").read_text() == "the user's"
     check_bundle(out)
+
+
+def test_killed_export_is_redone_without_overwrite(tmp_path, capsys):
+    from cochseg3d.bundle import EXPORT_MARKER
+
+    out = export_bundle(tmp_path / "b")
+    assert not (out / EXPORT_MARKER).exists()  # a finished export leaves no marker
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (out / "models" / "cochseg3d.pt").unlink()  # as a kill before the last file leaves it
+    (out / EXPORT_MARKER).write_text(json.dumps({"pid": int(dead.stdout)}))
+    assert main(["export-bundle", str(out)]) == 0
+    check_bundle(out)
+    assert (out / "models" / "cochseg3d.pt").is_file() and not (out / EXPORT_MARKER).exists()
+    # a live writer's folder is refused, and so is a killed export's folder that holds the user's files
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (out / EXPORT_MARKER).write_text(json.dumps({"pid": live.pid}))
+        assert main(["export-bundle", str(out)]) == 2
+        assert f"another export (pid {live.pid})" in capsys.readouterr().err
+    finally:
+        live.kill()
+        live.wait()
+    (out / EXPORT_MARKER).write_text(json.dumps({"pid": int(dead.stdout)}))
+    (out / "notes.txt").write_text("the user's")
+    assert main(["export-bundle", str(out)]) == 2
+    assert "folder is not empty" in capsys.readouterr().err and (out / "notes.txt").read_text() == "the user's"

@@ -220,6 +220,17 @@ def test_killed_mid_write_over_an_earlier_output_leaves_old_or_new_and_a_rerun_m
     _kill_over_old_output(verb, clean, patients, tmp_path, max(1, n // 2), "truncated")
 
 
+def test_an_export_killed_in_a_fresh_folder_is_redone_without_overwrite(clean, patients, tmp_path):
+    ref, renames = clean("export-bundle")
+    out = tmp_path / "out"
+    argv = ["export-bundle", str(out)]
+    res = _run(argv, tmp_path, KILL_AT=str(max(2, len(renames) // 2)), KILL_MODE="truncated")
+    assert res.returncode == -signal.SIGKILL, f"the kill did not land: rc {res.returncode}\n{res.stderr[-2000:]}"
+    res = _run(argv, tmp_path)  # the folder holds only what the killed export wrote: no --overwrite needed
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert not _assert_all_whole(out, ref) and _files(out)[0] == _files(ref)[0]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("at,mode", [(1, "whole"), (1, "truncated"), (-1, "whole"), (2, "truncated")])
 @pytest.mark.parametrize("verb", list(VERBS))
