@@ -6,9 +6,11 @@ pixel data present in the file can hold it (for compressed syntaxes too). Nothin
 from __future__ import annotations
 
 import struct
+from pathlib import Path
 
 import pydicom
 from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
@@ -146,3 +148,33 @@ def _encapsulated_check(
                       f"({expected} bytes) but the file holds {present} compressed bytes "
                       f"(more than {ratio}:1 is impossible for {UID(ts).name})")
     return None, None
+
+
+#: deflate (zlib) never packs more than about 1032 bytes into one
+_MAX_RATIO_DEFLATE = 1032
+
+
+def _deflated_check(ds: pydicom.Dataset | _FastHeader, path: Path, file_size: int) -> tuple[None, str | None]:
+    """Deflated Explicit VR Little Endian: the whole dataset is one zlib stream, so the pixel data has
+    no offset in the file. The claimed size must be sane and within deflate's best ratio of the file
+    (a bomb is refused before inflating), and the inflated dataset must hold every claimed pixel."""
+    reason = _size_reason(ds)
+    if reason is not None:
+        return None, reason
+    expected = _expected_bytes(ds)
+    if expected > _MAX_RATIO_DEFLATE * file_size:
+        return None, (f"header claims {expected} bytes of pixels in a {file_size}-byte deflated file "
+                      f"(more than {_MAX_RATIO_DEFLATE}:1 is impossible for deflate)")
+    try:
+        have = len(pydicom.dcmread(path).PixelData)
+    except AttributeError:
+        return None, "no pixel data"
+    except Exception as exc:  # zlib and pydicom raise several types on a corrupt stream
+        return None, f"unreadable deflated data ({type(exc).__name__}: {exc})"
+    if have < expected:
+        return None, f"truncated: pixel data has {have} of {expected} bytes"
+    return None, None
+
+
+def is_deflated(ds: pydicom.Dataset | _FastHeader) -> bool:
+    return _transfer_syntax(ds) == DeflatedExplicitVRLittleEndian

@@ -28,9 +28,11 @@ from cochseg3d.dicom_checks import (  # noqa: F401  (re-exported)
     _MAX_RATIO_OTHER,
     _RAW_SYNTAXES,
     _SECONDARY_CAPTURE,
+    _deflated_check,
     _pixel_data_check,
     _size_reason,
     _skip_reason,
+    is_deflated,
 )
 from cochseg3d.dicom_geometry import (  # noqa: F401  (re-exported)
     IOP_DOT_TOL,
@@ -126,10 +128,12 @@ def read_file_header(path: Path) -> FileHeader:
         return FileHeader(path, None, f"unreadable DICOM header ({type(exc).__name__}: {exc})")
     ds = _FastHeader(raw)
     out = FileHeader(path, ds, _skip_reason(ds))
-    if out.reason is None and pos is None:
+    if out.reason is None and is_deflated(ds):
+        out.offset, out.reason = _deflated_check(ds, path, size)  # decoded with pydicom, as compressed data
+    elif out.reason is None and pos is None:
         # an image header that runs to the end of the file: cut short before its pixels
         out.reason = "truncated: the file ends before its pixel data" if not head else "no pixel data"
-    if out.reason is None:
+    elif out.reason is None:
         try:
             out.offset, out.reason = _pixel_data_check(ds, pos, head, size)
         except (OSError, struct.error, ValueError, TypeError) as exc:

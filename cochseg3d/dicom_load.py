@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+import pydicom
 
 from cochseg3d.dicom_header import SkippedFile, _float
 from cochseg3d.dicom_resample import _fill_slices, _regularise, _untilt  # noqa: F401  (re-exported)
@@ -59,9 +60,14 @@ def _read_raw(header: SliceHeader, out: np.ndarray) -> None:
 def _decode(header: SliceHeader, out: np.ndarray) -> None:
     """Decode one slice with pydicom (compressed transfer syntaxes via the pylibjpeg plugins)."""
     from pydicom.pixels import pixel_array
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
 
     try:
-        arr = pixel_array(os.fspath(header.path), index=header.frame)
+        if header.transfer_syntax == DeflatedExplicitVRLittleEndian:  # one zlib stream: read it whole
+            arr = pydicom.dcmread(header.path).pixel_array
+            arr = arr if header.frame is None else arr[header.frame]
+        else:
+            arr = pixel_array(os.fspath(header.path), index=header.frame)
     except Exception as exc:
         # pydicom lists every plugin's complaint on its own line: one line, the first complaints
         why = " ".join(str(exc).split())
