@@ -219,9 +219,8 @@ def fitted_array(contacts: "Contacts", label: Volume, case: str) -> "ArrayLabel"
 def _write(out: Path, case: str, volume: Volume, res: Any, contacts: "Contacts", verdict: dict[str, Any] | None, *,
            electrode: str | None, model_path: str | None, png: bool, dicom_seg: bool,
            array_label: bool = True, arrays: Mapping[str, "Contacts"] | None = None) -> dict[str, Path]:
-    from cochseg3d.clinical.array_label import ArrayLabel
     from cochseg3d.export import contacts_record, write_outputs
-    from cochseg3d.sides import side_records
+    from cochseg3d.sides import merged_array_label, side_records
 
     series = {k: volume.meta.get(k) for k in ("series_uid", "series_number", "series_description", "modality")}
     record = contacts_record(contacts, case_id=case, series=series, electrode=electrode,
@@ -229,7 +228,7 @@ def _write(out: Path, case: str, volume: Volume, res: Any, contacts: "Contacts",
     if arrays:
         record.update(bilateral=True, arrays=side_records(arrays))
     array = None if not array_label else (
-        ArrayLabel(None, reason="bilateral scan: fitted for one array only, not drawn") if arrays
+        merged_array_label({s: fitted_array(c, res.label, f"{case} {s}") for s, c in arrays.items()}) if arrays
         else fitted_array(contacts, res.label, case))
     if array is not None:
         record["array_label"] = array.to_json()

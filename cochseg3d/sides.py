@@ -93,3 +93,28 @@ def side_records(per_side: dict[str, Any]) -> list[dict[str, Any]]:
         rec.update(side=side, side_evidence="bilateral scan: the array at larger LPS x is the patient's left")
         out.append(rec)
     return out
+
+
+def merged_array_label(per_side: dict[str, Any]) -> Any:
+    """One fitted-array label for both arrays: the right's values first ("R E1" .. "R carrier"), then the
+    left's after them; a side without a fit is named in ``info["sides"]``."""
+    from cochseg3d.clinical.array_label import ArrayLabel
+
+    fitted = {s: a for s, a in per_side.items() if a.label is not None}
+    sides = {s: (a.info if a.label is not None else {"reason": a.reason}) for s, a in per_side.items()}
+    if not fitted:
+        why = "; ".join(f"{s}: {a.reason}" for s, a in per_side.items())
+        return ArrayLabel(None, reason=f"bilateral scan, neither array fitted ({why})")
+    grid = next(iter(fitted.values())).label
+    lab = np.zeros(grid.array.shape, np.uint8)
+    names: list[str] = []
+    voxels: dict[str, int] = {}
+    for side, a in fitted.items():
+        arr = np.asarray(a.label.array)
+        lab[arr > 0] = arr[arr > 0] + len(names)
+        voxels.update({str(int(v) + len(names)): n for v, n in a.info.get("voxels", {}).items()})
+        names += [f"{side[0].upper()} {n}" for n in a.names]
+    info = {"model": ", ".join(f"{a.info.get('model')} ({s})" for s, a in fitted.items()),
+            "centreline_length_mm": " / ".join(f"{a.info.get('centreline_length_mm')} ({s})" for s, a in fitted.items()),
+            "voxels": voxels, "sides": sides}
+    return ArrayLabel(grid.with_array(lab), names, None, info)

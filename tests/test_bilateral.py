@@ -12,7 +12,7 @@ from cochseg3d.phantom.bilateral import generate_bilateral, shift_truth
 from cochseg3d.postprocess import postprocess
 from cochseg3d.preprocessing import Preprocessing
 from cochseg3d.sides import side_cut_mm, side_masks
-from cochseg3d.volume import Volume
+from cochseg3d.volume import Volume, read_image
 
 from helpers import bright_model
 
@@ -97,7 +97,18 @@ def test_segment_finds_both_arrays_each_on_its_side(bilateral, tmp_path):
     rec = json.loads((tmp_path / "both.contacts.json").read_text())
     assert rec["bilateral"] and [a["side"] for a in rec["arrays"]] == ["right", "left"]
     assert [a["n_contacts"] for a in rec["arrays"]] == [len(res.arrays["right"].lps_mm), len(res.arrays["left"].lps_mm)]
-    assert "bilateral" in rec["array_label"]["reason"]
+    # the fitted physical array: both arrays in one label, each value named by side, each side's carrier
+    arr = rec["array_label"]
+    assert arr["written"], arr
+    names = list(arr["values"].values())
+    assert names[0] == "R E1" and names.count("R carrier") == 1 and names[-1] == "L carrier"
+    label = read_image(tmp_path / "both.array.nii.gz")
+    cut = side_cut_mm(res.label)
+    for side, prefix in (("right", "R "), ("left", "L ")):
+        values = [int(v) for v, n in arr["values"].items() if n.startswith(prefix)]
+        ijk = np.argwhere(np.isin(label.array, values))[:, ::-1]
+        x = label.index_to_lps(ijk.astype(float))[:, 0]
+        assert len(x) and ((x < cut) if side == "right" else (x >= cut)).all()
     # Slicer markups and the contact table: one list per array, named by side
     mrk = json.loads((tmp_path / "both.contacts.mrk.json").read_text())["markups"]
     lists = [m for m in mrk if m["name"].endswith("contacts")]

@@ -233,7 +233,9 @@ def fit_array_label(contacts: Any, visible: Volume) -> ArrayLabel:
 
 def colours(names: list[str]) -> dict[int, tuple[str, tuple[int, int, int, int]]]:
     """``{value: (name, rgba)}`` of each label value (the carrier last), as :func:`colour_table` writes them."""
-    rgb = [CARRIER_RGB if v == len(names) else _COLOURS[(v - 1) % len(_COLOURS)] for v in range(1, len(names) + 1)]
+    # a bilateral scan's label holds two arrays, each with its carrier ("R carrier", "L carrier")
+    rgb = [CARRIER_RGB if v == len(names) or names[v - 1].endswith("carrier") else _COLOURS[(v - 1) % len(_COLOURS)]
+           for v in range(1, len(names) + 1)]
     return {v: (name.replace(" ", "_"), (*rgb[v - 1], 255)) for v, name in enumerate(names, start=1)}
 
 
