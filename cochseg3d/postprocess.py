@@ -141,12 +141,16 @@ def _postprocess_crop(mask: np.ndarray, sampling: tuple[float, ...], *, min_comp
         sl = boxes[c - 1]
         first = np.argwhere(labels[sl] == c)[0] + np.array([x.start for x in sl])
         chain.setdefault(int(grown_labels[tuple(first // np.array(block))]), []).append(c)
-    kept = _pick_chain(chain, path, length, sizes, min_path_mm, report)
-    second = _second_array(chain, kept, path, length, _chain_centres(labels, chain, sizes, sampling), min_path_mm)
-    keep = grown_labels == kept if second is None else np.isin(grown_labels, (kept, second))
-    if second is not None:
-        _count_second(report, chain[second], sizes, max(path[c] for c in chain[second]))
-    fine = np.repeat(np.repeat(np.repeat(keep, block[0], 0), block[1], 1), block[2], 2)
+    longest = {g: max(path[c] for c in cs) for g, cs in chain.items()}
+    # the most thin length in it: one long tube, or separate contacts blooming into blobs, a lead
+    # whose last stretch is faint
+    group_length = {g: sum(length.get(c, 0.0) for c in cs) for g, cs in chain.items()}
+    kept = max(group_length, key=group_length.get)
+    second = _second_array(chain, kept, longest, group_length, _chain_centres(labels, chain, sizes, sampling),
+                           min_path_mm)
+    arrays = (kept,) if second is None else (kept, second)
+    _report_chains(chain, arrays, longest, sizes, min_path_mm, report)
+    fine = np.repeat(np.repeat(np.repeat(np.isin(grown_labels, arrays), block[0], 0), block[1], 1), block[2], 2)
     return kept_mask & fine[: mask.shape[0], : mask.shape[1], : mask.shape[2]]
 
 
@@ -179,26 +183,21 @@ def _grown_labels(kept_mask: np.ndarray, sampling: tuple[float, ...], block: tup
     return grown_labels
 
 
-def _pick_chain(chain: dict[int, list[int]], path: dict[int, float], length: dict[int, float],
-                sizes: np.ndarray, min_path_mm: float, report: dict[str, Any]) -> int:
-    """The chain kept as the array (most thin length); what the catalogue would pick goes to ``report``."""
-    longest = {g: max(path[c] for c in cs) for g, cs in chain.items()}
-    arrays = [g for g in chain if longest[g] >= min_path_mm]
-    # the most thin length in it: one long tube, or separate contacts blooming into blobs, a lead
-    # whose last stretch is faint
-    group_length = {g: sum(length.get(c, 0.0) for c in cs) for g, cs in chain.items()}
-    kept = max(group_length, key=group_length.get)
+def _report_chains(chain: dict[int, list[int]], arrays: tuple[int, ...], longest: dict[int, float],
+                   sizes: np.ndarray, min_path_mm: float, report: dict[str, Any]) -> None:
+    """What was kept (the array, or both arrays of a bilateral scan), what the catalogue would pick,
+    and the other metal dropped, into ``report``."""
     # the catalogue's pick (a chain holding an array-long thin piece) is reported, not kept: on held-out
     # phantoms it rescued arrays beside dental fillings but lost a clean array painted as separate
     # contacts (BENCHMARKS.md, hard conditions), so where the two disagree QC asks for review
-    catalogue = max(arrays, key=longest.get) if arrays else None
-    dropped = [sum(sizes[c - 1] for c in cs) for g, cs in chain.items() if g != kept]
+    candidates = [g for g in chain if longest[g] >= min_path_mm]
+    catalogue = max(candidates, key=longest.get) if candidates else None
+    dropped = [sum(sizes[c - 1] for c in cs) for g, cs in chain.items() if g not in arrays]
     dropped = [v for v in dropped if v >= OTHER_METAL_MIN_MM3]
-    rule = "tube_length" if catalogue is None else "catalogue" if catalogue == kept else "catalogue_disagrees"
-    report.update(array_rule=rule, array_path_mm=round(longest[kept], 2), n_arrays=1,
+    rule = "tube_length" if catalogue is None else "catalogue" if catalogue in arrays else "catalogue_disagrees"
+    report.update(array_rule=rule, array_path_mm=round(longest[arrays[0]], 2), n_arrays=len(arrays),
                   catalogue_path_mm=round(longest[catalogue], 2) if catalogue is not None else 0.0,
                   other_metal_mm3=round(float(sum(dropped)), 2), n_other_metal=len(dropped))
-    return kept
 
 
 def _chain_centres(labels: np.ndarray, chain: dict[int, list[int]], sizes: np.ndarray,
@@ -210,25 +209,12 @@ def _chain_centres(labels: np.ndarray, chain: dict[int, list[int]], sizes: np.nd
             for g, cs in chain.items()}
 
 
-def _second_array(chain: dict[int, list[int]], kept: int, path: dict[int, float], length: dict[int, float],
+def _second_array(chain: dict[int, list[int]], kept: int, longest: dict[int, float], group_length: dict[int, float],
                   centres: dict[int, np.ndarray], min_path_mm: float) -> int | None:
     """The other ear's array in a scan of both, or None: far from the first, and array-like."""
-    group_length = {g: sum(length.get(c, 0.0) for c in cs) for g, cs in chain.items()}
     far = [g for g in chain if g != kept and np.linalg.norm(centres[g] - centres[kept]) >= BILATERAL_MIN_MM]
-    arrays = [g for g in far if max(path[c] for c in chain[g]) >= min_path_mm
-              or group_length[g] >= 0.5 * group_length[kept]]
+    arrays = [g for g in far if longest[g] >= min_path_mm or group_length[g] >= 0.5 * group_length[kept]]
     return max(arrays, key=group_length.get) if arrays else None
-
-
-def _count_second(report: dict[str, Any], pieces: list[int], sizes: np.ndarray, longest_mm: float) -> None:
-    """A kept second array is not other metal, nor a disagreement with the catalogue's pick."""
-    if report["array_rule"] == "catalogue_disagrees" and round(longest_mm, 2) == report["catalogue_path_mm"]:
-        report["array_rule"] = "catalogue"
-    mm3 = float(sum(sizes[c - 1] for c in pieces))
-    if mm3 >= OTHER_METAL_MIN_MM3:
-        report.update(other_metal_mm3=round(max(0.0, report["other_metal_mm3"] - mm3), 2),
-                      n_other_metal=max(0, report["n_other_metal"] - 1))
-    report["n_arrays"] = 2
 
 
 def _block_any(mask: np.ndarray, block: tuple[int, ...]) -> np.ndarray:
