@@ -281,7 +281,8 @@ def _unfinished_export(out: Path) -> bool:
         return False
     if pid != os.getpid() and process_alive(pid):
         raise UserError(f"{display_path(out)}: another export (pid {pid}) is writing into it; wait for it to end")
-    ours = {EXPORT_MARKER, *BUNDLE_FILES, "models/cochseg3d.pt", "configs", "models", "docs"}
+    files = {*BUNDLE_FILES, "models/cochseg3d.pt", EXPORT_MARKER}
+    ours = files | {Path(f).parent.as_posix() for f in files} - {"."}
     return all(p.relative_to(out).as_posix() in ours for p in out.rglob("*"))
 
 

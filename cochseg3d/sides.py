@@ -14,7 +14,9 @@ import numpy as np
 
 from cochseg3d.volume import Volume
 
-SIDES = ("right", "left")  # in the order the arrays are reported
+def side_name(side: str | None, name: str) -> str:
+    """A contact or segment named by its array's side: "R E1", "L carrier" ("?" for no side)."""
+    return f"{(side or '?')[0].upper()} {name}"
 
 
 def side_cut_mm(label: Volume) -> float | None:
@@ -113,7 +115,7 @@ def merged_array_label(per_side: dict[str, Any]) -> Any:
         arr = np.asarray(a.label.array)
         lab[arr > 0] = arr[arr > 0] + len(names)
         voxels.update({str(int(v) + len(names)): n for v, n in a.info.get("voxels", {}).items()})
-        names += [f"{side[0].upper()} {n}" for n in a.names]
+        names += [side_name(side, n) for n in a.names]
     info = {"model": ", ".join(f"{a.info.get('model')} ({s})" for s, a in fitted.items()),
             "centreline_length_mm": " / ".join(f"{a.info.get('centreline_length_mm')} ({s})" for s, a in fitted.items()),
             "voxels": voxels, "sides": sides}

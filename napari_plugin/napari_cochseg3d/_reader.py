@@ -114,7 +114,9 @@ def side_names(record: dict, n: int) -> list[str] | None:
     contacts.json lists the arrays (right first, as the contacts); None for one array."""
     if not record.get("bilateral"):
         return None
-    names = [f"{(a.get('side') or '?')[0].upper()} {c.get('name', f'E{i + 1}')}"
+    from cochseg3d.sides import side_name
+
+    names = [side_name(a.get("side"), c.get("name", f"E{i + 1}"))
              for a in record.get("arrays") or [] for i, c in enumerate(a.get("contacts") or [])]
     return names if len(names) == n else None
 
