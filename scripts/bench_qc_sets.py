@@ -26,14 +26,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-ERROR_MM, RECALL = 0.3, 0.9
+from calibrate_qc import MAX_ERROR_MM, MIN_RECALL  # noqa: E402  (the one definition of a bad result)
 
 
 def is_bad(row: dict) -> bool:
     err, rec = row.get("contact_error_mm"), row.get("contact_recall")
     if err is None or rec is None or (isinstance(err, float) and math.isnan(err)):
         return True  # no contacts to compare: as bad as a result gets
-    return err > ERROR_MM or rec < RECALL
+    return err > MAX_ERROR_MM or rec < MIN_RECALL
 
 
 def set_rows(work: Path, name: str, thresholds=None) -> list[dict]:
