@@ -73,6 +73,7 @@ class AnnotationWidget(DockLayout, QWidget):
         if app is not None:  # last autosave when napari quits with unsaved edits
             app.aboutToQuit.connect(self._on_quit)
         self._refresh_image_choices()
+        self.segment_panel.prepare(self._segment_target())
 
     # --- layout ----------------------------------------------------------------------------
     def _build(self, store: str | Path, autosave_s: float) -> None:

@@ -4,8 +4,11 @@ The process (:mod:`napari_cochseg3d.segment_process`) leaves napari's interprete
 thread waits for it and passes its progress on. The prediction becomes a Labels layer and the
 contacts a Points layer (E1..EN), and on request the physical array fitted through the contacts a
 second Labels layer (each contact named), all with the image layer's own transform, so they overlay it
-in 2D and in 3D (the *3D* toggle). The layers are added one per event-loop turn (and reused by the
-next run), so the UI never waits for both at once.
+in 2D and in 3D (the *3D* toggle).
+
+napari builds a new layer's visuals and shaders on the UI thread (0.2-0.6 s each with software
+OpenGL), so the result layers are made ahead, empty, when an image is opened (:meth:`SegmentPanel.prepare`,
+one per event-loop turn); *Segment* then only hands them its data, and the UI answers throughout.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from qtpy.QtWidgets import (
 )
 
 from cochseg3d.volume import Volume
+from napari_cochseg3d.edits import volume_of
 from napari_cochseg3d.forms import path_row, side_row
 from napari_cochseg3d.layers import array_label_kwargs, contact_names_for, contacts_to_data, points_kwargs
 from napari_cochseg3d.segment_process import segment_in_process
@@ -48,6 +52,8 @@ CONTACTS_LAYER = "contacts"
 ARRAY_LAYER = "fitted array"
 #: the electrode choice that lets the contact finder decide
 AUTO_ELECTRODE = "auto"
+#: ms between making the empty result layers: each its own event-loop turn, after the image's first draw
+PREPARE_STEP_MS = 150
 
 
 # --- no Qt below this line up to the panel ------------------------------------------------------
@@ -131,6 +137,7 @@ class SegmentPanel(QGroupBox):
         self._build()
         self._say_fn = say
         viewer.dims.events.ndisplay.connect(self._sync_3d)
+        viewer.layers.events.inserted.connect(lambda event: self.prepare(event.value))
 
     def _build(self) -> None:
         from cochseg3d.electrodes import VENDORS
@@ -153,6 +160,7 @@ class SegmentPanel(QGroupBox):
         self.array_check = QCheckBox("fitted array")
         self.array_check.setToolTip("also show the physical array fitted through the contacts (each contact "
                                     "and the carrier a named label), as segment writes <case>.array.nii.gz")
+        self.array_check.toggled.connect(lambda on: on and self.prepare(self._image_layer()))
         f.addRow(side_row(self.segment_btn, self.view3d_check, self.array_check))
         self.progress = QProgressBar()
         self.progress.setRange(0, 1)
@@ -218,12 +226,38 @@ class SegmentPanel(QGroupBox):
         self.view3d_check.setChecked(self.viewer.dims.ndisplay == 3)
         self.view3d_check.blockSignals(False)
 
+    # --- the result layers, made ahead ------------------------------------------------------------
+    def prepare(self, image) -> None:
+        """Add the result layers this panel lacks, empty and on ``image``'s transform, one per
+        event-loop turn (the fitted array's only while *fitted array* is ticked); ``image`` stays selected."""
+        from napari.layers import Image
+
+        if not isinstance(image, Image) or image.ndim != 3:
+            return
+        transform, can = layer_transform(image), volume_of(image)
+        wanted = [SEGMENTATION_LAYER, CONTACTS_LAYER] + ([ARRAY_LAYER] if self.array_check.isChecked() else [])
+        for delay, name in enumerate(n for n in wanted if n not in self.viewer.layers):
+            QTimer.singleShot(PREPARE_STEP_MS * (delay + 1), lambda name=name: self._add_empty(name, image, transform, can))
+
+    def _add_empty(self, name: str, image, transform: dict[str, Any], can: Volume) -> None:
+        from napari.layers import Labels, Points
+
+        if name in self.viewer.layers or image not in self.viewer.layers:
+            return  # a run came first, or the image is gone
+        if name == CONTACTS_LAYER:
+            empty = np.zeros((0, 3))
+            layer = Points(empty, **points_kwargs(can, empty, [], name=name), **transform)
+        else:
+            layer = Labels(np.zeros((1, 1, 1), np.uint8), name=name, opacity=0.8 if name == ARRAY_LAYER else 0.6,
+                           **transform)
+        active = self.viewer.layers.selection.active
+        self.viewer.add_layer(layer)
+        self.viewer.layers.selection.active = active if active in self.viewer.layers else image
+
     # --- segment -----------------------------------------------------------------------------
     def run(self) -> bool:
         """Start segmenting the current image in a worker thread; False when it cannot start."""
         from napari.qt.threading import create_worker
-
-        from napari_cochseg3d.edits import volume_of
 
         if self.busy:
             self._say("a segmentation is already running")

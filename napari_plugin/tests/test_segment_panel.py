@@ -97,6 +97,36 @@ def _dock(make_napari_viewer, image_path: Path, store: Path):
     return viewer, image, widget
 
 
+def _segmented(viewer) -> bool:
+    """A segmentation is shown (the panel's empty layers made ahead do not count)."""
+    return SEGMENTATION_LAYER in viewer.layers and bool(viewer.layers[SEGMENTATION_LAYER].data.any())
+
+
+def test_result_layers_are_made_ahead_empty_and_then_reused(make_napari_viewer, qtbot, phantom, tmp_path):
+    _, image_path, _ = phantom
+    viewer, image, widget = _dock(make_napari_viewer, image_path, tmp_path / "store")
+    qtbot.waitUntil(lambda: SEGMENTATION_LAYER in viewer.layers and CONTACTS_LAYER in viewer.layers, timeout=10_000)
+    labels, points = viewer.layers[SEGMENTATION_LAYER], viewer.layers[CONTACTS_LAYER]
+    assert not labels.data.any() and len(points.data) == 0
+    assert np.allclose(labels.affine.affine_matrix, image.affine.affine_matrix) and np.allclose(labels.scale, image.scale)
+    assert viewer.layers.selection.active is image  # making them does not take the user's selection
+    assert ARRAY_LAYER not in viewer.layers  # only while "fitted array" is ticked
+    widget.segment_panel.array_check.setChecked(True)
+    qtbot.waitUntil(lambda: ARRAY_LAYER in viewer.layers, timeout=10_000)
+    viewer.open(str(image_path), plugin=PLUGIN)  # a second image: the layers are not made twice
+    qtbot.wait(4 * 150 + 100)
+    assert [ly.name for ly in viewer.layers].count(SEGMENTATION_LAYER) == 1
+    panel = widget.segment_panel
+    panel.use_model(bright_model(PRE))
+    panel.array_check.setChecked(False)
+    assert panel.run()
+    qtbot.waitUntil(lambda: not panel.busy, timeout=120_000)
+    # the run handed its data to the layers made ahead (no new visuals on the UI thread)
+    assert viewer.layers[SEGMENTATION_LAYER] is labels and viewer.layers[CONTACTS_LAYER] is points
+    assert labels.data.shape == image.data.shape and labels.data.any() and len(points.data) >= 10
+    assert list(points.text.values) == list(points.features["name"])
+
+
 def test_segment_adds_labels_and_named_contacts_on_the_label(make_napari_viewer, qtbot, phantom, tmp_path):
     case, image_path, _ = phantom
     viewer, image, widget = _dock(make_napari_viewer, image_path, tmp_path / "store")
@@ -177,7 +207,7 @@ def test_segment_reports_a_bad_checkpoint_in_one_line(make_napari_viewer, qtbot,
     widget.segment_panel.use_model(tmp_path / "nowhere.pt")
     assert not widget.segment_panel.run()
     assert "nowhere.pt: no such checkpoint" in widget.segment_panel.status.text()
-    assert SEGMENTATION_LAYER not in viewer.layers
+    assert not _segmented(viewer)
     notes = tmp_path / "notes.pt"
     notes.write_text("not a checkpoint")
     widget.segment_panel.use_model(notes)
@@ -185,7 +215,7 @@ def test_segment_reports_a_bad_checkpoint_in_one_line(make_napari_viewer, qtbot,
     qtbot.waitUntil(lambda: not widget.segment_panel.busy, timeout=60_000)
     text = widget.segment_panel.status.text()
     assert text.startswith("segmentation failed: ") and "notes.pt" in text and "\n" not in text
-    assert SEGMENTATION_LAYER not in viewer.layers and widget.segment_panel.segment_btn.isEnabled()
+    assert not _segmented(viewer) and widget.segment_panel.segment_btn.isEnabled()
 
 
 def test_3d_toggle_follows_and_drives_the_viewer(make_napari_viewer, phantom, tmp_path):
