@@ -180,8 +180,11 @@ def match_contacts(
 
     Returns:
         dict with ``recall`` (matched / M), ``precision`` (matched / N), ``mean_error_mm`` and
-        ``max_error_mm`` over matches (nan without any), ``n_pred``, ``n_truth``, ``n_matched`` and
-        ``pairs`` (list of (pred index, truth index, distance mm)).
+        ``max_error_mm`` over matches (nan without any), ``n_pred``, ``n_truth``, ``n_matched``,
+        ``pairs`` (list of (pred index, truth index, distance mm)) and ``misnamed``: the fraction of
+        matched contacts whose index (apex -> base) is not the truth's less the array's one common
+        offset (0: every contact named right; ~1: the array read from its base; between: contacts
+        out of order), nan with fewer than 2 matches. The order-free errors cannot see either.
     """
     from scipy.optimize import linear_sum_assignment
     from scipy.spatial.distance import cdist
@@ -213,7 +216,16 @@ def match_contacts(
         "n_truth": int(len(t)),
         "n_matched": len(pairs),
         "pairs": pairs,
+        "misnamed": _misnamed(pairs),
     }
+
+
+def _misnamed(pairs: list[tuple[int, int, float]]) -> float:
+    if len(pairs) < 2:
+        return math.nan
+    offsets = np.array([t - p for p, t, _ in pairs])
+    _, counts = np.unique(offsets, return_counts=True)
+    return float(1.0 - counts.max() / len(offsets))
 
 
 def segmentation_metrics(pred: Volume, truth: Volume, *, tolerance_mm: float = 1.0) -> dict[str, float]:
@@ -246,7 +258,7 @@ def segmentation_metrics(pred: Volume, truth: Volume, *, tolerance_mm: float = 1
 #: columns of the evaluation table, in order
 COLUMNS = ("case_id", "vendor", "model", "dice", "iou", "precision", "recall", "hd95_mm", "surface_dice_1mm",
            "fp_volume_far_mm3", "contact_recall", "contact_precision", "contact_error_mm", "contact_max_error_mm",
-           "n_contacts_pred", "n_contacts_truth")
+           "contact_misnamed", "n_contacts_pred", "n_contacts_truth")
 
 
 def truth_cases(truth_dir: str | Path) -> list[dict[str, Any]]:
@@ -300,7 +312,7 @@ def evaluate_case(pred_label: Volume, truth_label: Volume, *, pred_contacts_lps_
             m = match_contacts(pred_contacts_lps_mm, truth_contacts["contacts_lps_mm"], gate_mm=gate_mm)
             row.update(contact_recall=m["recall"], contact_precision=m["precision"],
                        contact_error_mm=m["mean_error_mm"], contact_max_error_mm=m["max_error_mm"],
-                       n_contacts_pred=m["n_pred"], n_contacts_truth=m["n_truth"])
+                       contact_misnamed=m["misnamed"], n_contacts_pred=m["n_pred"], n_contacts_truth=m["n_truth"])
     return row
 
 

@@ -280,8 +280,8 @@ def evaluation_markdown(results: dict[str, Any], meta: dict[str, Any]) -> str:
         "calibration phantoms, seeds 800000-800239, and the two sets above).",
         "",
         "| set | rows | n | Dice | surface Dice 1 mm | HD95 mm | FP far mm^3 | contact recall blind / model | "
-        "contact error mm blind / model | s/patient |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "contact error mm blind / model | contacts misnamed blind / model | s/patient |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in results.items():
         hint = {row["case_id"]: row for row in r["hint"]["summary"]}
@@ -291,7 +291,8 @@ def evaluation_markdown(results: dict[str, Any], meta: dict[str, Any]) -> str:
                 f"| {name} | {row['case_id']} | {row.get('n', 0)} | {f(row.get('dice'))} | "
                 f"{f(row.get('surface_dice_1mm'))} | {f(row.get('hd95_mm'), 2)} | {f(row.get('fp_volume_far_mm3'), 1)} | "
                 f"{f(row.get('contact_recall'), 2)} / {f(h.get('contact_recall'), 2)} | "
-                f"{f(row.get('contact_error_mm'))} / {f(h.get('contact_error_mm'))} | {r['seconds_per_patient']} |")
+                f"{f(row.get('contact_error_mm'))} / {f(h.get('contact_error_mm'))} | "
+                f"{f(row.get('contact_misnamed'), 2)} / {f(h.get('contact_misnamed'), 2)} | {r['seconds_per_patient']} |")
     return "\n".join(lines) + "\n"
 
 

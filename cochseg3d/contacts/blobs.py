@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy import ndimage
 
+from cochseg3d.contacts.chain import chain_along
 from cochseg3d.contacts.refine import refine_to_centroids
 from cochseg3d.volume import Volume
 
@@ -32,6 +33,8 @@ def complete_from_blobs(a: LabelAnalysis, pts: np.ndarray, placed: Placement, *,
     """
     method, pitch = placed.method, placed.pitch_mm
     separate = method in ("peaks", "dips") or pitch >= a.cal.separate_pitch_mm
+    # farther off the centreline than half a pitch: placed by the chain, not by the nearest centreline sample
+    off_mm = pitch / 2 if np.isfinite(pitch) and a.cal.chain_order else np.inf
     if not (a.cal.blob_completion and len(pts) >= 3 and separate):
         return pts, method
     blobs = a.blobs()
@@ -43,14 +46,14 @@ def complete_from_blobs(a: LabelAnalysis, pts: np.ndarray, placed: Placement, *,
             info["from_blobs"] = int(len(chosen))
             if refine:
                 chosen = refine_to_centroids(a.image, a.smoothed, chosen, placed.radius_mm, iterations)
-            pts, method = order_along(chosen, a.curve), "blobs"
+            pts, method = chain_along(chosen, a.curve, off_mm), "blobs"
     if method in ("peaks", "dips"):
         extra = missing_blobs(blobs, pts, pitch, expected - len(pts))
         if len(extra):
             info["added_from_blobs"] = int(len(extra))
             if refine:
                 extra = refine_to_centroids(a.image, a.smoothed, extra, placed.radius_mm, iterations)
-            pts = order_along(np.vstack([pts, extra]), a.curve)
+            pts = chain_along(np.vstack([pts, extra]), a.curve, off_mm)
     return pts, method
 
 
@@ -117,12 +120,3 @@ def alike_blobs(blobs: tuple[np.ndarray, np.ndarray], ref_mm3: float, pitch_mm: 
         if all(np.linalg.norm(lps[c] - lps[k]) >= 0.6 * pitch_mm for k in keep):
             keep.append(int(c))
     return lps[keep] if keep else np.zeros((0, 3))
-
-
-def order_along(points: np.ndarray, curve: np.ndarray) -> np.ndarray:
-    """Points sorted by the arc position of their nearest centreline sample (apex -> base)."""
-    from scipy.spatial import cKDTree
-
-    _, j = cKDTree(curve).query(points)
-    return points[np.argsort(j, kind="stable")]
-

@@ -34,9 +34,10 @@ class CalibrationError(ValueError):
     """A calibration file that cannot be read (the message names the file and the problem)."""
 
 
-def _entry(key: str, kind: type):
-    """A field read from the file's entry at dotted ``key`` (e.g. ``"bloom.ref_mm"``)."""
-    return field(metadata={"key": key, "kind": kind})
+def _entry(key: str, kind: type, default: Any = None):
+    """A field read from the file's entry at dotted ``key`` (e.g. ``"bloom.ref_mm"``); an entry
+    added after files were written has a ``default`` for the files that lack it."""
+    return field(metadata={"key": key, "kind": kind, "default": default})
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,13 @@ class Calibration:
             straight one cut across perimodiolar apices; 0.155 -> 0.151 mm).
         apex_track: track on past the skeleton's bright run by up to ``apex_track_mm`` (split
             half: 0.156 -> 0.149 mm; longer tracks overshoot tight apical curls).
+        chain_order: contacts taken from blobs more than half a pitch off the centreline extend the
+            chain at its nearer end instead of going by their nearest centreline sample (which lies
+            across the spiral beyond a cut-short centreline's apex: every later contact is named
+            wrong). Shipped off: on the decision sets it helped cross_fast (named arrays with every
+            contact right 12 -> 15) and hurt cross_rtk (misnamed 0.21 -> 0.26); with
+            ``apex_inside_ratio`` 0.85 it helped all three but hurt final_rtk out of sample
+            (BENCHMARKS "Arrays named from the wrong end").
 
     Constants (chosen on the calibration phantoms):
         comb_window: how far (fraction of a pitch) a comb may shift to follow the profile.
@@ -103,6 +111,14 @@ class Calibration:
         apex_track_mm: see ``apex_track``.
         turn_mm: see ``apex_turn``.
         apex_extend_mm: longest apical extension inside the label.
+        apex_inside_ratio: the found contacts are turned round (last first) when their last lies
+            nearer their centroid than this fraction of the first's distance: the apex is the end
+            inside the spiral (0: never; shipped off). 0.85, chosen on the decision sets
+            (held_out_final, cross_fast, cross_rtk; shipped model), took all-right named arrays
+            28 -> 30, 15 -> 16, 6 -> 7 there, but out of sample it helped the fast CT model's
+            final_fast and held_out_confirm and hurt itk-rtk's final_rtk (one array turned the
+            wrong way round): a rule for one simulator only, so off (BENCHMARKS "Arrays named from
+            the wrong end").
         source: where the file came from (seeds, model, date); not used by the finder.
         version: the file format's version.
     """
@@ -120,6 +136,7 @@ class Calibration:
     blind_blobs: bool = _entry("switches.blind_blobs", bool)
     apex_turn: bool = _entry("switches.apex_turn", bool)
     apex_track: bool = _entry("switches.apex_track", bool)
+    chain_order: bool = _entry("switches.chain_order", bool, default=False)
     comb_window: float = _entry("constants.comb_window", float)
     anchored_comb_window: float = _entry("constants.anchored_comb_window", float)
     curve_smooth_mm: float = _entry("constants.curve_smooth_mm", float)
@@ -142,6 +159,7 @@ class Calibration:
     apex_track_mm: float = _entry("constants.apex_track_mm", float)
     turn_mm: float = _entry("constants.turn_mm", float)
     apex_extend_mm: float = _entry("constants.apex_extend_mm", float)
+    apex_inside_ratio: float = _entry("constants.apex_inside_ratio", float, default=0.0)
     source: Mapping[str, Any] = field(default_factory=dict, compare=False)
     version: int = VERSION
 
@@ -192,7 +210,8 @@ class Calibration:
         keys = {"version", "source"}
         for f in dataclasses.fields(cls):
             if "key" in f.metadata:
-                values[f.name] = _typed(_lookup(doc, f.metadata["key"]), f.metadata["kind"], f.metadata["key"])
+                values[f.name] = _typed(_lookup(doc, f.metadata["key"], f.metadata["default"]), f.metadata["kind"],
+                                        f.metadata["key"])
                 keys.add(f.metadata["key"])
         present = {f"{k}.{sub}" if isinstance(v, dict) and k in _GROUPS else k
                    for k, v in doc.items() for sub in (v if isinstance(v, dict) and k in _GROUPS else [None])}
@@ -219,10 +238,12 @@ class Calibration:
         return dataclasses.replace(self, **changes)
 
 
-def _lookup(doc: dict, key: str) -> Any:
+def _lookup(doc: dict, key: str, default: Any = None) -> Any:
     node: Any = doc
     for part in key.split("."):
         if not isinstance(node, dict) or part not in node:
+            if default is not None:
+                return default
             raise CalibrationError(f"missing {key!r}")
         node = node[part]
     return node

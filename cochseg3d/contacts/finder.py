@@ -9,6 +9,7 @@ from cochseg3d.contacts.blobs import complete_from_blobs
 from cochseg3d.contacts.calibration import Calibration
 from cochseg3d.contacts.comb import place_comb
 from cochseg3d.contacts.layouts import blind_layouts, requested_layouts
+from cochseg3d.contacts.orient import base_first
 from cochseg3d.contacts.peaks import read_peaks, saturated_dips
 from cochseg3d.contacts.refine import refine_contacts
 from cochseg3d.contacts.result import Contacts
@@ -71,4 +72,9 @@ def find_contacts(label: Volume, image: Volume, *, electrode: str | None = None,
         pts = refine_contacts(a, pts, placed, assumed=electrode is None and not (n_contacts and pitch_mm))
     # 6. separate contacts the centreline missed, or a failed comb replaced, from the label's blobs
     pts, method = complete_from_blobs(a, pts, placed, refine=refine, info=info)
-    return Contacts(pts, method, a.curve, a.profile.astype(np.float32), placed.pitch_mm, info)
+    curve, profile = a.curve, a.profile.astype(np.float32)
+    # 7. the apex is the end inside the spiral: a chain that came out base first is turned round
+    if base_first(pts, cal.apex_inside_ratio):
+        pts, curve, profile = pts[::-1].copy(), curve[::-1].copy(), profile[::-1].copy()
+        info["turned_apex_first"] = True
+    return Contacts(pts, method, curve, profile, placed.pitch_mm, info)
