@@ -81,6 +81,21 @@ def _check_output(source: Path, output: Path) -> None:
     check_output_outside_input(folder, output)
 
 
+def _contacts_and_verdict(res, volume: Volume, spec: dict[str, Any], cal: "Calibration", judge):
+    """The contacts and QC verdict (``judge``: None without QC) of a segmentation; of a scan of both
+    ears each array found and judged on its own. Returns ``(contacts, verdict, arrays by side)``."""
+    from cochseg3d.contacts import find_contacts
+    from cochseg3d.sides import merged_contacts, merged_verdict, split_result
+
+    sides = split_result(res)
+    if sides is None:
+        contacts = find_contacts(res.label, volume, **spec, calibration=cal)
+        return contacts, judge(res, contacts) if judge else None, {}
+    arrays = {s: find_contacts(r.label, volume, **spec, calibration=cal) for s, r in sides.items()}
+    verdict = merged_verdict({s: judge(r, arrays[s]) for s, r in sides.items()}) if judge else None
+    return merged_contacts(arrays), verdict, arrays
+
+
 def segment(
     input: str | Path | Volume,
     output: str | Path | None = None,
@@ -144,9 +159,8 @@ def segment(
         >>> res.qc["verdict"], len(res.contacts.lps_mm), res.files["label"]  # doctest: +SKIP
         ('ok', 12, PosixPath('seg/patient07.nii.gz'))
     """
-    from cochseg3d.contacts import Calibration, electrode_spec, find_contacts
+    from cochseg3d.contacts import Calibration, electrode_spec
     from cochseg3d.inference import run_segmentation
-    from cochseg3d.sides import merged_contacts, merged_verdict, split_result
     from cochseg3d.utils import sanitize_case_id
 
     t0 = time.perf_counter()
@@ -163,16 +177,8 @@ def segment(
     case = sanitize_case_id(case_id or volume.meta.get("case_id") or (source.name if source else "case"))
     res = run_segmentation(volume, net, preprocessing=preprocessing, device=device, threshold=threshold,
                            batch_size=batch_size, overlap=overlap, probabilities=probabilities, progress=progress)
-    sides = split_result(res)
-    if sides is None:
-        contacts = find_contacts(res.label, volume, **spec, calibration=cal)
-        verdict = _judge(res, contacts, volume, spec, cal, electrode, qc_thresholds) if qc else None
-        arrays = {}
-    else:  # both ears: each array found, judged and measured on its own
-        arrays = {s: find_contacts(r.label, volume, **spec, calibration=cal) for s, r in sides.items()}
-        contacts = merged_contacts(arrays)
-        verdict = merged_verdict({s: _judge(r, arrays[s], volume, spec, cal, electrode, qc_thresholds)
-                                  for s, r in sides.items()}) if qc else None
+    judge = (lambda r, c: _judge(r, c, volume, spec, cal, electrode, qc_thresholds)) if qc else None
+    contacts, verdict, arrays = _contacts_and_verdict(res, volume, spec, cal, judge)
     files = {} if output is None else _write(Path(output), case, volume, res, contacts, verdict, electrode=electrode,
                                              model_path=getattr(net, "cochseg3d_path", None), png=png,
                                              dicom_seg=dicom_seg, array_label=array_label, arrays=arrays)

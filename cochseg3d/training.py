@@ -95,7 +95,7 @@ def _device(cfg: Config, dist: _Dist | None = None) -> torch.device:
 
 
 # --- pieces -------------------------------------------------------------------------------------
-def _loss(cfg: Config) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+def loss_function(cfg: Config) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     from monai.losses import DiceCELoss, DiceFocalLoss
 
     # the electrode fills under 1% of a patch: a background Dice term and per-sample Dice on
@@ -256,7 +256,7 @@ class _Trainer:
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, _lr_lambda(cfg))
         self.use_amp = bool(self.t.amp and device.type == "cuda")
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
-        self.loss_fn = _loss(cfg)
+        self.loss_fn = loss_function(cfg)
         self.history: list[dict[str, Any]] = []
         self.early = _EarlyStop(cfg)
 

@@ -156,13 +156,15 @@ def _libc():
         return None
 
 
-def release_freed_memory() -> None:
-    """Hand the memory a finished patient freed back to the system.
+def release_freed_memory() -> bool:
+    """Hand the memory a finished patient freed back to the system; False where it cannot.
 
     glibc keeps freed blocks in its arenas, so a long cohort run's resident size would stay at its
     largest patient's; ``malloc_trim`` returns them (a few ms). A no-op where there is no glibc.
     """
     libc = _libc()
     trim = getattr(libc, "malloc_trim", None) if libc is not None else None
-    if trim is not None:
-        trim(0)
+    if trim is None:
+        return False
+    trim(0)
+    return True

@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from benchlib import update_section  # noqa: E402
 
 from cochseg3d import metrics as M  # noqa: E402
-from cochseg3d.config import load_config  # noqa: E402
+from cochseg3d.config import Config, load_config  # noqa: E402
 from cochseg3d.data import load_patients  # noqa: E402
 from cochseg3d.models import count_parameters, load_checkpoint  # noqa: E402
 from cochseg3d.training import train  # noqa: E402
@@ -110,7 +110,12 @@ def _fmt(x, nd=3) -> str:
     return "–" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.{nd}f}"
 
 
-def main() -> int:
+MODELS = [("2D U-Net", []),
+          ("2.5D U-Net (k=1, 3 slices)", ["preprocessing.context=1", "model.name=unet25d"]),
+          ("2.5D U-Net (k=2, 5 slices)", ["preprocessing.context=2", "model.name=unet25d"])]
+
+
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--patients", type=int, default=20)
     ap.add_argument("--epochs", type=int, default=20)
@@ -119,60 +124,66 @@ def main() -> int:
     ap.add_argument("--skip-baseline", action="store_true")
     ap.add_argument("--speed-epochs", type=int, default=3, help="epochs of the num_workers 0 vs 1 runs (0: skip)")
     ap.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
-    args = ap.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    torch.set_num_threads(1)
-    demo = ROOT / "configs" / "demo.yaml"
-    common = [f"data.phantom_patients={args.patients}", f"train.epochs={args.epochs}"]
-    results: dict[str, dict] = {}
+    return ap
 
-    for name, extra in [("2D U-Net", []),
-                        ("2.5D U-Net (k=1, 3 slices)", ["preprocessing.context=1", "model.name=unet25d"]),
-                        ("2.5D U-Net (k=2, 5 slices)", ["preprocessing.context=2", "model.name=unet25d"])]:
+
+def _train_models(demo: Path, out: Path, common: list[str]) -> dict[str, dict]:
+    """Train the 2D and 2.5D U-Nets; each one's test metrics, checkpoint facts and speed."""
+    results: dict[str, dict] = {}
+    for name, extra in MODELS:
         tag = name.split()[0].replace(".", "p") + ("" if "k=" not in name else "_k" + name.split("k=")[1][0])
-        run, secs = _timed_train(demo, args.out / tag, common + extra)
+        run, secs = _timed_train(demo, out / tag, common + extra)
         test = json.loads((run / "test_metrics.json").read_text())
         model, info = load_checkpoint(run / "best.pt")
         results[name] = {"run": run, "time_s": secs, "params": count_parameters(model), "test": test,
                          "speed": _speed(run), "split": "patient", "best_epoch": info["epoch"]}
         log.info("%s: %s", name, {k: v for k, v in test.items() if k != "patients"})
+    return results
 
+
+def _loader_runs(demo: Path, out: Path, common: list[str], speed_epochs: int) -> list[tuple[int, dict[str, float]]]:
     # data-loader check: the same 2D training with augmentation on the training thread vs in one worker
     speed_rows = []
-    if args.speed_epochs:
+    if speed_epochs:
         for nw in (0, 1):
-            run, _ = _timed_train(demo, args.out / f"speed_w{nw}", common[:1] + [
-                f"data.num_workers={nw}", f"train.epochs={args.speed_epochs}", "train.val_patient_every=0",
+            run, _ = _timed_train(demo, out / f"speed_w{nw}", common[:1] + [
+                f"data.num_workers={nw}", f"train.epochs={speed_epochs}", "train.val_patient_every=0",
                 "train.early_stop.enabled=false"])
             speed_rows.append((nw, _speed(run)))
+    return speed_rows
 
-    ref = results["2D U-Net"]
-    split = json.loads((ref["run"] / "split.json").read_text())
-    cfg2d = load_config(demo, common)
-    patients = {p.case_id: p for p in load_patients(cfg2d.data)}
 
-    baseline_row = None
-    if not args.skip_baseline:
-        png = export_png_slices(patients, split["train"] + split["val"], args.out / "baseline_png", n_images=38,
-                                seed=0, window_hu=tuple(cfg2d.preprocessing.window_hu))
-        base_over = [
-            "data.source=png", f"data.path={png}", f"data.png_pixel_spacing_mm={patients[split['test'][0]].image.spacing_mm[0]}",
-            "data.resize_to=[256,256]", "data.split_by=slice", "data.split=[0.8,0.1,0.1]", "data.foreground_crop=false",
-            "data.augment.enabled=false", "data.samples_per_slice=1", "data.pos_neg_ratio=[1,1]",
-            "preprocessing.roi_size=[256,256]", "model.channels=[64,128]", "model.strides=[2]", "model.num_res_units=0",
-            "train.loss=ce", "train.monitor=val_dice", f"train.epochs={args.baseline_epochs}", "train.batch_size=8",
-            "train.early_stop.enabled=false", "train.lr=0.001", "train.scheduler=constant", "train.warmup_epochs=0",
-        ]
-        run, secs = _timed_train(demo, args.out / "baseline", [f"data.phantom_patients={args.patients}"] + base_over)
-        model, info = load_checkpoint(run / "best.pt")
-        own = json.loads((run / "test_metrics.json").read_text())
-        preds = {cid: predict_resized(model, patients[cid].image.array, window=tuple(cfg2d.preprocessing.window_hu),
-                                      size=(256, 256)) for cid in split["test"]}
-        baseline_row = {"time_s": secs, "params": count_parameters(model), "scores": _patient_scores(preds, patients),
-                        "own_slice_dice": own.get("slice_dice"), "own_slice_iou": own.get("slice_iou"),
-                        "speed": _speed(run)}
-        log.info("baseline: %s", baseline_row)
+def _baseline_overrides(png: Path, spacing_mm: float, epochs: int) -> list[str]:
+    """The notebook workflow's settings: PNG pairs, resize to 256, per-image split, one-level U-Net, BCE."""
+    return [
+        "data.source=png", f"data.path={png}", f"data.png_pixel_spacing_mm={spacing_mm}",
+        "data.resize_to=[256,256]", "data.split_by=slice", "data.split=[0.8,0.1,0.1]", "data.foreground_crop=false",
+        "data.augment.enabled=false", "data.samples_per_slice=1", "data.pos_neg_ratio=[1,1]",
+        "preprocessing.roi_size=[256,256]", "model.channels=[64,128]", "model.strides=[2]", "model.num_res_units=0",
+        "train.loss=ce", "train.monitor=val_dice", f"train.epochs={epochs}", "train.batch_size=8",
+        "train.early_stop.enabled=false", "train.lr=0.001", "train.scheduler=constant", "train.warmup_epochs=0",
+    ]
 
+
+def _train_baseline(args: argparse.Namespace, demo: Path, patients: dict, split: dict, cfg2d: Config) -> dict:
+    """Train the notebook baseline on PNGs of the train+val patients; score it on the test patients' volumes."""
+    png = export_png_slices(patients, split["train"] + split["val"], args.out / "baseline_png", n_images=38,
+                            seed=0, window_hu=tuple(cfg2d.preprocessing.window_hu))
+    base_over = _baseline_overrides(png, patients[split["test"][0]].image.spacing_mm[0], args.baseline_epochs)
+    run, secs = _timed_train(demo, args.out / "baseline", [f"data.phantom_patients={args.patients}"] + base_over)
+    model, info = load_checkpoint(run / "best.pt")
+    own = json.loads((run / "test_metrics.json").read_text())
+    preds = {cid: predict_resized(model, patients[cid].image.array, window=tuple(cfg2d.preprocessing.window_hu),
+                                  size=(256, 256)) for cid in split["test"]}
+    baseline_row = {"time_s": secs, "params": count_parameters(model), "scores": _patient_scores(preds, patients),
+                    "own_slice_dice": own.get("slice_dice"), "own_slice_iou": own.get("slice_iou"),
+                    "speed": _speed(run)}
+    log.info("baseline: %s", baseline_row)
+    return baseline_row
+
+
+def _score_lines(args: argparse.Namespace, split: dict, results: dict[str, dict],
+                 baseline_row: dict | None) -> list[str]:
     lines = [
         f"Phantom cohort: {args.patients} in-memory `small` phantoms (96³ voxels, 0.4 mm), split by patient "
         f"8:1:1 (test patients {', '.join(split['test'])}); `configs/demo.yaml`, {args.epochs} epochs max, "
@@ -195,11 +206,16 @@ def main() -> int:
                      f"{baseline_row['params']:,} | {args.baseline_epochs} | {baseline_row['time_s']:.0f} | "
                      f"**{_fmt(s['dice'])}** | {_fmt(s['iou'])} | {_fmt(s['hd95_mm'], 2)} | – | "
                      f"{_fmt(baseline_row['own_slice_dice'])} (its own per-image test split) |")
-    lines += [
+    return lines + [
         "",
         "HD95 averages the test patients where it is finite (a patient with an empty prediction has none). "
         "Test slice Dice averages over the test patients' electrode slices (slice-wise Dice, so the thin tip "
         "slices weigh as much as the basal ones), at the network's pixel size.",
+    ]
+
+
+def _speed_lines(results: dict[str, dict], baseline_row: dict | None, roi_size: tuple[int, int]) -> list[str]:
+    lines = [
         "",
         "Training speed (same runs; a \"slice\" is one training patch of `roi_size`; data wait = time blocked "
         "on the data loader / training step time; `num_workers: 0`, so augmentation runs on the training thread):",
@@ -209,19 +225,44 @@ def main() -> int:
     ]
     for name, r in results.items():
         sp = r["speed"]
-        lines.append(f"| {name} | {cfg2d.preprocessing.roi_size[0]}×{cfg2d.preprocessing.roi_size[1]} | {sp['slices_per_s']:.0f} | {sp['data_wait']:.0%} | {sp['epoch_s']:.1f} |")
+        lines.append(f"| {name} | {roi_size[0]}×{roi_size[1]} | {sp['slices_per_s']:.0f} | {sp['data_wait']:.0%} | {sp['epoch_s']:.1f} |")
     if baseline_row:
         sp = baseline_row["speed"]
         lines.append(f"| notebook baseline | 256×256 | {sp['slices_per_s']:.0f} | {sp['data_wait']:.0%} | {sp['epoch_s']:.1f} |")
-    if speed_rows:
-        lines += ["", f"Data loader: the 2D run for {args.speed_epochs} epochs with augmentation on the training thread "
-                  "vs in one worker process (mean of epochs after the first):", "",
-                  "| `data.num_workers` | train slices/s | data-wait share | ratio of slices/s to workers=0 |",
-                  "|---:|---:|---:|---:|"]
-        base_sps = speed_rows[0][1]["slices_per_s"]
-        for nw, sp in speed_rows:
-            lines.append(f"| {nw} | {sp['slices_per_s']:.0f} | {sp['data_wait']:.0%} | {sp['slices_per_s'] / base_sps:.2f}× |")
-    body = "\n".join(lines)
+    return lines
+
+
+def _loader_lines(speed_rows: list[tuple[int, dict[str, float]]], speed_epochs: int) -> list[str]:
+    if not speed_rows:
+        return []
+    lines = ["", f"Data loader: the 2D run for {speed_epochs} epochs with augmentation on the training thread "
+             "vs in one worker process (mean of epochs after the first):", "",
+             "| `data.num_workers` | train slices/s | data-wait share | ratio of slices/s to workers=0 |",
+             "|---:|---:|---:|---:|"]
+    base_sps = speed_rows[0][1]["slices_per_s"]
+    for nw, sp in speed_rows:
+        lines.append(f"| {nw} | {sp['slices_per_s']:.0f} | {sp['data_wait']:.0%} | {sp['slices_per_s'] / base_sps:.2f}× |")
+    return lines
+
+
+def main() -> int:
+    args = _parser().parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    torch.set_num_threads(1)
+    demo = ROOT / "configs" / "demo.yaml"
+    common = [f"data.phantom_patients={args.patients}", f"train.epochs={args.epochs}"]
+    results = _train_models(demo, args.out, common)
+    speed_rows = _loader_runs(demo, args.out, common, args.speed_epochs)
+
+    ref = results["2D U-Net"]
+    split = json.loads((ref["run"] / "split.json").read_text())
+    cfg2d = load_config(demo, common)
+    patients = {p.case_id: p for p in load_patients(cfg2d.data)}
+    baseline_row = None if args.skip_baseline else _train_baseline(args, demo, patients, split, cfg2d)
+
+    body = "\n".join(_score_lines(args, split, results, baseline_row)
+                     + _speed_lines(results, baseline_row, cfg2d.preprocessing.roi_size)
+                     + _loader_lines(speed_rows, args.speed_epochs))
     print(body)
     if not args.no_write:
         cmd = f"OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python scripts/bench_train.py --patients {args.patients} --epochs {args.epochs}"

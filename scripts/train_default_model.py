@@ -306,7 +306,7 @@ def _clean(x: Any) -> Any:
     return x
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=ROOT / "build" / "default_model", help="scratch folder")
     ap.add_argument("--patients", type=int, default=60, help="training + validation phantom patients")
@@ -336,68 +336,83 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--package-file", default="best.pt", help="which checkpoint of --package-run (best.pt, last.pt)")
     ap.add_argument("--inference-roi", type=int, default=None,
                     help="square sliding-window size (pixels) stored for inference (default: training patch)")
-    args = ap.parse_args(argv)
-    if args.weights is not None:
-        globals()["WEIGHTS"] = args.weights
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return ap
+
+
+def _randomised(args: argparse.Namespace) -> dict[str, Any]:
+    """What the training cohort's phantoms were drawn over (for the provenance)."""
+    if args.rtk_fraction <= 0:
+        return {"orientation": list(ORIENTATIONS), "spacing_mm": [0.25, 0.4], "anisotropic_fraction": 0.3,
+                "offset_hu": [-400, 500], "noise_hu": [20, 150], "streak_strength": [0.3, 2.0],
+                "vendor_model": "all catalogue models (phantom draw)"}
+    return {"orientation": list(ORIENTATIONS), "spacing_mm": [0.25, 0.4], "anisotropic_fraction": 0.3,
+            "offset_hu": [-400, 1100], "offset_hu_no_rescale": [1000, 1024], "gain": [0.75, 1.35],
+            "noise_hu": [20, 250], "streak_strength": [0.3, 3.0],
+            "ct_models": {"fast": 1 - args.rtk_fraction, "rtk": args.rtk_fraction},
+            "grey_levels": args.grey_levels,
+            "vendor_model": "all catalogue models (phantom draw)"}
+
+
+def _provenance(args: argparse.Namespace, command: str, run: Path, overrides: Any, history: list[str],
+                seconds: dict[str, float]) -> dict[str, Any]:
+    return {
+        "training_data": "synthetic only: cochseg3d phantom patients (no patient data)",
+        "patients": args.patients + args.clean_patients, "seed": args.seed, "command": command,
+        **({"union": {"shipped_cohort_patients": args.clean_patients, "realism_patients": args.patients}}
+           if args.clean_patients else {}),
+        **({"init": args.init} if args.init else {}),
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "randomised": _randomised(args),
+        "config_overrides": overrides, "run": str(run.relative_to(ROOT) if run.is_relative_to(ROOT) else run),
+        "seconds": seconds,
+        "epochs_run": max(0, len(history) - 1), "epochs_planned": args.epochs,
+        "limits": "trained on synthetic phantoms only; not validated on patient scans; research use",
+    }
+
+
+def _train_and_package(args: argparse.Namespace, command: str, meta_path: Path) -> None:
+    """Make the training cohort, train (or take ``--package-run``) and package the checkpoint as the default model."""
+    from cochseg3d.training import train
+
+    work = args.work
+    t0 = time.perf_counter()
+    cohort = work / "train_cohort"
+    if not (cohort / "cohort.json").is_file():
+        specs = (union_specs(args.clean_patients, args.patients, args.seed, rtk_fraction=args.rtk_fraction)
+                 if args.clean_patients else training_specs(args.patients, args.seed, rtk_fraction=args.rtk_fraction))
+        make_cohort(cohort, specs)
+    t_data = time.perf_counter() - t0
+    cfg, overrides = training_config(cohort, epochs=args.epochs, seed=args.seed, channels=args.channels,
+                                    grey_levels=args.grey_levels, extra=args.overrides)
+    if args.package_run is not None:
+        run = args.package_run
+        t_train = float("nan")
+    else:
+        run = work / f"run_{dt.datetime.now(dt.timezone.utc):%Y%m%d_%H%M%S}"
+        train(cfg, out_dir=run, progress=True, init=args.init)
+        t_train = time.perf_counter() - t0 - t_data
+    history = (run / "metrics.csv").read_text().strip().splitlines() if (run / "metrics.csv").is_file() else []
+    provenance = _provenance(args, command, run, overrides, history,
+                             {"data": round(t_data, 1), "training": round(t_train, 1)})
+    chosen = run / (args.package_file if args.package_run is not None else "best.pt")
+    provenance["checkpoint"] = chosen.name
+    dest = package_checkpoint(chosen, provenance=provenance, inference_roi=args.inference_roi)
+    meta = {"file": dest.name, "size_mb": round(dest.stat().st_size / 2**20, 2), "provenance": provenance}
+    atomic_write(meta_path, lambda t: Path(t).write_text(json.dumps(_clean(meta), indent=1)))
+    log.info("wrote %s (%.2f MB)", dest, meta["size_mb"])
+
+
+def _evaluate(args: argparse.Namespace, meta_path: Path) -> None:
+    """The held-out sets, measured; written to default.json, EVALUATION.md, evaluation_cases.json and the checkpoint."""
     import torch
 
-    torch.set_num_threads(2)
-    command = "python scripts/train_default_model.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    work = args.work
-    meta_path = WEIGHTS / "default.json"
-    if not args.evaluate_only:
-        from cochseg3d.training import train
+    from cochseg3d.models import save_checkpoint
 
-        t0 = time.perf_counter()
-        cohort = work / "train_cohort"
-        if not (cohort / "cohort.json").is_file():
-            specs = (union_specs(args.clean_patients, args.patients, args.seed, rtk_fraction=args.rtk_fraction)
-                     if args.clean_patients else training_specs(args.patients, args.seed, rtk_fraction=args.rtk_fraction))
-            make_cohort(cohort, specs)
-        t_data = time.perf_counter() - t0
-        cfg, overrides = training_config(cohort, epochs=args.epochs, seed=args.seed, channels=args.channels,
-                                        grey_levels=args.grey_levels, extra=args.overrides)
-        if args.package_run is not None:
-            run = args.package_run
-            t_train = float("nan")
-        else:
-            run = work / f"run_{dt.datetime.now(dt.timezone.utc):%Y%m%d_%H%M%S}"
-            train(cfg, out_dir=run, progress=True, init=args.init)
-            t_train = time.perf_counter() - t0 - t_data
-        history = (run / "metrics.csv").read_text().strip().splitlines() if (run / "metrics.csv").is_file() else []
-        provenance = {
-            "training_data": "synthetic only: cochseg3d phantom patients (no patient data)",
-            "patients": args.patients + args.clean_patients, "seed": args.seed, "command": command,
-            **({"union": {"shipped_cohort_patients": args.clean_patients, "realism_patients": args.patients}}
-               if args.clean_patients else {}),
-            **({"init": args.init} if args.init else {}),
-            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "randomised": {"orientation": list(ORIENTATIONS), "spacing_mm": [0.25, 0.4], "anisotropic_fraction": 0.3,
-                           "offset_hu": [-400, 500], "noise_hu": [20, 150], "streak_strength": [0.3, 2.0],
-                           "vendor_model": "all catalogue models (phantom draw)"} if args.rtk_fraction <= 0 else
-                          {"orientation": list(ORIENTATIONS), "spacing_mm": [0.25, 0.4], "anisotropic_fraction": 0.3,
-                           "offset_hu": [-400, 1100], "offset_hu_no_rescale": [1000, 1024], "gain": [0.75, 1.35],
-                           "noise_hu": [20, 250], "streak_strength": [0.3, 3.0],
-                           "ct_models": {"fast": 1 - args.rtk_fraction, "rtk": args.rtk_fraction},
-                           "grey_levels": args.grey_levels,
-                           "vendor_model": "all catalogue models (phantom draw)"},
-            "config_overrides": overrides, "run": str(run.relative_to(ROOT) if run.is_relative_to(ROOT) else run),
-            "seconds": {"data": round(t_data, 1), "training": round(t_train, 1)},
-            "epochs_run": max(0, len(history) - 1), "epochs_planned": args.epochs,
-            "limits": "trained on synthetic phantoms only; not validated on patient scans; research use",
-        }
-        chosen = run / (args.package_file if args.package_run is not None else "best.pt")
-        provenance["checkpoint"] = chosen.name
-        dest = package_checkpoint(chosen, provenance=provenance, inference_roi=args.inference_roi)
-        meta = {"file": dest.name, "size_mb": round(dest.stat().st_size / 2**20, 2), "provenance": provenance}
-        atomic_write(meta_path, lambda t: Path(t).write_text(json.dumps(_clean(meta), indent=1)))
-        log.info("wrote %s (%.2f MB)", dest, meta["size_mb"])
     sets = {**held_out_sets(args.seed, args.test_patients), **cross_simulator_sets(args.seed, args.test_patients),
             **final_sets(args.seed, args.test_patients), **confirm_sets(args.seed, args.test_patients)}
     if args.sets:
         sets = {k: v for k, v in sets.items() if k in args.sets.split(",")}
-    results = evaluate_sets(work, sets, calibration=args.calibration)
+    results = evaluate_sets(args.work, sets, calibration=args.calibration)
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     meta["evaluation"] = {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -407,18 +422,30 @@ def main(argv: list[str] | None = None) -> int:
                  for name, r in results.items()},
     }
     atomic_write(meta_path, lambda t: Path(t).write_text(json.dumps(_clean(meta), indent=1)))
-    atomic_write(work / "evaluation_cases.json", lambda t: Path(t).write_text(json.dumps(_clean(results), indent=1)))
+    atomic_write(args.work / "evaluation_cases.json",
+                 lambda t: Path(t).write_text(json.dumps(_clean(results), indent=1)))
     md = evaluation_markdown(results, meta)
     atomic_write(WEIGHTS / "EVALUATION.md", lambda t: Path(t).write_text(md))
     print(md)
     # the held-out numbers also go into the checkpoint's provenance
-    import torch
-
-    from cochseg3d.models import save_checkpoint
-
     ck = torch.load(WEIGHTS / "default.pt", map_location="cpu", weights_only=False)
     ck.setdefault("provenance", {})["evaluation"] = _clean(meta["evaluation"])
     save_checkpoint(WEIGHTS / "default.pt", ck)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.weights is not None:
+        globals()["WEIGHTS"] = args.weights
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    import torch
+
+    torch.set_num_threads(2)
+    command = "python scripts/train_default_model.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    meta_path = WEIGHTS / "default.json"
+    if not args.evaluate_only:
+        _train_and_package(args, command, meta_path)
+    _evaluate(args, meta_path)
     return 0
 
 

@@ -263,9 +263,9 @@ def test_done_record_wants_every_file_and_the_marker_written_last(tmp_path):
 
 
 def test_memory_a_finished_patient_freed_goes_back_to_the_system():
-    from cochseg3d.utils import _libc, release_freed_memory
+    from cochseg3d.utils import release_freed_memory
 
-    if _libc() is None or not Path("/proc/self/status").is_file():
+    if not release_freed_memory() or not Path("/proc/self/status").is_file():
         pytest.skip("needs glibc and /proc")
 
     def rss_mb() -> float:

@@ -148,9 +148,9 @@ def test_resume_after_real_sigkill(cohort, tmp_path):
 
 @pytest.mark.parametrize("loss", ["dicece", "dicefocal", "ce"])
 def test_losses_reward_the_right_answer(cohort, loss):
-    from cochseg3d.training import _loss
+    from cochseg3d.training import loss_function
 
-    fn = _loss(tiny_config(cohort, train={"loss": loss}))
+    fn = loss_function(tiny_config(cohort, train={"loss": loss}))
     label = torch.zeros(2, 1, 8, 8)
     label[:, :, 2:5, 3:6] = 1
     good = torch.cat([1 - label, label], 1) * 10 - 5  # confident and right

@@ -236,7 +236,8 @@ class AnnotationWidget(DockLayout, QWidget):
         world = self.image_layer.data_to_world([int(k), 0, 0])
         self.viewer.dims.set_point(0, float(world[0]))
 
-    def _step(self, ks: list[int], direction: int) -> None:
+    def step_to(self, ks: list[int], direction: int) -> None:
+        """Show the next (``direction`` +1) or previous (-1) of the coronal slices ``ks``."""
         if not ks:
             self._say("No slice to go to.")
             return
@@ -462,12 +463,13 @@ class AnnotationWidget(DockLayout, QWidget):
         self.viewer.add_image(pred, name=PREDICTION_LAYER, colormap="magenta", blending="additive",
                               opacity=0.6, contrast_limits=(0.0, 1.0), **world_transform(s.image))
         self.viewer.layers.selection.active = self.labels_layer
-        ks = self._prediction_slices()
+        ks = self.predicted_slices()
         if ks:
             self.goto_slice(ks[0])
         self._say(f"prediction on {len(ks)} slices; ◀ ▶ step through them, Accept copies one in")
 
-    def _prediction_slices(self) -> list[int]:
+    def predicted_slices(self) -> list[int]:
+        """The coronal slices on which the loaded prediction has electrode."""
         return [] if self.prediction is None else prediction_slices(self.prediction)
 
     def accept_prediction(self, slices: Iterable[int]) -> list[int]:

@@ -114,13 +114,13 @@ def test_prediction_review_and_png_export(make_napari_viewer, case_path, tmp_pat
     pred[11, 0, 0] = 0.8
     widget.load_prediction(pred)
     assert widget.current_slice() == 4  # jumps to the first predicted slice
-    widget._step(widget._prediction_slices(), +1)
+    widget.step_to(widget.predicted_slices(), +1)
     assert widget.current_slice() == 11
     assert widget.accept_prediction([4]) == [4]
     assert widget.labels_layer.data[4].sum() == 4 and widget.labels_layer.data[11].sum() == 0
     widget.labels_layer.undo()
     assert widget.labels_layer.data[4].sum() == 0
-    widget.accept_prediction(widget._prediction_slices())
+    widget.accept_prediction(widget.predicted_slices())
     paths = widget.export_pngs(tmp_path / "png")
     assert sorted(p.name for p in paths) == ["P07_11.png", "P07_4.png"]
     assert np.array_equal(np.asarray(Image.open(tmp_path / "png" / "masks" / "P07_4.png")) > 0, pred[4] > 0.5)
@@ -232,8 +232,8 @@ def test_prediction_file_is_reoriented_onto_the_stack(make_napari_viewer, case_p
     pred_path = write_image(src.with_array(prob), tmp_path / "P07.prob.nii.gz")
     viewer = make_napari_viewer()
     widget = open_case(viewer, case_path, store=tmp_path / "store", prediction=pred_path, autosave_s=0)
-    assert widget._prediction_slices() == [6, 7, 8, 9]  # coronal slices = source j
-    widget.accept_prediction(widget._prediction_slices())
+    assert widget.predicted_slices() == [6, 7, 8, 9]  # coronal slices = source j
+    widget.accept_prediction(widget.predicted_slices())
     widget.scope_combo.setCurrentText("whole volume")
     pre = widget.labels_layer.data.copy()
     widget.labels_layer.data[:] = 0
