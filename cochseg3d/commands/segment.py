@@ -169,8 +169,7 @@ def _run_cohort(args: argparse.Namespace, mine: list, segment_one, info: dict, r
             release_freed_memory()  # a night's cohort stays at one patient's memory, not its largest
             done.append(rec)
             tqdm.write(_done_line(rec))
-            record = json.loads(Path(rec["files"]["contacts"]).read_text(encoding="utf-8"))
-            book.update(row(case_id, where, "ok", record=record, seconds=float(rec["seconds"] or 0.0)))
+            book.update(row(case_id, where, "ok", record=_written_record(rec), seconds=float(rec["seconds"] or 0.0)))
     whole = done + skipped  # the cohort as the output folder now holds it
     doc = {"model": info["path"], "qc": _qc_summary(whole), "done": done, "skipped": skipped, "failed": failed}
     write_json(doc, args.output / f"{name}.json")
@@ -233,6 +232,23 @@ def _reason(exc: Exception, src: Path) -> str:
     return text if where in text else f"{where}: {text}"
 
 
+def _written_record(rec: dict, wait_s: float = 30.0) -> dict:
+    """The patient's contacts.json as written. Another run into the same folder may be rewriting the
+    patient (it removes contacts.json first and writes it last): wait for it, then take what it wrote;
+    still none, the summary's own QC and count."""
+    import time
+
+    path, deadline = Path(rec["files"]["contacts"]), time.monotonic() + wait_s
+    while True:
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (FileNotFoundError, json.JSONDecodeError):
+            if time.monotonic() > deadline:
+                log.warning("%s: contacts.json is being rewritten by another run; summary from this run", rec["case_id"])
+                return {"case_id": rec["case_id"], "qc": rec.get("qc"), "n_contacts": rec.get("n_contacts")}
+            time.sleep(0.1)
+
+
 def _write_cohort_csv(path: Path, done: list[dict]) -> None:
     """One row per array of the cohort (side, model, insertion angle, flags), from each contacts.json."""
     from cochseg3d.clinical.markups import COHORT_COLUMNS, cohort_rows, csv_text
@@ -240,7 +256,7 @@ def _write_cohort_csv(path: Path, done: list[dict]) -> None:
 
     rows = []
     for rec in done:
-        arrays = json.loads(Path(rec["files"]["contacts"]).read_text()).get("arrays") or []
+        arrays = _written_record(rec).get("arrays") or []
         rows += cohort_rows({"arrays": arrays}, case_id=rec["case_id"])
     text = csv_text(rows, COHORT_COLUMNS)
     atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
