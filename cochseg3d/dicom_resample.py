@@ -18,39 +18,38 @@ if TYPE_CHECKING:
 log = logging.getLogger("cochseg3d.dicom")
 
 
+def _slice_at(stack: np.ndarray, pos: np.ndarray, t: float, ftype: type, rows: np.ndarray | None = None) -> np.ndarray:
+    """The slice of ``stack`` at ``t`` mm along k, from its slices ``rows`` (default all) at the
+    ascending positions ``pos[rows]``: linear between the two around ``t``, the nearer end slice
+    outside them, a slice within 1e-3 mm of ``t`` as it is. ``ftype`` is the arithmetic's float."""
+    rows = np.arange(len(stack)) if rows is None else np.asarray(rows)
+    p = pos[rows]
+    hi = int(np.searchsorted(p, t - 1e-6))
+    if hi >= len(p):
+        return stack[rows[-1]]
+    if hi == 0 or abs(p[hi] - t) <= 1e-3:
+        return stack[rows[hi]]
+    lo = hi - 1
+    w = (t - p[lo]) / (p[hi] - p[lo])
+    v = (1 - w) * stack[rows[lo]].astype(ftype) + w * stack[rows[hi]].astype(ftype)
+    return np.rint(v) if stack.dtype.kind in "iu" else v
+
+
 def _fill_slices(stored: np.ndarray, bad: Sequence[int], positions: np.ndarray) -> None:
     """Replace slices ``bad`` by linear interpolation between the nearest good slices along k."""
     good = np.setdiff1d(np.arange(stored.shape[0]), bad)
     for k in bad:
-        hi = good[good > k]
-        lo = good[good < k]
-        if not lo.size or not hi.size:
-            stored[k] = stored[(hi if hi.size else lo)[0 if hi.size else -1]]
-            continue
-        a, b = int(lo[-1]), int(hi[0])
-        w = (positions[k] - positions[a]) / (positions[b] - positions[a])
-        v = (1 - w) * stored[a].astype(np.float64) + w * stored[b].astype(np.float64)
-        stored[k] = np.rint(v) if stored.dtype.kind in "iu" else v
+        stored[k] = _slice_at(stored, positions, positions[k], np.float64, rows=good)
 
 
 def _regularise(vol: Volume, positions: np.ndarray, step: float, *, filled: bool) -> Volume:
     """Linear interpolation along k onto a uniform step (gap filling / non-uniform spacing)."""
     rel = positions - positions[0]
     n_new = int(round(rel[-1] / step)) + 1
-    targets = np.arange(n_new) * step
     src = vol.array
-    out_dtype = np.float32 if src.dtype.kind == "f" else src.dtype
-    out = np.empty((n_new,) + src.shape[1:], dtype=out_dtype)
-    for t_idx, t in enumerate(targets):
-        hi = int(np.searchsorted(rel, t - 1e-6))
-        hi = min(max(hi, 0), len(rel) - 1)
-        if abs(rel[hi] - t) <= 1e-3 or hi == 0:
-            out[t_idx] = src[hi]
-            continue
-        lo = hi - 1
-        w = (t - rel[lo]) / (rel[hi] - rel[lo])
-        v = (1 - w) * src[lo].astype(np.float32) + w * src[hi].astype(np.float32)
-        out[t_idx] = np.rint(v) if out_dtype.kind in "iu" else v
+    out = np.empty((n_new,) + src.shape[1:], dtype=np.float32 if src.dtype.kind == "f" else src.dtype)
+    for t_idx in range(n_new):
+        out[t_idx] = _slice_at(src, rel, t_idx * step, np.float32)
     what = "filled missing slices" if filled else "resampled non-uniform slices"
     log.warning("%s: %s by linear interpolation (%d -> %d slices at %.4g mm)",
                 vol.meta.get("source"), what, len(rel), n_new, step)

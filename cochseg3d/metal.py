@@ -155,17 +155,12 @@ def auto_threshold_hu(volume: Volume | np.ndarray) -> float:
 
 def remove_small_components(mask: np.ndarray, *, min_size_voxels: int) -> np.ndarray:
     """``mask`` without its connected components (26-connected) smaller than ``min_size_voxels``."""
+    from skimage.morphology import remove_small_objects
+
     mask = np.asarray(mask, dtype=bool)
     if min_size_voxels <= 1 or not mask.any():
         return mask
-    structure = ndimage.generate_binary_structure(mask.ndim, mask.ndim)
-    labels, n = ndimage.label(mask, structure=structure)
-    if n == 0:
-        return mask
-    sizes = np.bincount(labels.ravel())
-    keep = sizes >= min_size_voxels
-    keep[0] = False
-    return keep[labels]
+    return remove_small_objects(mask, max_size=min_size_voxels - 1, connectivity=mask.ndim)
 
 
 def metal_mask(

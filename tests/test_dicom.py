@@ -232,6 +232,22 @@ def test_missing_slice_is_refused_not_stretched(tmp_path):
     np.testing.assert_array_equal(vol.array[6], truth.array[6])
 
 
+def test_a_gap_in_a_float_series_is_interpolated_too(tmp_path):
+    truth, files = _series(tmp_path)
+    for f in files:  # a non-integral slope: the volume comes out float32
+        ds = pydicom.dcmread(f)
+        m, b = float(ds.get("RescaleSlope", 1)), float(ds.get("RescaleIntercept", 0))
+        ds.RescaleSlope, ds.RescaleIntercept = 0.5, 0.0
+        ds.save_as(f, enforce_file_format=True)
+    expected = 0.5 * (truth.array.astype(np.float64) - b) / m  # what the stored values now mean
+    files[5].unlink()
+    [info] = discover(tmp_path)
+    vol = load_series(info, on_gap="interpolate")  # was an AttributeError (float32 taken for a dtype)
+    assert vol.array.dtype == np.float32 and vol.array.shape[0] == SHAPE[0]
+    np.testing.assert_allclose(vol.array[6], expected[6])
+    np.testing.assert_allclose(vol.array[5], 0.5 * (expected[4] + expected[6]), atol=1e-3)
+
+
 def test_non_uniform_spacing_is_refused_or_resampled(tmp_path):
     truth, files = _series(tmp_path)
     for k, f in enumerate(files[4:], start=4):  # slices 4.. shifted by 0.2 mm: one step of 0.7 mm
