@@ -6,6 +6,7 @@ pixel data present in the file can hold it (for compressed syntaxes too). Nothin
 from __future__ import annotations
 
 import struct
+import zlib
 from pathlib import Path
 
 import pydicom
@@ -154,10 +155,14 @@ def _encapsulated_check(
 _MAX_RATIO_DEFLATE = 1032
 
 
-def _deflated_check(ds: pydicom.Dataset | _FastHeader, path: Path, file_size: int) -> tuple[None, str | None]:
-    """Deflated Explicit VR Little Endian: the whole dataset is one zlib stream, so the pixel data has
-    no offset in the file. The claimed size must be sane and within deflate's best ratio of the file
-    (a bomb is refused before inflating), and the inflated dataset must hold every claimed pixel."""
+def _deflated_check(ds: pydicom.Dataset | _FastHeader, path: Path, file_size: int,
+                    pos: int | None) -> tuple[int | None, str | None]:
+    """Deflated Explicit VR Little Endian: the whole dataset is one zlib stream; ``pos`` is the pixel
+    data element's offset in it. The claimed size must be sane and within deflate's best ratio of the
+    file (a bomb is refused before inflating), and the stream must hold every claimed pixel (counted,
+    not kept). Returns the pixel data's offset in the inflated stream, or why the file is skipped."""
+    from cochseg3d.dicom_deflate import inflated
+
     reason = _size_reason(ds)
     if reason is not None:
         return None, reason
@@ -165,15 +170,16 @@ def _deflated_check(ds: pydicom.Dataset | _FastHeader, path: Path, file_size: in
     if expected > _MAX_RATIO_DEFLATE * file_size:
         return None, (f"header claims {expected} bytes of pixels in a {file_size}-byte deflated file "
                       f"(more than {_MAX_RATIO_DEFLATE}:1 is impossible for deflate)")
-    try:
-        have = len(pydicom.dcmread(path).PixelData)
-    except AttributeError:
+    if pos is None:
         return None, "no pixel data"
-    except Exception as exc:  # zlib and pydicom raise several types on a corrupt stream
+    start = pos + 12  # explicit VR OB/OW: tag, VR, two reserved bytes, 4-byte length
+    try:
+        _, n = inflated(path, start + expected, start=start + expected)
+    except (zlib.error, ValueError, OSError) as exc:
         return None, f"unreadable deflated data ({type(exc).__name__}: {exc})"
-    if have < expected:
-        return None, f"truncated: pixel data has {have} of {expected} bytes"
-    return None, None
+    if n < start + expected:
+        return None, f"truncated: pixel data has {max(0, n - start)} of {expected} bytes"
+    return start, None
 
 
 def is_deflated(ds: pydicom.Dataset | _FastHeader) -> bool:

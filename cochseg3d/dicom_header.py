@@ -129,7 +129,7 @@ def read_file_header(path: Path) -> FileHeader:
     ds = _FastHeader(raw)
     out = FileHeader(path, ds, _skip_reason(ds))
     if out.reason is None and is_deflated(ds):
-        out.offset, out.reason = _deflated_check(ds, path, size)  # decoded with pydicom, as compressed data
+        out.offset, out.reason = _deflated_check(ds, path, size, pos)  # an offset into the inflated stream
     elif out.reason is None and pos is None:
         # an image header that runs to the end of the file: cut short before its pixels
         out.reason = "truncated: the file ends before its pixel data" if not head else "no pixel data"

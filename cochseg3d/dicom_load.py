@@ -1,6 +1,6 @@
 """DICOM pixel loading: one discovered series group to an oriented :class:`~cochseg3d.volume.Volume`.
 
-Slices are read straight from the file (uncompressed little endian) or decoded by pydicom; one
+Slices are read straight from the file (uncompressed little endian), inflated (deflated) or decoded by pydicom; one
 slice that cannot be read refuses the series by default, naming the file and the reason, unless
 the caller asks to interpolate it. Gaps, non-uniform steps and gantry tilt are handled here too.
 """
@@ -10,12 +10,13 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+import zlib
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import pydicom
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from cochseg3d.dicom_header import SkippedFile, _float
 from cochseg3d.dicom_resample import _fill_slices, _regularise, _untilt  # noqa: F401  (re-exported)
@@ -57,17 +58,26 @@ def _read_raw(header: SliceHeader, out: np.ndarray) -> None:
         raise ValueError(f"{header.path}: truncated pixel data ({n} of {view.nbytes} bytes)")
 
 
+def _read_deflated(header: SliceHeader, out: np.ndarray) -> None:
+    """Inflate one slice's pixel bytes into ``out`` (only they are kept; the stream before them is counted)."""
+    from cochseg3d.dicom_deflate import inflated
+
+    stop = header.pixel_offset + out.nbytes  # type: ignore[operator]
+    try:
+        data, n = inflated(header.path, stop, start=header.pixel_offset)  # type: ignore[arg-type]
+    except zlib.error as exc:
+        raise ValueError(f"{header.path}: unreadable deflated data ({exc})") from None
+    if n < stop:
+        raise ValueError(f"{header.path}: truncated pixel data ({len(data)} of {out.nbytes} bytes)")
+    out.reshape(-1).view(np.uint8)[:] = np.frombuffer(data, np.uint8)
+
+
 def _decode(header: SliceHeader, out: np.ndarray) -> None:
     """Decode one slice with pydicom (compressed transfer syntaxes via the pylibjpeg plugins)."""
     from pydicom.pixels import pixel_array
-    from pydicom.uid import DeflatedExplicitVRLittleEndian
 
     try:
-        if header.transfer_syntax == DeflatedExplicitVRLittleEndian:  # one zlib stream: read it whole
-            arr = pydicom.dcmread(header.path).pixel_array
-            arr = arr if header.frame is None else arr[header.frame]
-        else:
-            arr = pixel_array(os.fspath(header.path), index=header.frame)
+        arr = pixel_array(os.fspath(header.path), index=header.frame)
     except Exception as exc:
         # pydicom lists every plugin's complaint on its own line: one line, the first complaints
         why = " ".join(str(exc).split())
@@ -288,7 +298,9 @@ def _read_all(info: "SeriesInfo", stored: np.ndarray, *, workers: int | None, pr
 def _read_slice(info: "SeriesInfo", k: int, sl: np.ndarray) -> None:
     """Read slice ``k`` into ``sl``, keeping only its BitsStored bits."""
     h = info.slices[k]
-    if h.pixel_offset is not None:
+    if h.pixel_offset is not None and h.transfer_syntax == DeflatedExplicitVRLittleEndian:
+        _read_deflated(h, sl)
+    elif h.pixel_offset is not None:
         _read_raw(h, sl)
     else:
         _decode(h, sl)

@@ -19,6 +19,8 @@ from pydicom.errors import InvalidDicomError
 from pydicom.tag import Tag
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from cochseg3d.dicom_deflate import looks_deflated
+from cochseg3d.dicom_deflate import read_header as read_deflated_header
 from cochseg3d.utils import display_path, not_regular_reason
 
 #: header fields read by :func:`discover` (PatientName is deliberately absent)
@@ -89,7 +91,8 @@ def is_dicom_file(path: str | os.PathLike) -> bool:
 
 def _read_header(path: Path) -> tuple[pydicom.Dataset, int | None, int, bytes]:
     """Header (no pixel data), the file offset of the Pixel Data element (None if absent), the
-    file size and the element's first 12 bytes (tag, VR, length).
+    file size and the element's first 12 bytes (tag, VR, length). Of a deflated file the offset
+    is the element's in the inflated dataset (:mod:`dicom_deflate`).
 
     Raises:
         NotRegularFileError: ``path`` is a pipe, device ... (checked before opening).
@@ -97,6 +100,10 @@ def _read_header(path: Path) -> tuple[pydicom.Dataset, int | None, int, bytes]:
     """
     with _open_regular(path) as f:
         size = os.fstat(f.fileno()).st_size
+        if looks_deflated(f.read(1024)):  # pydicom would inflate the whole dataset for its header
+            ds, pos, head = read_deflated_header(path)
+            return ds, pos, size, head
+        f.seek(0)
         try:
             ds = pydicom.dcmread(f, stop_before_pixels=True, specific_tags=_HEADER_TAG_NUMBERS)
         except InvalidDicomError:

@@ -68,3 +68,45 @@ def test_a_cut_deflated_file_and_a_deflate_bomb_are_skipped_with_their_reason(se
     found = discover(mixed)
     assert any(s.path.name == files[3].name for s in found.all_skipped)
     assert len(found) == 1 and len(found[0].slices) == len(files) - 1
+
+
+def _with_zeros_after_the_pixels(src: Path, dst: Path, mb: int) -> None:
+    """``src`` with a private element of ``mb`` MB of zeros after its pixels: a file of ~``mb`` kB
+    that pydicom would inflate whole just to read its header."""
+    import struct
+    import zlib
+
+    from cochseg3d.dicom_deflate import stream_start
+
+    raw = src.read_bytes()
+    start = stream_start(src)
+    dataset = zlib.decompress(raw[start:], -zlib.MAX_WBITS)
+    c = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    parts = [raw[:start], c.compress(dataset), c.compress(struct.pack("<HH2sHI", 0x7FE1, 0x0010, b"OB", 0, mb << 20))]
+    zeros = bytes(1 << 20)
+    parts += [c.compress(zeros) for _ in range(mb)]
+    dst.write_bytes(b"".join(parts) + c.flush())
+
+
+def test_a_small_file_that_inflates_to_gigabytes_is_read_with_bounded_memory(series, tmp_path):
+    import tracemalloc
+
+    raw, deflated = series
+    files = sorted(deflated.iterdir())
+    big = tmp_path / "big.dcm"
+    _with_zeros_after_the_pixels(files[0], big, 256)  # 256 MB inflated from ~0.3 MB
+    folder = tmp_path / "zeros"
+    folder.mkdir()
+    for p in files:  # the whole series, 24 MB of zeros past each file's pixels
+        _with_zeros_after_the_pixels(p, folder / p.name, 24)
+    tracemalloc.start()
+    h = read_file_header(big)
+    header_peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.reset_peak()
+    vol = load_input(folder)
+    load_peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert big.stat().st_size < 1 << 20 and h.reason is None
+    assert header_peak < 8 << 20, f"header read allocated {header_peak / 2**20:.0f} MB"
+    assert np.array_equal(vol.array, load_input(raw).array)  # the pixels, not the zeros after them
+    assert load_peak < 16 << 20, f"loading allocated {load_peak / 2**20:.0f} MB"  # not 24 MB per file
