@@ -69,15 +69,16 @@ def _mean(values) -> float:
 def table(rows: list[dict], keys: list[str]) -> str:
     arrow = " → ".join(keys)
     lines = [f"| set | contacts | arrays | every contact named right: {arrow} | contacts misnamed (mean) | "
-             "contact recall (shipped → chain) | contact error mm (shipped → chain) |", "|---|---|---|---|---|---|---|"]
+             "contact recall (shipped → chain) | contact error mm (shipped → chain) |",
+             "|---|---|---|---|---|---|---|"]
     for name in dict.fromkeys(r["set"] for r in rows):
         for mode in MODES:
             rs = [r for r in rows if r["set"] == name and r["mode"] == mode]
             if not rs:
                 continue
             right = " → ".join(str(sum(1 for r in rs if r[k]["misnamed"] == 0.0)) for k in keys)
-            cells = [" → ".join(f"{_mean(r[k][q] for r in rs):.3f}" for k in keys) for q in ("misnamed",)]
-            cells += [" → ".join(f"{_mean(r[k][q] for r in rs):.3f}" for k in keys[:2]) for q in ("recall", "error_mm")]
+            means = {q: [f"{_mean(r[k][q] for r in rs):.3f}" for k in keys] for q in ("misnamed", "recall", "error_mm")}
+            cells = [" → ".join(means["misnamed"])] + [" → ".join(means[q][:2]) for q in ("recall", "error_mm")]
             lines.append(f"| {name} | {mode} | {len(rs)} | {right} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -113,10 +114,10 @@ def main(argv: list[str] | None = None) -> int:
                 "three times in one run: the shipped calibration (contacts ordered by their nearest centreline "
                 "sample), with `chain_order` on (contacts off the centreline extend the chain at its ends) "
                 f"and with that turned round where it looks base first (`apex_inside_ratio` {args.turn}); "
-                "both options are shipped off. *Misnamed*: matched contacts whose index (apex first) is not the truth's "
-                "less the array's common offset (`metrics.match_contacts`; an array read from its base has "
-                "~all misnamed). Both options were written, and the ratio chosen, on held_out_final, cross_fast and "
-                "cross_rtk; final_fast, final_rtk and held_out_confirm only report.\n\n")
+                "both options are shipped off. *Misnamed*: matched contacts whose index (apex first) is not "
+                "the truth's less the array's common offset (`metrics.match_contacts`; an array read from its "
+                "base has ~all misnamed). Both options were written, and the ratio chosen, on held_out_final, "
+                "cross_fast and cross_rtk; final_fast, final_rtk and held_out_confirm only report.\n\n")
         update_section("contact_order", "Arrays named from the wrong end (issue 13)", note + body + "\n",
                        command="scripts/bench_contact_order.py " + " ".join(f"--run {r}" for r in args.run))
     return 0

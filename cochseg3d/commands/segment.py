@@ -244,7 +244,8 @@ def _written_record(rec: dict, wait_s: float = 30.0) -> dict:
             return json.loads(path.read_text(encoding="utf-8"))
         except (FileNotFoundError, json.JSONDecodeError):
             if time.monotonic() > deadline:
-                log.warning("%s: contacts.json is being rewritten by another run; summary from this run", rec["case_id"])
+                log.warning("%s: contacts.json is being rewritten by another run; summary from this run",
+                            rec["case_id"])
                 return {"case_id": rec["case_id"], "qc": rec.get("qc"), "n_contacts": rec.get("n_contacts")}
             time.sleep(0.1)
 

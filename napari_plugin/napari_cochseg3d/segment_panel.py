@@ -137,7 +137,7 @@ class SegmentPanel(QGroupBox):
         self._build()
         self._say_fn = say
         viewer.dims.events.ndisplay.connect(self._sync_3d)
-        viewer.layers.events.inserted.connect(lambda event: self.prepare(event.value))
+        viewer.layers.events.inserted.connect(self._on_layer_inserted)
 
     def _build(self) -> None:
         from cochseg3d.electrodes import VENDORS
@@ -236,8 +236,12 @@ class SegmentPanel(QGroupBox):
             return
         transform, can = layer_transform(image), volume_of(image)
         wanted = [SEGMENTATION_LAYER, CONTACTS_LAYER] + ([ARRAY_LAYER] if self.array_check.isChecked() else [])
-        for delay, name in enumerate(n for n in wanted if n not in self.viewer.layers):
-            QTimer.singleShot(PREPARE_STEP_MS * (delay + 1), lambda name=name: self._add_empty(name, image, transform, can))
+        for turn, name in enumerate((n for n in wanted if n not in self.viewer.layers), start=1):
+            QTimer.singleShot(PREPARE_STEP_MS * turn,
+                              lambda name=name: self._add_empty(name, image, transform, can))
+
+    def _on_layer_inserted(self, event) -> None:  # a bound method: napari holds it weakly
+        self.prepare(event.value)
 
     def _add_empty(self, name: str, image, transform: dict[str, Any], can: Volume) -> None:
         from napari.layers import Labels, Points
