@@ -12,6 +12,7 @@ from __future__ import annotations
 import struct
 import zlib
 from pathlib import Path
+from typing import BinaryIO
 
 import pydicom
 from pydicom.filebase import DicomBytesIO
@@ -22,13 +23,32 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian
 CHUNK = 1 << 20
 #: the header (everything before the pixel data) is read from at most this much inflated data
 MAX_HEADER_BYTES = 64 << 20
+#: most of a file meta group searched for the transfer syntax
+MAX_META_BYTES = 1 << 16
 _PIXEL_DATA = 0x7FE00010
+_PIXEL_DATA_TAG = struct.pack("<HH", 0x7FE0, 0x0010)
 _UID = DeflatedExplicitVRLittleEndian.encode()
 
 
-def looks_deflated(head: bytes) -> bool:
-    """A file whose first bytes ``head`` (its first kB) hold a meta group naming the deflated syntax."""
-    return head[128:132] == b"DICM" and _UID in head
+def _meta_end(head: bytes) -> int | None:
+    """Where the file meta group ends, from a file's first 144 bytes (preamble, ``DICM`` and the
+    group length element (0002,0000)); None when they are not laid out so."""
+    if len(head) < 144 or head[128:132] != b"DICM" or head[132:138] != b"\x02\x00\x00\x00UL":
+        return None
+    return 144 + struct.unpack("<I", head[140:144])[0]
+
+
+def looks_deflated(f: BinaryIO) -> bool:
+    """The open file ``f`` (at its start) has a file meta group naming the deflated syntax."""
+    end = _meta_end(f.read(144))
+    return end is not None and _UID in f.read(max(0, min(end - 144, MAX_META_BYTES)))
+
+
+def _seek_stream(f: BinaryIO) -> None:
+    end = _meta_end(f.read(144))
+    if end is None:
+        raise ValueError("deflated file without a file meta group length (0002,0000)")
+    f.seek(end)
 
 
 def stream_start(path: Path) -> int:
@@ -39,10 +59,8 @@ def stream_start(path: Path) -> int:
         ValueError: no file meta group length where the standard puts it.
     """
     with open(path, "rb") as f:
-        head = f.read(144)
-    if len(head) < 144 or head[128:132] != b"DICM" or head[132:138] != b"\x02\x00\x00\x00UL":
-        raise ValueError("deflated file without a file meta group length (0002,0000)")
-    return 144 + struct.unpack("<I", head[140:144])[0]
+        _seek_stream(f)
+        return f.tell()
 
 
 def inflated(path: Path, stop: int, start: int = 0) -> tuple[bytes, int]:
@@ -50,12 +68,13 @@ def inflated(path: Path, stop: int, start: int = 0) -> tuple[bytes, int]:
     stream ends first). Output before ``start`` is counted, not kept.
 
     Raises:
+        ValueError: no file meta group length.
         zlib.error: a corrupt stream.
     """
     d = zlib.decompressobj(-zlib.MAX_WBITS)
     kept, n = [], 0
     with open(path, "rb") as f:
-        f.seek(stream_start(path))
+        _seek_stream(f)
         data = b""
         while n < stop and not d.eof:
             if not data:
@@ -88,7 +107,7 @@ def read_header(path: Path) -> tuple[pydicom.Dataset, int | None, bytes]:
             ds = read_dataset(fp, is_implicit_VR=False, is_little_endian=True,
                               stop_when=lambda tag, vr, length: tag == _PIXEL_DATA)
             pos = fp.tell()
-            at_pixels = prefix[pos:pos + 4] == struct.pack("<HH", 0x7FE0, 0x0010)
+            at_pixels = prefix[pos:pos + 4] == _PIXEL_DATA_TAG
         except (EOFError, struct.error, ValueError, OSError):
             if complete:
                 raise

@@ -100,7 +100,7 @@ def _read_header(path: Path) -> tuple[pydicom.Dataset, int | None, int, bytes]:
     """
     with _open_regular(path) as f:
         size = os.fstat(f.fileno()).st_size
-        if looks_deflated(f.read(1024)):  # pydicom would inflate the whole dataset for its header
+        if looks_deflated(f):  # pydicom would inflate the whole dataset for its header
             ds, pos, head = read_deflated_header(path)
             return ds, pos, size, head
         f.seek(0)

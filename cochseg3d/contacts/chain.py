@@ -25,8 +25,10 @@ def chain_along(points: np.ndarray, curve: np.ndarray, off_mm: float) -> np.ndar
     on = np.flatnonzero(dist <= off_mm)
     if not len(on):
         on = np.array([int(np.argmin(dist))])
-    chain = [points[i] for i in on[np.argsort(j[on], kind="stable")]]
-    rest = [points[i] for i in range(len(points)) if i not in set(on.tolist())]
+    chain = list(points[on[np.argsort(j[on], kind="stable")]])
+    off = np.ones(len(points), bool)
+    off[on] = False
+    rest = list(points[off])
     while rest:
         d = np.array([[np.linalg.norm(p - chain[0]), np.linalg.norm(p - chain[-1])] for p in rest])
         k, end = np.unravel_index(int(np.argmin(d)), d.shape)

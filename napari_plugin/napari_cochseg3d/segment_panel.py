@@ -234,9 +234,12 @@ class SegmentPanel(QGroupBox):
 
         if not isinstance(image, Image) or image.ndim != 3:
             return
-        transform, can = layer_transform(image), volume_of(image)
         wanted = [SEGMENTATION_LAYER, CONTACTS_LAYER] + ([ARRAY_LAYER] if self.array_check.isChecked() else [])
-        for turn, name in enumerate((n for n in wanted if n not in self.viewer.layers), start=1):
+        missing = [n for n in wanted if n not in self.viewer.layers]
+        if not missing:
+            return
+        transform, can = layer_transform(image), volume_of(image)
+        for turn, name in enumerate(missing, start=1):
             QTimer.singleShot(PREPARE_STEP_MS * turn,
                               lambda name=name: self._add_empty(name, image, transform, can))
 
