@@ -42,24 +42,26 @@ def write_label(label: Volume, path: str | Path) -> Path:
 
 
 def contacts_record(contacts: Any, *, case_id: str, series: dict[str, Any], electrode: str | None,
-                    label_volume_mm3: float, model: str | None, qc: dict[str, Any] | None) -> dict[str, Any]:
-    """The contacts.json record: case id, series, contacts in LPS and RAS, the QC verdict."""
+                    label_volume_mm3: float, model: str | None, qc: dict[str, Any] | None,
+                    image: Any = None) -> dict[str, Any]:
+    """The contacts.json record: case id, series, contacts in LPS and RAS, the QC verdict, and the
+    cochlear measures (the round window measured on ``image`` when given)."""
     record = contacts.to_json(case_id=case_id, series=series, coordinate_systems=COORDINATE_SYSTEMS,
                               electrode_hint=electrode, label_volume_mm3=label_volume_mm3, model=model)
     if qc is not None:
         record["qc"] = qc
-    record["arrays"] = _arrays(contacts, case_id)
+    record["arrays"] = _arrays(contacts, case_id, image)
     return record
 
 
-def _arrays(contacts: Any, case_id: str) -> list[dict[str, Any]]:
+def _arrays(contacts: Any, case_id: str, image: Any = None) -> list[dict[str, Any]]:
     """Issue 13's per-array measures in the cochlear frame; a failure there costs the measures only."""
     from cochseg3d.clinical import measure_arrays
 
     if not len(contacts.lps_mm):
         return []
     try:
-        return measure_arrays(contacts)["arrays"]
+        return measure_arrays(contacts, image)["arrays"]
     except Exception as exc:  # the label and contacts are still written
         log.warning("%s: cochlear measures not computed (%s)", case_id, exc)
         return []

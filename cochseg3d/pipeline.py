@@ -230,9 +230,9 @@ def _write(out: Path, case: str, volume: Volume, res: Any, contacts: "Contacts",
 
     series = {k: volume.meta.get(k) for k in ("series_uid", "series_number", "series_description", "modality")}
     record = contacts_record(contacts, case_id=case, series=series, electrode=electrode,
-                             label_volume_mm3=res.info["volume_mm3"], model=model_path, qc=verdict)
+                             label_volume_mm3=res.info["volume_mm3"], model=model_path, qc=verdict, image=volume)
     if arrays:
-        record.update(bilateral=True, arrays=side_records(arrays))
+        record.update(bilateral=True, arrays=side_records(arrays, volume))
     array = None if not array_label else (
         merged_array_label({s: fitted_array(c, res.label, f"{case} {s}") for s, c in arrays.items()}) if arrays
         else fitted_array(contacts, res.label, case))

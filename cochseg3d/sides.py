@@ -85,13 +85,14 @@ def merged_verdict(per_side: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {"verdict": worst, "reasons": reasons, "sides": per_side}
 
 
-def side_records(per_side: dict[str, Any]) -> list[dict[str, Any]]:
-    """contacts.json's ``arrays``: each side's cochlear measures, its side from the split."""
+def side_records(per_side: dict[str, Any], image: Any = None) -> list[dict[str, Any]]:
+    """contacts.json's ``arrays``: each side's cochlear measures (the round window measured on
+    ``image`` when given), its side from the split."""
     from cochseg3d.clinical import measure_arrays
 
     out = []
     for side, c in per_side.items():
-        rec = measure_arrays(c)["arrays"][0]
+        rec = measure_arrays(c, image)["arrays"][0]
         rec.update(side=side, side_evidence="bilateral scan: the array at larger LPS x is the patient's left")
         out.append(rec)
     return out

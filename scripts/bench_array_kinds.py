@@ -5,7 +5,8 @@ For each placement kind (normal, tip fold-over, partial insertion, kink; :mod:`c
 N phantoms are generated (fast CT model, small preset) and the clinical record
 (:func:`cochseg3d.clinical.measure_arrays`) is computed twice: on the TRUE contacts with the true
 array path as the centreline, and on the contacts :func:`cochseg3d.contacts.find_contacts` finds on the
-TRUE label (electrode named). Each flag (fold_over, kink, out_of_order, and "extracochlear": at least
+TRUE label (electrode named); both with the scan, as ``segment`` measures them (the round window
+where the bone around the array ends). Each flag (fold_over, kink, out_of_order, and "extracochlear": at least
 one contact outside) is scored against the truth's flags: sensitivity and specificity per flag.
 
 Seeds: normal 986000+, fold-over 986100+, partial 986200+, kink 986300+. They were drawn after the
@@ -36,8 +37,8 @@ SEEDS = {"normal": 986_000, "fold_over": 986_100, "partial": 986_200, "kink": 98
 FLAGS = ("fold_over", "kink", "out_of_order", "extracochlear")
 
 
-def _record(contacts: Contacts) -> dict:
-    a = measure_arrays(contacts)["arrays"][0]
+def _record(contacts: Contacts, image=None) -> dict:
+    a = measure_arrays(contacts, image)["arrays"][0]
     out = {k: bool(v["value"]) for k, v in a.get("flags", {}).items()}
     out["extracochlear"] = bool(a.get("extracochlear_contacts", 0))
     out["extracochlear_contacts"] = a.get("extracochlear_contacts")
@@ -54,10 +55,10 @@ def one(kind: str, seed: int, found: bool) -> dict:
     row = {"kind": kind, "seed": seed, "model": c["model"], "truth": truth,
            "truth_extracochlear_contacts": c["extracochlear_contacts"], "placement": case.params["array_placement"],
            "true": _record(Contacts(np.asarray(c["contacts_lps_mm"]), "truth", np.asarray(c["electrode_path_lps_mm"]),
-                                    info={"model": c["model"]}))}
+                                    info={"model": c["model"]}), case.image)}
     if found:
         fc = find_contacts(case.label, case.image, electrode=c["model"])
-        row["found"] = _record(fc)
+        row["found"] = _record(fc, case.image)
         row["found"]["n_found"] = int(len(fc.lps_mm))
     row["seconds"] = round(time.perf_counter() - t0, 1)
     return row

@@ -81,11 +81,12 @@ def contact_measures(frame: CochlearFrame, lps_mm: np.ndarray) -> dict[str, np.n
     return {"angle_deg": ang, "depth_mm": dep, "modiolus_distance_mm": dist, "inside_cochlea": inside}
 
 
-def measure_array(contacts: Any, image: Any = None) -> dict:
+def measure_array(contacts: Any, image: Any = None, levels: Any = None) -> dict:
     """The issue-13 record of one array from a :class:`cochseg3d.contacts.Contacts`.
 
-    ``image`` is accepted for the bony-cochlea refinement to come and not read yet. Without a
-    frame (too few contacts, a straight array) the measures are absent and ``reason`` says why.
+    With ``image`` (the scan) the round window is also measured on it, where the bone around the
+    array ends (:mod:`.round_window`); ``levels`` are its grey levels (measured when None). Without
+    a frame (too few contacts, a straight array) the measures are absent and ``reason`` says why.
     """
     pts = np.asarray(contacts.lps_mm, float).reshape(-1, 3)
     info = dict(getattr(contacts, "info", {}) or {})
@@ -96,7 +97,7 @@ def measure_array(contacts: Any, image: Any = None) -> dict:
         out.update(reason=info.get("reason", "no contacts found"), cochlear_frame={"confidence": 0.0,
                                                                                   "reason": "no contacts"})
         return out
-    frame = estimate_frame(pts, getattr(contacts, "centreline_lps_mm", None))
+    frame = estimate_frame(pts, getattr(contacts, "centreline_lps_mm", None), image=image, levels=levels)
     out["cochlear_frame"] = frame.to_json()
     records = [{"name": nm, "lps_mm": _r(p, 3), "ras_mm": _r(p * _LPS_TO_RAS, 3)} for nm, p in zip(names, pts)]
     if not frame.ok:
@@ -121,5 +122,8 @@ def measure_array(contacts: Any, image: Any = None) -> dict:
 
 def measure_arrays(contacts: Any, image: Any = None) -> dict:
     """``{"arrays": [...]}``: the issue-13 record of every array (one :class:`Contacts` or a list)."""
+    from cochseg3d.greylevels import measure
+
     items = contacts if isinstance(contacts, (list, tuple)) else [contacts]
-    return {"arrays": [measure_array(c, image) for c in items]}
+    levels = None if image is None else measure(image)
+    return {"arrays": [measure_array(c, image, levels) for c in items]}

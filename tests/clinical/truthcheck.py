@@ -1,6 +1,6 @@
 """Frame and angle errors against the phantom's truth (used by the tests; run as a script to measure).
 
-    python -m tests.clinical.truthcheck --seeds 985000 20 [--found | --model]
+    python -m tests.clinical.truthcheck --seeds 985000 20 [--found | --model] [--ct-model rtk] [--no-image]
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ import numpy as np
 from cochseg3d.clinical.frame import angles_and_depths, estimate_frame
 
 
-def errors(truth: dict, lps_mm: np.ndarray, centreline: np.ndarray | None) -> dict:
-    """Axis error (deg), per-contact angle / depth errors against ``truth`` (a phantom's contacts dict)."""
-    f = estimate_frame(lps_mm, centreline)
+def errors(truth: dict, lps_mm: np.ndarray, centreline: np.ndarray | None, image=None) -> dict:
+    """Axis error (deg), per-contact angle / depth errors against ``truth`` (a phantom's contacts dict);
+    with ``image`` the round window is measured on it too, as ``segment`` does."""
+    f = estimate_frame(lps_mm, centreline, image=image)
     if not f.ok:
         return {"ok": False, "reason": f.reason}
     tf = truth["cochlear_frame"]
@@ -35,6 +36,8 @@ def main() -> None:
     ap.add_argument("--seeds", nargs=2, type=int, default=[985000, 20])
     ap.add_argument("--found", action="store_true", help="contacts found on the truth label (named electrode)")
     ap.add_argument("--model", action="store_true", help="contacts the default model finds (segment, named electrode)")
+    ap.add_argument("--ct-model", default="fast", choices=["fast", "rtk"])
+    ap.add_argument("--no-image", action="store_true", help="the round window from the centreline's shape alone")
     a = ap.parse_args()
     if a.model:
         from cochseg3d.inference import load_model
@@ -44,20 +47,21 @@ def main() -> None:
 
     rows = []
     for seed in range(a.seeds[0], a.seeds[0] + a.seeds[1]):
-        case = generate_patient(seed)
+        case = generate_patient(seed, ct_model=a.ct_model)
+        image = None if a.no_image else case.image
         c = case.contacts
         if a.model:
             import cochseg3d
 
             fc = cochseg3d.segment(case.image, model=net, electrode=c["model"], qc=False, device="cpu").contacts
-            e = errors(c, fc.lps_mm, fc.centreline_lps_mm)
+            e = errors(c, fc.lps_mm, fc.centreline_lps_mm, image)
         elif a.found:
             from cochseg3d.contacts import find_contacts
 
             fc = find_contacts(case.label, case.image, electrode=c["model"])
-            e = errors(c, fc.lps_mm, fc.centreline_lps_mm)
+            e = errors(c, fc.lps_mm, fc.centreline_lps_mm, image)
         else:
-            e = errors(c, np.asarray(c["contacts_lps_mm"]), np.asarray(c["electrode_path_lps_mm"]))
+            e = errors(c, np.asarray(c["contacts_lps_mm"]), np.asarray(c["electrode_path_lps_mm"]), image)
         rows.append(e)
         if not e["ok"]:
             print(seed, c["model"], "FAILED", e["reason"])
