@@ -90,12 +90,10 @@ def side_records(per_side: dict[str, Any], image: Any = None) -> list[dict[str, 
     ``image`` when given), its side from the split."""
     from cochseg3d.clinical import measure_arrays
 
-    out = []
-    for side, c in per_side.items():
-        rec = measure_arrays(c, image)["arrays"][0]
+    records = measure_arrays(list(per_side.values()), image)["arrays"]  # the scan's grey levels measured once
+    for side, rec in zip(per_side, records):
         rec.update(side=side, side_evidence="bilateral scan: the array at larger LPS x is the patient's left")
-        out.append(rec)
-    return out
+    return records
 
 
 def merged_array_label(per_side: dict[str, Any]) -> Any:

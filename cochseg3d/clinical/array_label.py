@@ -22,6 +22,7 @@ import numpy as np
 from scipy import interpolate
 from scipy.spatial import cKDTree
 
+from cochseg3d.contacts.centreline import cumulative_arc
 from cochseg3d.electrodes import ElectrodeModel, find_model
 from cochseg3d.volume import Volume
 
@@ -66,7 +67,7 @@ def _resample(points: np.ndarray, step: float) -> np.ndarray:
 
 def _spline_through(pts: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarray]:
     """Dense samples of a spline through ``pts`` (chord-length knots) and each point's sample index."""
-    u = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(pts, axis=0), axis=1))])
+    u = cumulative_arc(pts)
     spl = interpolate.make_interp_spline(u, pts, k=min(3, len(pts) - 1))
     # dense in u first, so the arc length (not the chord) sets each contact's position
     n = max(int(u[-1] / (step / 4)), 2 * len(pts))
@@ -131,7 +132,7 @@ def fitted_centreline(contacts_lps: np.ndarray, model: ElectrodeModel, centrelin
     curve = np.concatenate([tip[None], dense, tail])
     keep = np.concatenate([[True], np.linalg.norm(np.diff(curve, axis=0), axis=1) > 1e-9])
     curve, idx = curve[keep], np.cumsum(keep) - 1
-    s_all = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(curve, axis=0), axis=1))])
+    s_all = cumulative_arc(curve)
     s_contacts = s_all[idx[at + 1]]
     out = _resample(curve, step)
     return out, s_contacts
@@ -149,7 +150,7 @@ def rasterise(grid: Volume, curve: np.ndarray, s_contacts: np.ndarray, model: El
     """
     shape = np.asarray(grid.array.shape)  # (k, j, i)
     out = np.zeros(tuple(shape), np.uint8)
-    s_curve = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(curve, axis=0), axis=1))])
+    s_curve = cumulative_arc(curve)
     r_curve = model.carrier_radius_mm(s_curve)
     r_max = float(r_curve.max())
     sp = np.asarray(grid.spacing_mm)

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import optimize
 
+from cochseg3d.contacts.centreline import cumulative_arc
+
 MIN_CONTACTS = 4
 MIN_TURN_DEG = 120.0  # less spiral than this fixes no axis
 JUNCTION_WINDOW_MM = 3.0
@@ -121,7 +123,7 @@ def _track(lps_mm: np.ndarray, centreline: np.ndarray | None) -> np.ndarray:
     if centreline is None or len(centreline) < 20:
         return np.asarray(lps_mm, float)
     cl = np.asarray(centreline, float)
-    s = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(cl, axis=0), axis=1))])
+    s = cumulative_arc(cl)
     if np.median(np.diff(s)) <= 0.1:
         return cl
     s_new = np.linspace(0.0, s[-1], int(np.ceil(s[-1] / 0.1)) + 1)  # a coarse line: entry to 0.1 mm
@@ -196,7 +198,7 @@ def _straight_from(track: np.ndarray, fit: SpiralFit, *, half_mm: float = 1.0) -
     Menger curvature over +-``half_mm``; the spiral's is about 1 / its radius, a straight lead's 0,
     so the curvature crosses half the spiral's where the array leaves it (symmetric, unbiased).
     """
-    s = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(track, axis=0), axis=1))])
+    s = cumulative_arc(track)
     step = max(float(np.median(np.diff(s))), 1e-3)
     i = np.arange(len(track))
     lo = np.searchsorted(s, s - half_mm)
@@ -216,7 +218,7 @@ def _straight_from(track: np.ndarray, fit: SpiralFit, *, half_mm: float = 1.0) -
 
 def _junction(track: np.ndarray, fit: SpiralFit, near_index: int) -> int:
     """Index on ``track`` (apex -> base) where the array leaves the spiral along its tangent."""
-    s = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(track, axis=0), axis=1))])
+    s = cumulative_arc(track)
     psi = fit.psi(track[::-1])[::-1]
     on_spiral = np.linalg.norm(track - fit.point(psi), axis=1)
     best, best_cost = len(track) - 1, np.inf
@@ -318,7 +320,7 @@ def _bone_bound(image, levels, track: np.ndarray, rw: int, fit: SpiralFit, notes
     if entry.index is None:
         notes.append(f"round window from the centreline's shape: {entry.evidence}")
         return rw, fit
-    s = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(track, axis=0), axis=1))])
+    s = cumulative_arc(track)
     if s[rw] - s[entry.index] <= WINDOW_MM:  # within the fall's own window: the shape is finer
         return rw, fit
     notes.append(f"round window moved {s[rw] - s[entry.index]:.1f} mm apically, to the end of the bone: "
@@ -345,7 +347,7 @@ def angles_and_depths(frame: CochlearFrame, pts: np.ndarray) -> tuple[np.ndarray
     loc = frame.to_local(tr)
     phi = np.unwrap(frame.turn_sense * np.arctan2(loc[:, 1], loc[:, 0]))
     phi -= phi[frame.round_window_index]
-    s = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(tr, axis=0), axis=1))])
+    s = cumulative_arc(tr)
     depth_track = s[frame.round_window_index] - s
     q = frame.to_local(pts)
     own = frame.turn_sense * np.arctan2(q[:, 1], q[:, 0])

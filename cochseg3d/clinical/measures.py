@@ -17,6 +17,7 @@ import numpy as np
 from cochseg3d.clinical.flags import array_flags
 from cochseg3d.clinical.frame import CochlearFrame, _r, angles_and_depths, estimate_frame
 from cochseg3d.clinical.frequency import organ_of_corti_hz, spiral_ganglion_hz
+from cochseg3d.contacts.centreline import cumulative_arc
 
 ENVELOPE_MM = 1.0  # how far outside the fitted spiral a contact still counts as in the scala
 _LPS_TO_RAS = np.array([-1.0, -1.0, 1.0])
@@ -59,7 +60,7 @@ def side_of(frame: CochlearFrame) -> tuple[str | None, str]:
     tr, rw = frame.track, frame.round_window_index
     if rw is None or len(tr) - rw < 10:
         return None, "no lead beyond the round window to tell the side"
-    s = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(tr[rw:], axis=0), axis=1))])
+    s = cumulative_arc(tr[rw:])
     if s[-1] < 2.0:
         return None, "no lead beyond the round window to tell the side"
     dx = float(tr[-1, 0] - tr[rw, 0])

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from cochseg3d.contacts.centreline import cumulative_arc
+
 SHELL_MM = (1.2, 1.6, 2.0)  # outside the metal's bloom, inside the otic capsule's wall
 SHELL_DIRECTIONS = 16
 BONE_HU = 500.0  # between soft tissue (~30) and the otic capsule (1000-2000)
@@ -79,7 +81,7 @@ def bone_entry(image, track: np.ndarray, levels=None, before: int | None = None)
 
     levels = measure(image) if levels is None else levels
     b = bone_profile(image, track, levels.from_hu(BONE_HU))
-    s = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(track, axis=0), axis=1))])
+    s = cumulative_arc(track)
     c = np.concatenate([[0.0], np.cumsum(0.5 * (b[1:] + b[:-1]) * np.diff(s))])  # integral of b along s
 
     def mean_over(a, z):

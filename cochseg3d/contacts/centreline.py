@@ -271,6 +271,11 @@ def shift_outward(curve: np.ndarray, offset_mm: float, step_mm: float) -> np.nda
     return np.stack([np.interp(s, arc, moved[:, c]) for c in range(3)], axis=1)
 
 
+def cumulative_arc(points: np.ndarray) -> np.ndarray:
+    """Arc length (mm) from the first point to each point of an ordered polyline."""
+    return np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(points, axis=0), axis=1))])
+
+
 def arc_length(points: np.ndarray) -> float:
     return float(np.linalg.norm(np.diff(points, axis=0), axis=1).sum()) if len(points) > 1 else 0.0
 
