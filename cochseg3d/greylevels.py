@@ -89,6 +89,17 @@ class GreyLevels:
     def to_dict(self) -> dict[str, Any]:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
 
+    def offset_only(self) -> "GreyLevels":
+        """The same levels with the gain taken as 1: only the offset is corrected.
+
+        The measured gain is the air-to-tissue step, which CBCT cupping shrinks (the itk-rtk
+        phantoms read ~0.66); dividing by it lifts bone towards metal. The tissue level alone
+        fixes a stored offset (HU + 1000 without a rescale) and cupping barely moves it.
+        """
+        if self.tissue is None:
+            return self
+        return GreyLevels(1.0, self.tissue - TISSUE_HU, self.air, self.tissue, "tissue")
+
 
 def _sample(array: np.ndarray) -> np.ndarray:
     flat = np.asarray(array).ravel()

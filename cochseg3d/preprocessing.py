@@ -11,11 +11,11 @@ from typing import Any
 
 import numpy as np
 
-from cochseg3d.greylevels import to_hu
+from cochseg3d.greylevels import measure, to_hu
 from cochseg3d.volume import Volume
 
 #: how grey values become HU before the window (see :class:`Preprocessing`)
-GREY_LEVELS = ("measured", "as_stored")
+GREY_LEVELS = ("measured", "offset", "as_stored")
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,9 @@ class Preprocessing:
             sliding-window inferer.
         grey_levels: "measured": grey values are mapped to HU from the image's own air and
             soft-tissue levels (:mod:`cochseg3d.greylevels`) before the window, so an uncalibrated
-            scanner's offset and gain do not reach the network; "as_stored": taken as HU. Checkpoints
+            scanner's offset and gain do not reach the network; "offset": only the offset is
+            corrected, from the soft-tissue level (the gain, which cupping distorts, is left);
+            "as_stored": taken as HU. Checkpoints
             written before this field existed read as "as_stored".
     """
 
@@ -60,7 +62,8 @@ class Preprocessing:
         """``volume`` in HU as the network expects it (a whole volume: the levels are measured on it)."""
         if self.grey_levels == "as_stored":
             return volume
-        return to_hu(volume)[0]
+        levels = measure(volume)
+        return to_hu(volume, levels.offset_only() if self.grey_levels == "offset" else levels)[0]
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

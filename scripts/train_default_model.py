@@ -145,11 +145,15 @@ def final_sets(seed: int, n: int) -> dict[str, list[tuple[int, str, dict[str, An
 
 
 def confirm_sets(seed: int, n: int) -> dict[str, list[tuple[int, str, dict[str, Any]]]]:
-    """A fresh in-distribution draw (4n patients, seeds 994000+), generated once to test one chosen
-    candidate against the shipped model under a rule written before it was drawn; never used to choose."""
+    """Fresh in-distribution draws (4n patients each, seeds 994000+ and 998000+), each generated once to
+    test one chosen candidate against the shipped model under a rule written before it was drawn;
+    never used to choose."""
     rng = np.random.default_rng(seed + 4)
     base = 994_000 + seed * 100
-    return {"held_out_confirm": [(base + i, *random_overrides(rng)) for i in range(4 * n)]}
+    # the second draw (seeds 998000+), for the next candidate after the first was tested
+    again = np.random.default_rng(seed + 5)
+    return {"held_out_confirm": [(base + i, *random_overrides(rng)) for i in range(4 * n)],
+            "held_out_confirm2": [(998_000 + seed * 100 + i, *random_overrides(again)) for i in range(4 * n)]}
 
 
 def held_out_sets(seed: int, n: int) -> dict[str, list[tuple[int, str, dict[str, Any]]]]:

@@ -96,3 +96,18 @@ def test_phantom_stored_without_rescale_segments_like_hu():
     assert (pa >= 0.5).sum() > 0
     inter = ((pa >= 0.5) & (pb >= 0.5)).sum()
     assert 2 * inter / ((pa >= 0.5).sum() + (pb >= 0.5).sum()) > 0.95
+
+
+def test_offset_mode_moves_the_tissue_level_and_keeps_the_gain():
+    """A cupped scan (air-to-tissue step 0.66 of HU's) stored as HU + 1000: "offset" brings soft tissue
+    to its HU and leaves the gain, so bone is not lifted towards metal as dividing by 0.66 would."""
+    hu = _head(np.random.default_rng(6))
+    vol = Volume(hu * 0.66 + 1000.0, (0.3, 0.3, 0.3), (0, 0, 0), np.eye(3))
+    out = Preprocessing(grey_levels="offset").hu(vol).array
+    bone = hu > 900
+    assert abs(float(np.median(out[np.abs(hu - TISSUE_HU) < 50])) - TISSUE_HU) < 20.0
+    np.testing.assert_allclose(np.median(out[bone]), np.median(hu[bone]) * 0.66 + TISSUE_HU * 0.34, rtol=0.05)
+    measured = Preprocessing(grey_levels="measured").hu(vol).array
+    assert np.median(measured[bone]) > np.median(out[bone]) + 300.0
+    flat = Volume(np.full((8, 8, 8), 7.0, np.float32), (1, 1, 1), (0, 0, 0), np.eye(3))
+    assert Preprocessing(grey_levels="offset").hu(flat) is flat
