@@ -17,6 +17,8 @@ Rules, in order:
   floor) with bone above it: bone's peak is wider (its texture, not just noise), so a partner that
   much wider, with no third, bone-like peak above it, is not tissue, and the lowest peak is taken
   as tissue (a truncated air peak, clipped at the floor, is narrow: the third peak settles it);
+  so is a lowest of only two peaks with voxels well below it (air that heavy noise smeared into no
+  peak of its own: nothing real is darker than air);
 * with both, gain and offset follow; with tissue only, the gain is taken as 1 and only the offset
   is corrected; with no peak (a flat image), nothing is changed.
 
@@ -49,6 +51,10 @@ _SPIKE_FRACTION = 0.002
 #: a partner peak this many times wider than the lowest one is bone (texture), not tissue: on
 #: phantoms tissue/air width ratios were 0.7-1.05, bone/tissue 1.6-2.9
 _BONE_WIDTH_RATIO = 1.4
+#: more than this fraction of the voxels three noise widths below the lowest of two peaks: that peak
+#: is not air (development draw, seeds 993000+: <= 0.0024 below air, >= 0.027 below tissue over
+#: air that heavy noise left without a peak)
+_DARKER_FRACTION = 0.01
 _MAX_SAMPLES = 2_000_000
 _BINS = 512
 
@@ -140,6 +146,11 @@ def _peaks(v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return centres, props["prominences"], widths
 
 
+def _darker_than(v: np.ndarray, centre: float, width: float) -> float:
+    """Fraction of ``v`` more than three standard deviations (of a peak ``width`` wide) below ``centre``."""
+    return float((v < centre - 3.0 * width / 2.355).mean())
+
+
 def _bone_above(centres: np.ndarray, t: int, span: float) -> bool:
     """A peak lies above peak ``t`` at a bone-like distance (air, tissue and bone all seen)."""
     d = centres[t + 1:] - centres[t]
@@ -172,6 +183,8 @@ def measure(volume: Volume | np.ndarray) -> GreyLevels:
     t = max(above, key=lambda i: prom[i]) if above else None
     if t is not None and widths[t] > _BONE_WIDTH_RATIO * widths[0] and not _bone_above(centres, t, span):
         t = None  # the partner is as wide as bone and nothing bone-like lies above it
+    if t is not None and centres.size == 2 and _darker_than(v, centres[0], widths[0]) > _DARKER_FRACTION:
+        t = None  # material lies below the lowest peak: it is tissue (air smeared by noise), its partner bone
     if t is None:
         # no air (cropped, or clipped at the floor): the lowest peak is tissue when bone lies
         # above it, else the most prominent one

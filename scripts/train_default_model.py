@@ -31,6 +31,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from cochseg3d.preprocessing import GREY_LEVELS  # noqa: E402
 from cochseg3d.volume import atomic_write, write_image  # noqa: E402
 
 log = logging.getLogger("train_default_model")
@@ -145,15 +146,17 @@ def final_sets(seed: int, n: int) -> dict[str, list[tuple[int, str, dict[str, An
 
 
 def confirm_sets(seed: int, n: int) -> dict[str, list[tuple[int, str, dict[str, Any]]]]:
-    """Fresh in-distribution draws (4n patients each, seeds 994000+ and 998000+), each generated once to
+    """Fresh in-distribution draws (4n patients each, seeds 994000+, 998000+ and 999000+), each generated once to
     test one chosen candidate against the shipped model under a rule written before it was drawn;
     never used to choose."""
     rng = np.random.default_rng(seed + 4)
     base = 994_000 + seed * 100
-    # the second draw (seeds 998000+), for the next candidate after the first was tested
-    again = np.random.default_rng(seed + 5)
-    return {"held_out_confirm": [(base + i, *random_overrides(rng)) for i in range(4 * n)],
-            "held_out_confirm2": [(998_000 + seed * 100 + i, *random_overrides(again)) for i in range(4 * n)]}
+    # later draws (seeds 998000+, 999000+), one for each next candidate
+    sets = {"held_out_confirm": [(base + i, *random_overrides(rng)) for i in range(4 * n)]}
+    for k, start in ((2, 998_000), (3, 999_000)):
+        again = np.random.default_rng(seed + 3 + k)
+        sets[f"held_out_confirm{k}"] = [(start + seed * 100 + i, *random_overrides(again)) for i in range(4 * n)]
+    return sets
 
 
 def held_out_sets(seed: int, n: int) -> dict[str, list[tuple[int, str, dict[str, Any]]]]:
@@ -328,9 +331,10 @@ def _parser() -> argparse.ArgumentParser:
                     help="a further training config override (repeatable), e.g. train.lr=0.001")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--channels", default="8,16,32,64", help="U-Net channels per level")
-    ap.add_argument("--grey-levels", choices=("as_stored", "measured"), default="as_stored",
+    ap.add_argument("--grey-levels", choices=GREY_LEVELS, default="as_stored",
                     help="how the network reads grey values: as stored (it learns the offsets and gains it is "
-                         "trained on) or mapped to HU from each image's own air and tissue peaks")
+                         "trained on), mapped to HU from each image's own air and tissue peaks (measured), or "
+                         "shifted so its soft tissue reads 30 HU (offset)")
     ap.add_argument("--weights", type=Path, default=None, help="where default.pt/json go (default: cochseg3d/weights)")
     ap.add_argument("--evaluate-only", action="store_true", help="measure the shipped model only")
     ap.add_argument("--calibration", type=Path, default=None,

@@ -111,3 +111,19 @@ def test_offset_mode_moves_the_tissue_level_and_keeps_the_gain():
     assert np.median(measured[bone]) > np.median(out[bone]) + 300.0
     flat = Volume(np.full((8, 8, 8), 7.0, np.float32), (1, 1, 1), (0, 0, 0), np.eye(3))
     assert Preprocessing(grey_levels="offset").hu(flat) is flat
+
+
+@pytest.mark.parametrize("offset", [0.0, 1000.0])
+def test_heavy_noise_without_an_air_peak_is_not_read_as_air_and_tissue(offset):
+    """220 HU noise, the little air partial-volumed into no peak: the two peaks are tissue and bone,
+    not air and tissue (which would shift the scan by a whole bone level)."""
+    rng = np.random.default_rng(7)
+    size = 40 ** 3
+    air = rng.uniform(-1000, -300, int(0.05 * size))
+    tissue = rng.normal(TISSUE_HU, 25, int(0.6 * size))
+    bone = rng.normal(1300, 180, size - air.size - tissue.size)
+    hu = np.concatenate([air, tissue, bone])
+    hu = (rng.permutation(hu) + rng.normal(0, 220, size)).reshape(40, 40, 40).astype(np.float32)
+    g = measure(hu + offset)
+    assert g.method == "tissue"
+    assert g.offset == pytest.approx(offset, abs=60.0)
