@@ -30,6 +30,8 @@ from cochseg3d.contacts.centreline import cumulative_arc
 MIN_CONTACTS = 4
 MIN_TURN_DEG = 120.0  # less spiral than this fixes no axis
 JUNCTION_WINDOW_MM = 3.0
+#: a track whose last 1.5 mm has this much bone around it ends inside the cochlea
+MIN_END_BONE = 0.7
 
 
 @dataclass
@@ -66,6 +68,12 @@ class SpiralFit:
 
     def height(self, psi):
         return _height(self.params[3:], np.asarray(psi))
+
+    def basal_extension(self, mm: float, step_mm: float = 0.1) -> np.ndarray:
+        """Points (apex -> base) continuing the spiral ``mm`` beyond its basal end (psi < 0)."""
+        n = max(1, int(np.ceil(mm / step_mm)))
+        dpsi = step_mm / max(float(self.radius(0.0)), 0.5)
+        return self.point(-dpsi * np.arange(1, n + 1))
 
     def point(self, psi) -> np.ndarray:
         psi = np.atleast_1d(np.asarray(psi, float))
@@ -279,7 +287,7 @@ def estimate_frame(lps_mm: np.ndarray, centreline: np.ndarray | None = None, ima
                 break
             rw = new
         if image is not None:
-            rw, fit = _bone_bound(image, levels, track, rw, fit, notes)
+            track, rw, fit = _bone_bound(image, levels, track, rw, fit, notes)
     else:
         fit = fit_spiral(track)
         rw = len(track) - 1
@@ -309,23 +317,60 @@ def estimate_frame(lps_mm: np.ndarray, centreline: np.ndarray | None = None, ima
 
 
 def _bone_bound(image, levels, track: np.ndarray, rw: int, fit: SpiralFit, notes: list[str]):
-    """The entry moved apically to where the bone around the array ends, when it lies clearly beyond.
+    """(track, entry, fit): the entry moved to where the bone around the array ends.
 
-    Only apically: the lead is not in the cochlea where no bone surrounds it, but bone around it
-    does not make it inside (the round-window niche and the drilled facial recess are bone too).
+    Apically, when the bone ends clearly before the entry the shape gives: the lead is not in the
+    cochlea where no bone surrounds it, but bone around it does not make it inside (the
+    round-window niche and the drilled facial recess are bone too), so never basally along the
+    track. Where the track stops inside the bone (a label that ends at the last contact, the
+    lead not seen), the spiral is continued past its end and the bone's end sought there.
     """
     from cochseg3d.clinical.round_window import WINDOW_MM, bone_entry
 
     entry = bone_entry(image, track, levels, before=rw)
     if entry.index is None:
+        longer = _past_the_end(image, levels, track, rw, fit, entry)
+        if longer is not None:
+            notes.append(longer[3])
+            return longer[:3]
         notes.append(f"round window from the centreline's shape: {entry.evidence}")
-        return rw, fit
+        return track, rw, fit
     s = cumulative_arc(track)
     if s[rw] - s[entry.index] <= WINDOW_MM:  # within the fall's own window: the shape is finer
-        return rw, fit
+        return track, rw, fit
     notes.append(f"round window moved {s[rw] - s[entry.index]:.1f} mm apically, to the end of the bone: "
                  f"{entry.evidence}")
-    return entry.index, fit_spiral(track[: entry.index + 1], dip=True)
+    return track, entry.index, fit_spiral(track[: entry.index + 1], dip=True)
+
+
+def _past_the_end(image, levels, track: np.ndarray, rw: int, fit: SpiralFit, entry):
+    """(track, entry, fit, note) with the spiral continued past a track that ends inside the bone
+    and the round window found on it; None when the track does not end there.
+
+    The array follows the spiral to the round window and leaves it along its tangent (as
+    :func:`_junction` reads it), so each point of the continued spiral is tried as the exit: the
+    bone around the spiral before it against the bone around its tangent after it.
+    """
+    from cochseg3d.clinical.round_window import BONE_HU, EXTEND_MM, WINDOW_MM, exit_fall
+    from cochseg3d.greylevels import measure
+
+    s = cumulative_arc(track)
+    if s[-1] - s[rw] > WINDOW_MM or entry.profile[s >= s[-1] - WINDOW_MM].mean() < MIN_END_BONE:
+        return None
+    levels = measure(image) if levels is None else levels
+    spiral = np.concatenate([track, fit.basal_extension(EXTEND_MM)])
+    k, evidence = exit_fall(image, spiral, levels.from_hu(BONE_HU), len(track) - 1)
+    if k is None:
+        return (track, rw, fit, f"the array's track ends inside the bone and no exit from it follows on its spiral "
+                                f"({evidence}): the round window may lie beyond the label, the angles too shallow")
+    t = spiral[k] - spiral[k - 1]
+    t /= np.linalg.norm(t)
+    out = spiral[k] + np.outer(np.arange(1, int(round(WINDOW_MM / 0.1)) + 1) * 0.1, t)
+    longer = np.concatenate([spiral[: k + 1], out])
+    over = cumulative_arc(longer)[k] - s[-1]
+    note = (f"the array's track ends inside the bone: round window {over:.1f} mm past its end, on its spiral "
+            f"continued, where {evidence}")
+    return longer, k, fit_spiral(longer[: k + 1], dip=True), note
 
 
 def _confidence(fit: SpiralFit, turn_deg: float, climb_mm: float, has_line: bool) -> float:

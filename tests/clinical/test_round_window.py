@@ -63,3 +63,49 @@ def test_image_corrects_a_round_window_the_shape_puts_too_far_out():
     shape_only, with_image = errors(*args), errors(*args, case.image)
     assert np.abs(shape_only["angle_err_deg"]).mean() > 20.0
     assert np.abs(with_image["angle_err_deg"]).mean() < 10.0
+
+
+def _cut_inside(case, cut_mm: float = 2.5):
+    """A phantom's truth with its path cut ``cut_mm`` inside the round window, as a label that ends at
+    its last contact is, and the contacts beyond the cut dropped with it: (truth, contacts, path)."""
+    from cochseg3d.contacts.centreline import cumulative_arc
+
+    c = case.contacts
+    path, pts = np.asarray(c["electrode_path_lps_mm"]), np.asarray(c["contacts_lps_mm"])
+    depth = np.asarray(c["contact_depths_mm"])
+    s = cumulative_arc(path)
+    near = np.argmin(np.linalg.norm(path[:, None] - pts[None], axis=2), axis=0)
+    s_rw = float(np.median(s[near] + depth))
+    keep, inside = s <= s_rw - cut_mm, depth >= cut_mm
+    truth = {**c, "contact_angles_deg": np.asarray(c["contact_angles_deg"])[inside].tolist(),
+             "contact_depths_mm": depth[inside].tolist()}
+    return truth, pts[inside], path[keep]
+
+
+@pytest.fixture(scope="module")
+def dev_case():
+    return generate_patient(989005)  # a development phantom
+
+
+def test_round_window_found_past_a_track_that_ends_inside_the_bone(dev_case):
+    from cochseg3d.clinical.frame import estimate_frame
+
+    truth, pts, path = _cut_inside(dev_case)
+    shape_only, with_image = errors(truth, pts, path), errors(truth, pts, path, dev_case.image)
+    assert np.abs(shape_only["angle_err_deg"]).mean() > 20.0
+    assert np.abs(with_image["angle_err_deg"]).mean() < 8.0
+    f = estimate_frame(pts, path, image=dev_case.image)
+    assert any("past its end" in n for n in f.notes)
+    assert len(f.track) > len(path)  # the frame's track runs on to the round window and out
+
+
+def test_a_track_ending_in_bone_with_no_exit_keeps_the_shape_entry_and_says_so(dev_case):
+    from cochseg3d.clinical.frame import estimate_frame
+
+    truth, pts, path = _cut_inside(dev_case)
+    arr = np.asarray(dev_case.image.array, np.float32)
+    no_air = dev_case.image.with_array(np.where(arr < 500.0, 1500.0 + 0.1 * arr, arr).astype(np.float32))
+    f = estimate_frame(pts, path, image=no_air)
+    assert any("no exit from it follows" in n for n in f.notes)
+    np.testing.assert_allclose(errors(truth, pts, path, no_air)["angle_err_deg"],
+                               errors(truth, pts, path)["angle_err_deg"], atol=1e-6)
