@@ -30,8 +30,6 @@ from cochseg3d.contacts.centreline import cumulative_arc
 MIN_CONTACTS = 4
 MIN_TURN_DEG = 120.0  # less spiral than this fixes no axis
 JUNCTION_WINDOW_MM = 3.0
-#: a track whose last 1.5 mm has this much bone around it ends inside the cochlea
-MIN_END_BONE = 0.7
 
 
 @dataclass
@@ -326,16 +324,18 @@ def _bone_bound(image, levels, track: np.ndarray, rw: int, fit: SpiralFit, notes
     lead not seen), the spiral is continued past its end and the bone's end sought there.
     """
     from cochseg3d.clinical.round_window import WINDOW_MM, bone_entry
+    from cochseg3d.greylevels import measure
 
+    levels = measure(image) if levels is None else levels
     entry = bone_entry(image, track, levels, before=rw)
+    s = cumulative_arc(track)
     if entry.index is None:
-        longer = _past_the_end(image, levels, track, rw, fit, entry)
+        longer = _past_the_end(image, levels, track, s, rw, fit, entry)
         if longer is not None:
             notes.append(longer[3])
             return longer[:3]
         notes.append(f"round window from the centreline's shape: {entry.evidence}")
         return track, rw, fit
-    s = cumulative_arc(track)
     if s[rw] - s[entry.index] <= WINDOW_MM:  # within the fall's own window: the shape is finer
         return track, rw, fit
     notes.append(f"round window moved {s[rw] - s[entry.index]:.1f} mm apically, to the end of the bone: "
@@ -343,33 +343,30 @@ def _bone_bound(image, levels, track: np.ndarray, rw: int, fit: SpiralFit, notes
     return track, entry.index, fit_spiral(track[: entry.index + 1], dip=True)
 
 
-def _past_the_end(image, levels, track: np.ndarray, rw: int, fit: SpiralFit, entry):
-    """(track, entry, fit, note) with the spiral continued past a track that ends inside the bone
-    and the round window found on it; None when the track does not end there.
+def _past_the_end(image, levels, track: np.ndarray, s: np.ndarray, rw: int, fit: SpiralFit, entry):
+    """(track, entry, fit, note) with the spiral continued past a track (arc length ``s``) that ends
+    inside the bone and the round window found on it; None when the track does not end there.
 
     The array follows the spiral to the round window and leaves it along its tangent (as
     :func:`_junction` reads it), so each point of the continued spiral is tried as the exit: the
     bone around the spiral before it against the bone around its tangent after it.
     """
-    from cochseg3d.clinical.round_window import BONE_HU, EXTEND_MM, WINDOW_MM, exit_fall
-    from cochseg3d.greylevels import measure
+    from cochseg3d.clinical.round_window import BONE_HU, EXTEND_MM, MIN_INSIDE, WINDOW_MM, exit_fall, tangent_line
 
-    s = cumulative_arc(track)
-    if s[-1] - s[rw] > WINDOW_MM or entry.profile[s >= s[-1] - WINDOW_MM].mean() < MIN_END_BONE:
+    if s[-1] - s[rw] > WINDOW_MM or entry.profile[s >= s[-1] - WINDOW_MM].mean() < MIN_INSIDE:
         return None
-    levels = measure(image) if levels is None else levels
     spiral = np.concatenate([track, fit.basal_extension(EXTEND_MM)])
-    k, evidence = exit_fall(image, spiral, levels.from_hu(BONE_HU), len(track) - 1)
+    exit_ = exit_fall(image, spiral, levels.from_hu(BONE_HU), len(track) - 1)
+    k = exit_.index
     if k is None:
-        return (track, rw, fit, f"the array's track ends inside the bone and no exit from it follows on its spiral "
-                                f"({evidence}): the round window may lie beyond the label, the angles too shallow")
+        return (track, rw, fit, "the array's track ends inside the bone and no exit from it follows on its spiral "
+                                "(no clear fall of the bone around its tangent): the round window may lie beyond "
+                                "the label, the angles too shallow")
     t = spiral[k] - spiral[k - 1]
-    t /= np.linalg.norm(t)
-    out = spiral[k] + np.outer(np.arange(1, int(round(WINDOW_MM / 0.1)) + 1) * 0.1, t)
-    longer = np.concatenate([spiral[: k + 1], out])
+    longer = np.concatenate([spiral[: k + 1], tangent_line(spiral[k], t / np.linalg.norm(t))])
     over = cumulative_arc(longer)[k] - s[-1]
     note = (f"the array's track ends inside the bone: round window {over:.1f} mm past its end, on its spiral "
-            f"continued, where {evidence}")
+            f"continued, where {exit_.evidence}")
     return longer, k, fit_spiral(longer[: k + 1], dip=True), note
 
 

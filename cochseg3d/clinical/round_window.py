@@ -105,29 +105,30 @@ def bone_entry(image, track: np.ndarray, levels=None, before: int | None = None)
     return BoneEntry(j, float(fall[j]), float(before_mean[j]), b)
 
 
-def exit_fall(image, spiral: np.ndarray, bone_grey: float, start: int) -> tuple[int | None, str]:
-    """(index, evidence): the point of ``spiral`` (apex -> base) past ``start`` where leaving it along
-    its tangent leaves the bone, the fall largest in the first clear run; None when none is clear.
+def tangent_line(point: np.ndarray, direction: np.ndarray, mm: float = WINDOW_MM, step_mm: float = 0.1) -> np.ndarray:
+    """Points ``step_mm`` apart running ``mm`` on from ``point`` along the unit ``direction``."""
+    return point + np.outer(np.arange(1, int(round(mm / step_mm)) + 1) * step_mm, direction)
+
+
+def exit_fall(image, spiral: np.ndarray, bone_grey: float, start: int) -> BoneEntry:
+    """Where, past ``start``, leaving ``spiral`` (apex -> base, 0.1 mm steps) along its tangent leaves
+    the bone: the largest fall in the first clear run; ``index`` None when none is clear.
 
     Before each candidate exit the shell is read along the spiral, after it along the tangent: the
     array runs on straight out of the cochlea, where the spiral would curve on into its wall.
     """
     b = bone_profile(image, spiral, bone_grey)
     s = cumulative_arc(spiral)
-    steps = np.arange(1, int(round(WINDOW_MM / 0.1)) + 1) * 0.1
     best, best_fall, best_inside, run = None, 0.0, 0.0, False
     for k in range(max(start, 1), len(spiral)):
         t = spiral[k] - spiral[k - 1]
         t /= np.linalg.norm(t) + 1e-12
         inside = float(b[(s > s[k] - WINDOW_MM) & (s <= s[k])].mean())
-        fall = inside - float(bone_profile(image, spiral[k] + np.outer(steps, t), bone_grey).mean())
+        fall = inside - float(bone_profile(image, tangent_line(spiral[k], t), bone_grey).mean())
         clear = fall >= MIN_FALL and inside >= MIN_INSIDE
         if clear and fall > best_fall:
             best, best_fall, best_inside = k, fall, inside
         if run and not clear:
             break  # further on, the spiral is no longer the array's
         run = run or clear
-    if best is None:
-        return None, "no clear fall of the bone around its tangent"
-    return best, (f"the bone around the array falls from {best_inside:.0%} to {best_inside - best_fall:.0%} of a "
-                  f"{SHELL_MM[0]}-{SHELL_MM[-1]} mm shell")
+    return BoneEntry(best, best_fall, best_inside, b)
