@@ -146,14 +146,14 @@ def final_sets(seed: int, n: int) -> dict[str, list[tuple[int, str, dict[str, An
 
 
 def confirm_sets(seed: int, n: int) -> dict[str, list[tuple[int, str, dict[str, Any]]]]:
-    """Fresh in-distribution draws (4n patients each, seeds 994000+, 998000+ and 999000+), each generated once to
-    test one chosen candidate against the shipped model under a rule written before it was drawn;
-    never used to choose."""
+    """Fresh in-distribution draws (4n patients each, seeds 994000+, 998000+, 999000+ and 1000000+), each
+    generated once to test one chosen candidate against the shipped model under a rule written before it
+    was drawn; never used to choose."""
     rng = np.random.default_rng(seed + 4)
     base = 994_000 + seed * 100
-    # later draws (seeds 998000+, 999000+), one for each next candidate
+    # later draws, one for each next candidate
     sets = {"held_out_confirm": [(base + i, *random_overrides(rng)) for i in range(4 * n)]}
-    for k, start in ((2, 998_000), (3, 999_000)):
+    for k, start in ((2, 998_000), (3, 999_000), (4, 1_000_000)):
         again = np.random.default_rng(seed + 3 + k)
         sets[f"held_out_confirm{k}"] = [(start + seed * 100 + i, *random_overrides(again)) for i in range(4 * n)]
     return sets
