@@ -349,25 +349,45 @@ def _past_the_end(image, levels, track: np.ndarray, s: np.ndarray, rw: int, fit:
 
     The array follows the spiral to the round window and leaves it along its tangent (as
     :func:`_junction` reads it), so each point of the continued spiral is tried as the exit: the
-    bone around the spiral before it against the bone around its tangent after it.
+    bone around the spiral before it against the bone around its tangent after it. A shape entry
+    more than the bone rule's window before the end counts only when bone surrounds the track from
+    it to the end (a straight stretch of the array inside the cochlea), and only with an exit found.
     """
     from cochseg3d.clinical.round_window import BONE_HU, EXTEND_MM, MIN_INSIDE, WINDOW_MM, exit_fall, tangent_line
 
-    if s[-1] - s[rw] > WINDOW_MM or entry.profile[s >= s[-1] - WINDOW_MM].mean() < MIN_INSIDE:
+    if entry.profile[s >= s[-1] - WINDOW_MM].mean() < MIN_INSIDE:
         return None
-    spiral = np.concatenate([track, fit.basal_extension(EXTEND_MM)])
+    inner = s[-1] - s[rw] > WINDOW_MM
+    # the shape's entry well inside the track is a straight stretch of the array, not its exit, when
+    # the bone surrounds the track from it to the end: the spiral is then the whole track's
+    if inner and _least_window(entry.profile, s, s[rw]) < MIN_INSIDE:
+        return None
+    along = fit_spiral(track, dip=True) if inner else fit
+    spiral = np.concatenate([track, along.basal_extension(EXTEND_MM)])
     exit_ = exit_fall(image, spiral, levels.from_hu(BONE_HU), len(track) - 1)
     k = exit_.index
+    if k is None and inner:
+        return None  # nothing past the end to show for it: the shape's entry stands
     if k is None:
         return (track, rw, fit, "the array's track ends inside the bone and no exit from it follows on its spiral "
                                 "(no clear fall of the bone around its tangent): the round window may lie beyond "
                                 "the label, the angles too shallow")
     t = spiral[k] - spiral[k - 1]
     longer = np.concatenate([spiral[: k + 1], tangent_line(spiral[k], t / np.linalg.norm(t))])
-    over = cumulative_arc(longer)[k] - s[-1]
-    note = (f"the array's track ends inside the bone: round window {over:.1f} mm past its end, on its spiral "
+    over = float(np.linalg.norm(spiral[k] - track[-1]))
+    note = (f"the array's track ends inside the bone: round window {over:.1f} mm from its end, on its spiral "
             f"continued, where {exit_.evidence}")
     return longer, k, fit_spiral(longer[: k + 1], dip=True), note
+
+
+def _least_window(profile: np.ndarray, s: np.ndarray, start_mm: float) -> float:
+    """The lowest mean of ``profile`` over a window of the bone rule's length from ``start_mm`` on."""
+    from cochseg3d.clinical.round_window import WINDOW_MM
+
+    ends = s[(s >= start_mm + WINDOW_MM)]
+    if not ends.size:
+        return float(profile[s >= start_mm].mean())
+    return float(min(profile[(s > e - WINDOW_MM) & (s <= e)].mean() for e in ends[::5]))
 
 
 def _confidence(fit: SpiralFit, turn_deg: float, climb_mm: float, has_line: bool) -> float:

@@ -8,7 +8,7 @@ import pytest
 from cochseg3d.clinical.round_window import bone_entry
 from cochseg3d.phantom import generate_patient
 from cochseg3d.volume import Volume
-from tests.clinical.truthcheck import errors
+from tests.clinical.truthcheck import _cut_inside, errors
 
 SPACING = 0.2
 END_MM = 12.0  # where the synthetic bone stops along the track
@@ -65,23 +65,6 @@ def test_image_corrects_a_round_window_the_shape_puts_too_far_out():
     assert np.abs(with_image["angle_err_deg"]).mean() < 10.0
 
 
-def _cut_inside(case, cut_mm: float = 2.5):
-    """A phantom's truth with its path cut ``cut_mm`` inside the round window, as a label that ends at
-    its last contact is, and the contacts beyond the cut dropped with it: (truth, contacts, path)."""
-    from cochseg3d.contacts.centreline import cumulative_arc
-
-    c = case.contacts
-    path, pts = np.asarray(c["electrode_path_lps_mm"]), np.asarray(c["contacts_lps_mm"])
-    depth = np.asarray(c["contact_depths_mm"])
-    s = cumulative_arc(path)
-    near = np.argmin(np.linalg.norm(path[:, None] - pts[None], axis=2), axis=0)
-    s_rw = float(np.median(s[near] + depth))
-    keep, inside = s <= s_rw - cut_mm, depth >= cut_mm
-    truth = {**c, "contact_angles_deg": np.asarray(c["contact_angles_deg"])[inside].tolist(),
-             "contact_depths_mm": depth[inside].tolist()}
-    return truth, pts[inside], path[keep]
-
-
 @pytest.fixture(scope="module")
 def dev_case():
     return generate_patient(989005)  # a development phantom
@@ -95,7 +78,7 @@ def test_round_window_found_past_a_track_that_ends_inside_the_bone(dev_case):
     assert np.abs(shape_only["angle_err_deg"]).mean() > 20.0
     assert np.abs(with_image["angle_err_deg"]).mean() < 8.0
     f = estimate_frame(pts, path, image=dev_case.image)
-    assert any("past its end" in n for n in f.notes)
+    assert any("mm from its end, on its spiral continued" in n for n in f.notes)
     assert len(f.track) > len(path)  # the frame's track runs on to the round window and out
 
 
@@ -109,3 +92,31 @@ def test_a_track_ending_in_bone_with_no_exit_keeps_the_shape_entry_and_says_so(d
     assert any("no exit from it follows" in n for n in f.notes)
     np.testing.assert_allclose(errors(truth, pts, path, no_air)["angle_err_deg"],
                                errors(truth, pts, path)["angle_err_deg"], atol=1e-6)
+
+
+def _shape_entry_inside(dev_case, before_end_mm: float, image):
+    """_past_the_end on the cut track with the shape's entry ``before_end_mm`` before its end."""
+    from cochseg3d.clinical.frame import _past_the_end, fit_spiral
+    from cochseg3d.clinical.round_window import bone_entry
+    from cochseg3d.contacts.centreline import cumulative_arc
+    from cochseg3d.greylevels import measure
+
+    _, _, path = _cut_inside(dev_case)
+    s = cumulative_arc(path)
+    rw = int(np.searchsorted(s, s[-1] - before_end_mm))
+    levels = measure(image)
+    entry = bone_entry(image, path, levels, before=rw)
+    return path, _past_the_end(image, levels, path, s, rw, fit_spiral(path[: rw + 1], dip=True), entry)
+
+
+def test_a_shape_entry_inside_a_track_that_ends_in_bone_gives_way_to_the_exit_past_the_end(dev_case):
+    path, longer = _shape_entry_inside(dev_case, 4.0, dev_case.image)
+    assert longer is not None  # the old 1.5 mm gate left the shape's entry there
+    track, k, _, note = longer
+    assert k >= len(path) and "mm from its end" in note
+
+
+def test_a_shape_entry_inside_the_track_stands_when_no_exit_follows(dev_case):
+    arr = np.asarray(dev_case.image.array, np.float32)
+    no_air = dev_case.image.with_array(np.where(arr < 500.0, 1500.0 + 0.1 * arr, arr).astype(np.float32))
+    assert _shape_entry_inside(dev_case, 4.0, no_air)[1] is None

@@ -1,6 +1,6 @@
 """Frame and angle errors against the phantom's truth (used by the tests; run as a script to measure).
 
-    python -m tests.clinical.truthcheck --seeds 985000 20 [--found | --model] [--ct-model rtk] [--no-image]
+    python -m tests.clinical.truthcheck --seeds 985000 20 [--found | --model | --cut MM] [--ct-model rtk] [--no-image]
 """
 
 from __future__ import annotations
@@ -31,6 +31,23 @@ def errors(truth: dict, lps_mm: np.ndarray, centreline: np.ndarray | None, image
     return out
 
 
+def _cut_inside(case, cut_mm: float = 2.5):
+    """A phantom's truth with its path cut ``cut_mm`` inside the round window, as a label that ends at
+    its last contact is, and the contacts beyond the cut dropped with it: (truth, contacts, path)."""
+    from cochseg3d.contacts.centreline import cumulative_arc
+
+    c = case.contacts
+    path, pts = np.asarray(c["electrode_path_lps_mm"]), np.asarray(c["contacts_lps_mm"])
+    depth = np.asarray(c["contact_depths_mm"])
+    s = cumulative_arc(path)
+    near = np.argmin(np.linalg.norm(path[:, None] - pts[None], axis=2), axis=0)
+    s_rw = float(np.median(s[near] + depth))
+    keep, inside = s <= s_rw - cut_mm, depth >= cut_mm
+    truth = {**c, "contact_angles_deg": np.asarray(c["contact_angles_deg"])[inside].tolist(),
+             "contact_depths_mm": depth[inside].tolist()}
+    return truth, pts[inside], path[keep]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", nargs=2, type=int, default=[985000, 20])
@@ -38,6 +55,7 @@ def main() -> None:
     ap.add_argument("--model", action="store_true", help="contacts the default model finds (segment, named electrode)")
     ap.add_argument("--ct-model", default="fast", choices=["fast", "rtk"])
     ap.add_argument("--no-image", action="store_true", help="the round window from the centreline's shape alone")
+    ap.add_argument("--cut", type=float, help="the true path cut this many mm inside the round window")
     a = ap.parse_args()
     if a.model:
         from cochseg3d.inference import load_model
@@ -60,6 +78,8 @@ def main() -> None:
 
             fc = find_contacts(case.label, case.image, electrode=c["model"])
             e = errors(c, fc.lps_mm, fc.centreline_lps_mm, image)
+        elif a.cut is not None:
+            e = errors(*_cut_inside(case, a.cut), image)
         else:
             e = errors(c, np.asarray(c["contacts_lps_mm"]), np.asarray(c["electrode_path_lps_mm"]), image)
         rows.append(e)
